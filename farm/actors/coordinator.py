@@ -1,0 +1,172 @@
+"""The coordinator: one per job, the only writer of the job's ledger.
+
+A plain class; the driver runs it as a named, detached Ray actor on the head node, so a second
+``farm submit`` or ``farm resume`` finds it, and it outlives the driver. It feeds events to the
+pure :class:`~farm.ledger.Ledger`, persists the ledger to the job directory, and returns the
+instructions. On (re)start it rebuilds its state from storage: the ledger snapshot plus any
+segment receipts written after the last snapshot, minus segments that have disappeared."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from farm.jobs import JobDir
+from farm.ledger import DoneRecord, Event, Instruction, Ledger, Policy, WorkerJoined, WorkerLost
+
+log = logging.getLogger(__name__)
+
+#: Seconds between ledger snapshots while shards only complete; their receipts are already durable.
+FLUSH_INTERVAL_S = 1.0
+#: A driver that has not checked in for this long has died; another may take the job over.
+DRIVER_STALE_S = 20.0
+
+
+class Coordinator:
+    """Owns one job's ledger."""
+
+    def __init__(self, jobs_root: str, job_id: str, policy: dict[str, Any] | None = None) -> None:
+        self.job = JobDir(jobs_root, job_id)
+        self.job_id = job_id
+        self.jobs_root = jobs_root
+        self.workers: dict[str, dict[str, Any]] = {}  # live worker stats reported by the driver
+        self.driver: dict[str, Any] | None = None
+        self.started = time.time()
+        self._load(Policy(**(policy or {})))
+
+    def _load(self, policy: Policy) -> None:
+        """(Re)build all state from the job directory, the source of truth."""
+        self.spec = self.job.read_spec()
+        data = self.job.read_ledger()
+        self.ledger = Ledger.from_json(data, policy) if data else Ledger(self.spec.shards(), policy)
+        if [(s.start, s.stop) for s in self.ledger.shards] != [(s.start, s.stop) for s in self.spec.shards()]:
+            self.ledger = Ledger(self.spec.shards(), policy)  # a --restart re-planned the job
+        self._last_flush = 0.0
+        self._dirty = False
+        self._reconcile()
+        self.flush(force=True)
+
+    # -- driver ownership -------------------------------------------------------------------------
+
+    def claim(self, driver_id: str, info: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
+        """Make ``driver_id`` the job's driver unless another live one holds it; returns the
+        holder's info when refused, None when granted (also on renewal)."""
+        now = time.time() if now is None else now
+        holder = self.driver
+        if holder and holder["id"] != driver_id and now - holder["seen"] < DRIVER_STALE_S:
+            return dict(holder)
+        self.driver = {"id": driver_id, "seen": now, **info}
+        return None
+
+    def release(self, driver_id: str) -> None:
+        if self.driver and self.driver["id"] == driver_id:
+            self.driver = None
+
+    def start_run(self, policy: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A driver starts (or restarts) work: reload from storage, reset the attempts of a failed
+        or cancelled job, and clear any old cancel request."""
+        self.workers.clear()
+        self._load(Policy(**(policy or {})))
+        self.ledger.resume()
+        self.job.clear_control()
+        self.flush(force=True)
+        return self.snapshot()
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def handle(self, events: list[Event]) -> list[Instruction]:
+        before = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
+        instructions = self.ledger.handle(*events)
+        after = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
+        if after != before:
+            self._dirty = True
+            # State changes and failures are written at once; completions are also in receipts.
+            self.flush(force=after[:2] != before[:2])
+        for event in events:
+            if isinstance(event, WorkerLost):
+                self.workers.pop(event.worker, None)
+            elif isinstance(event, WorkerJoined):
+                self.workers.setdefault(event.worker, {"worker": event.worker, "node": event.node})
+        return instructions
+
+    def report(self, stats: list[dict[str, Any]]) -> None:
+        """Live per-worker figures from the driver (not persisted)."""
+        for s in stats:
+            self.workers.setdefault(s["worker"], {}).update(s)
+
+    def flush(self, force: bool = False) -> None:
+        now = time.time()
+        if force or (self._dirty and now - self._last_flush >= FLUSH_INTERVAL_S):
+            self.job.write_ledger(self.ledger.to_json())
+            self._last_flush = now
+            self._dirty = False
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        self.flush()
+        summary = summarize(self.job_id, self.ledger)
+        summary["workers"] = sorted(self.workers.values(), key=lambda w: w.get("worker", ""))
+        summary["driver"] = dict(self.driver) if self.driver else None
+        summary["blocked_nodes"] = sorted(self.ledger.blocked_nodes)
+        return summary
+
+    def done_records(self) -> dict[int, DoneRecord]:
+        return dict(self.ledger.done)
+
+    def ping(self) -> tuple[str, str]:
+        return self.job_id, self.jobs_root
+
+    # -- recovery ---------------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """Adopt receipts newer than the snapshot; drop done records whose segment is gone."""
+        ledger = self.ledger
+        present = set(self.job.storage.list("segments"))
+        for shard, record in list(ledger.done.items()):
+            if record.segment not in present or not self.job.segment_ok(record.segment, record.bytes):
+                log.warning("segment %s of shard %d is missing or damaged; the shard will be redone", record.segment, shard)
+                del ledger.done[shard]
+                self._dirty = True
+        for receipt in self.job.receipts():
+            shard = receipt["shard"]
+            if shard in ledger.done or shard >= len(ledger.shards):
+                continue
+            s = ledger.shards[shard]
+            if (receipt["start"], receipt["stop"], receipt["frames"]) != (s.start, s.stop, s.frames):
+                continue
+            ledger.done[shard] = DoneRecord(
+                segment=receipt["segment"],
+                frames=receipt["frames"],
+                bytes=receipt["bytes"],
+                sha256=receipt["sha256"],
+                node=receipt.get("node", "?"),
+                worker=receipt.get("worker", "?"),
+                seconds=receipt.get("seconds", 0.0),
+                attempt=receipt.get("attempt", 0),
+                faces=receipt.get("faces", 0),
+            )
+            self._dirty = True
+        if ledger.state == "done" and len(ledger.done) != len(ledger.shards):
+            ledger.state = "running"
+
+
+def summarize(job_id: str, ledger: Ledger) -> dict[str, Any]:
+    """The status fields ``farm status --json`` promises, from a ledger alone."""
+    return {
+        "job_id": job_id,
+        "state": ledger.state,
+        "reason": ledger.reason,
+        "shards_total": len(ledger.shards),
+        "shards_done": len(ledger.done),
+        "frames_total": ledger.frames_total,
+        "frames_done": ledger.frames_done,
+        "retries": sum(max(0, a - 1) for a in ledger.attempts.values()),
+        "failures": [
+            {"shard": f.shard, "node": f.node, "worker": f.worker, "error": f.error, "attempt": f.attempt, "at": f.at}
+            for f in ledger.failures[-20:]
+        ],
+        "faces": sum(r.faces for r in ledger.done.values()),
+        "bytes": sum(r.bytes for r in ledger.done.values()),
+    }

@@ -1,0 +1,66 @@
+"""The final task: assemble the done segments into the output, verify it, and only then put it
+at the output path (a temporary name until verified, so a failed mux leaves nothing behind)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from farm.config import OutputConfig
+from farm.errors import MuxError, OutputError
+from farm.jobs import JobDir
+from farm.storage import Storage, is_url, split_location
+from farm.video.mux import SegmentRef, mux, remove_output, verify, write_png_sequence
+
+log = logging.getLogger(__name__)
+
+
+def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segments: list[tuple[str, int, int]], size: tuple[int, int]) -> dict[str, Any]:
+    """Write ``output`` from ``segments`` (``(name, start, stop)`` in frame order).
+
+    Raises:
+        MuxError, OutputError: nothing is left at ``output``.
+    """
+    job = JobDir(jobs_root, job_id)
+    spec = job.read_spec()
+    refs = [SegmentRef(opener=lambda name=name: job.open_segment(name), start=start, stop=stop) for name, start, stop in segments]
+    if out.codec == "png":
+        return _png(spec, refs, output)
+    parent, name = split_location(output)
+    storage = Storage(parent)
+    scratch = storage.scratch_file(name)
+    try:
+        mux(spec.source, refs, scratch, out, size)
+        shift = verify(scratch, spec.source)
+        nbytes = os.path.getsize(scratch)
+        storage.commit_file(scratch, name)
+    except BaseException:
+        remove_output(scratch)
+        raise
+    log.info("wrote %s (%d bytes)", output, nbytes)
+    return {"output": output, "frames": spec.source.num_frames, "bytes": nbytes, "shift": shift}
+
+
+def _png(spec, refs: list[SegmentRef], output: str) -> dict[str, Any]:
+    if is_url(output):
+        raise OutputError("--codec png writes a local directory; give a local path as the output")
+    output = output.rstrip("/")
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise OutputError(f"{output} exists and is not an empty directory; choose a new output directory for --codec png")
+    parent = os.path.dirname(os.path.abspath(output))
+    scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
+    try:
+        write_png_sequence(spec.source, refs, scratch, spec.source.high_bit_depth)
+        written = sorted(n for n in os.listdir(scratch) if n.endswith(".png"))
+        if len(written) != spec.source.num_frames:
+            raise MuxError(f"wrote {len(written)} PNG files for {spec.source.num_frames} frames")
+        if os.path.isdir(output):
+            os.rmdir(output)
+        os.replace(scratch, output)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return {"output": output, "frames": spec.source.num_frames, "bytes": 0, "shift": 0}

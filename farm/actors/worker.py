@@ -1,0 +1,339 @@
+"""The enhance worker: holds one loaded model on one device and turns shards into segments.
+
+A plain class (Ray wraps it when the driver spawns it, see :mod:`farm.driver`): it decodes only its
+shard, enhances every frame, encodes a lossless segment to a scratch file, and commits it to the
+job directory with a receipt. Decoding, enhancing and encoding run in three threads joined by
+small queues, so the device is not kept waiting by I/O."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import queue
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from farm.enhance import Enhancer, build_enhancer, resolve_device
+from farm.errors import FarmError, StorageError
+from farm.jobs import JobDir, JobSpec
+from farm.storage import sha256_file
+from farm.video.decode import decode_shard
+from farm.video.encode import SegmentWriter
+from farm.video.geometry import plan_geometry
+
+log = logging.getLogger(__name__)
+
+#: Frames buffered between the decode, enhance and encode stages.
+QUEUE_FRAMES = 4
+
+
+@dataclass
+class ShardProgress:
+    """What a worker is doing, for heartbeats and the live view."""
+
+    shard: int | None = None
+    frames: int = 0  # done in the current shard
+    total: int = 0
+    started: float = 0.0
+    updated: float = field(default_factory=time.time)
+    shards_done: int = 0
+    frames_done: int = 0  # over the worker's life
+    busy_s: float = 0.0  # time spent inside shards
+
+
+class EnhanceWorker:
+    """Turns shards of one job into committed segments."""
+
+    def __init__(self, jobs_root: str, job_id: str, worker_id: str, device: str = "auto", threads: int | None = None) -> None:
+        # Loading happens in ready(), so that a failure reaches the driver as a clear FarmError.
+        self.worker_id = worker_id
+        self.job = JobDir(jobs_root, job_id)
+        self.requested_device = device
+        self.threads = threads
+        self.enhancer: Enhancer | None = None
+        self.progress_state = ShardProgress()
+        self._lock = threading.Lock()
+
+    def _setup(self) -> Enhancer:
+        self.spec: JobSpec = self.job.read_spec()
+        self.device = resolve_device(self.requested_device)
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        source, model = self.spec.source, self.spec.model
+        return build_enhancer(
+            model,
+            lambda model_scale: plan_geometry(source.width, source.height, model_scale, model.scale, model.target),
+            self.device,
+        )
+
+    # -- health -----------------------------------------------------------------------------------
+
+    def ready(self) -> dict[str, Any]:
+        """Host, device and versions; checks the input and the job directory are reachable."""
+        import av
+
+        from farm.video.probe import open_input
+
+        if self.enhancer is None:
+            self.enhancer = self._setup()
+        host = socket.gethostname()
+        try:
+            with open_input(self.spec.source.location):
+                pass
+        except FarmError as exc:
+            raise StorageError(f"worker {self.worker_id} on {host} cannot read the input: {exc}") from None
+        self.job.check_writable(f"worker {self.worker_id} on {host}")
+        info = {
+            "worker": self.worker_id,
+            "host": host,
+            "node_id": _node_id(),
+            "pid": os.getpid(),
+            "python": platform.python_version(),
+            "av": av.__version__,
+        }
+        info.update(self.enhancer.describe())
+        return info
+
+    def progress(self) -> dict[str, Any]:
+        with self._lock:
+            p = self.progress_state
+            return {
+                "worker": self.worker_id,
+                "shard": p.shard,
+                "frames": p.frames,
+                "total": p.total,
+                "updated": p.updated,
+                "shards_done": p.shards_done,
+                "frames_done": p.frames_done,
+                "busy_s": p.busy_s + (time.time() - p.started if p.shard is not None else 0.0),
+            }
+
+    # -- work ---------------------------------------------------------------------------------------
+
+    def run_shard(self, index: int, start: int, stop: int, attempt: int) -> dict[str, Any]:
+        """Enhance frames ``[start, stop)`` into a committed segment; returns its receipt.
+
+        Raises:
+            FarmError: naming the shard and frame; the segment is not committed.
+        """
+        if self.enhancer is None:
+            self.enhancer = self._setup()
+        t0 = time.time()
+        with self._lock:
+            self.progress_state.shard, self.progress_state.frames, self.progress_state.total = index, 0, stop - start
+            self.progress_state.started = self.progress_state.updated = t0
+        token = uuid.uuid4().hex[:8]
+        name = self.job.segment_name(index, token)
+        scratch = self.job.storage.scratch_file(self.job.segment_rel(name))
+        timings = {"decode_s": 0.0, "enhance_s": 0.0, "encode_s": 0.0}
+        faces_before = getattr(self.enhancer, "faces_found", 0)
+        try:
+            frames = self._encode(scratch, index, start, stop, timings)
+            size = os.path.getsize(scratch)
+            digest = sha256_file(scratch)
+            self.job.storage.commit_file(scratch, self.job.segment_rel(name))
+        except FarmError as exc:
+            _discard(scratch)
+            self._log_attempt(index, token, attempt, start, stop, t0, timings, error=str(exc))
+            raise type(exc)(f"shard {index} [{start}, {stop}): {exc}") from None
+        except Exception as exc:
+            _discard(scratch)
+            self._log_attempt(index, token, attempt, start, stop, t0, timings, error=repr(exc))
+            raise
+        finally:
+            self._finish_progress(t0)
+        receipt = {
+            "shard": index,
+            "start": start,
+            "stop": stop,
+            "segment": name,
+            "frames": frames,
+            "bytes": size,
+            "sha256": digest,
+            "seconds": round(time.time() - t0, 3),
+            "faces": getattr(self.enhancer, "faces_found", 0) - faces_before,
+            "worker": self.worker_id,
+            "node": socket.gethostname(),
+            "attempt": attempt,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+        self.job.write_receipt(name, receipt)
+        self._log_attempt(index, token, attempt, start, stop, t0, timings, receipt=receipt)
+        with self._lock:
+            self.progress_state.shards_done += 1
+        return receipt
+
+    def _encode(self, scratch: str, index: int, start: int, stop: int, timings: dict[str, float]) -> int:
+        source = self.spec.source
+        decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        enhanced: queue.Queue = queue.Queue(QUEUE_FRAMES)
+        stop_event = threading.Event()
+
+        def produce() -> Iterator:
+            t = time.perf_counter()
+            for item in decode_shard(source.location, source.video_stream, source.index, start, stop, high_bit_depth=source.high_bit_depth):
+                timings["decode_s"] += time.perf_counter() - t
+                yield item
+                t = time.perf_counter()
+
+        decoder = _Stage(produce, decoded, stop_event)
+        writer_result: dict[str, Any] = {}
+
+        def consume() -> None:
+            first = _get(enhanced, stop_event)
+            if first is _END:
+                return
+            number, pixels = first
+            h, w = pixels.shape[:2]
+            with SegmentWriter(scratch, w, h, pixels.dtype.itemsize > 1) as writer:
+                item = first
+                while item is not _END:
+                    t = time.perf_counter()
+                    writer.write(item[1])
+                    timings["encode_s"] += time.perf_counter() - t
+                    item = _get(enhanced, stop_event)
+                writer_result["frames"] = writer.frames
+
+        encoder = _Thread(consume)
+        decoder.start()
+        encoder.start()
+        try:
+            expected = start
+            while True:
+                item = _get(decoded, stop_event, decoder)
+                if item is _END:
+                    break
+                number, frame = item
+                assert number == expected, f"decoder gave frame {number}, expected {expected}"
+                t = time.perf_counter()
+                out = self.enhancer.enhance(frame, number)
+                timings["enhance_s"] += time.perf_counter() - t
+                _put(enhanced, (number, out), stop_event, encoder)
+                expected += 1
+                with self._lock:
+                    self.progress_state.frames += 1
+                    self.progress_state.frames_done += 1
+                    self.progress_state.updated = time.time()
+            _put(enhanced, _END, stop_event, encoder)
+            encoder.join()
+            encoder.raise_error()
+            decoder.raise_error()
+        except BaseException:
+            stop_event.set()
+            decoder.join(5)
+            encoder.join(5)
+            raise
+        frames = writer_result.get("frames", 0)
+        if frames != stop - start:
+            raise StorageError(f"segment holds {frames} frames, expected {stop - start}")
+        return frames
+
+    def _finish_progress(self, t0: float) -> None:
+        with self._lock:
+            self.progress_state.busy_s += time.time() - t0
+            self.progress_state.shard = None
+            self.progress_state.updated = time.time()
+
+    def _log_attempt(self, index: int, token: str, attempt: int, start: int, stop: int, t0: float, timings: dict, **extra) -> None:
+        record = {
+            "shard": index,
+            "frames": [start, stop],
+            "attempt": attempt,
+            "worker": self.worker_id,
+            "node": socket.gethostname(),
+            "device": self.device,
+            "seconds": round(time.time() - t0, 3),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            **extra,
+        }
+        try:
+            self.job.write_log(index, token, record)
+        except FarmError as exc:  # a log that cannot be written must not fail finished work
+            log.warning("cannot write the log of shard %d: %s", index, exc)
+
+
+def _node_id() -> str:
+    """The Ray node this runs on (several simulated nodes can share a host name)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return socket.gethostname()
+
+
+_END = object()
+
+
+class _Thread(threading.Thread):
+    """A daemon thread that keeps its exception for the caller."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self._target_fn = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as exc:  # handed to the enhancing thread by raise_error()
+            self.error = exc
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class _Stage(_Thread):
+    """Runs a generator into a bounded queue, ending it with _END."""
+
+    def __init__(self, produce: Callable[[], Iterator], out: queue.Queue, stop: threading.Event) -> None:
+        def run() -> None:
+            try:
+                for item in produce():
+                    if not _put(out, item, stop, None):
+                        return
+            finally:
+                _put(out, _END, stop, None)
+
+        super().__init__(run)
+
+
+def _put(q: queue.Queue, item, stop: threading.Event, consumer: _Thread | None) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            if consumer is not None and not consumer.is_alive():
+                consumer.raise_error()
+                return False
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event, producer: _Thread | None = None):
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if producer is not None and not producer.is_alive() and q.empty():
+                producer.raise_error()
+                return _END
+    return _END
+
+
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+

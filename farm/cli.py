@@ -1,0 +1,333 @@
+"""The ``farm`` command. The only module that prints or exits: every FarmError becomes one line on
+stderr and exit status 1; option errors exit 2 (click's convention)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from farm import __version__
+from farm.errors import FarmError, UsageError
+from farm.models import DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL, FACE_MODELS, SR_MODELS
+from farm.video.encode import CODECS
+
+DEFAULT_WEIGHTS_DIR = os.path.join(os.path.expanduser("~"), ".cache", "farm", "weights")
+
+
+def _weights_dir_default() -> str:
+    return os.environ.get("FARM_WEIGHTS_DIR", DEFAULT_WEIGHTS_DIR)
+
+
+def _jobs_root_default() -> str:
+    return os.environ.get("FARM_JOBS_ROOT", os.path.join(os.getcwd(), ".farm-jobs"))
+
+
+def _fail(exc: FarmError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    sys.exit(2 if isinstance(exc, UsageError) else 1)
+
+
+class FarmCommand(click.Command):
+    """Runs the command and turns FarmError into one line and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FarmError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            click.echo("interrupted; run the same command again to resume where it stopped", err=True)
+            sys.exit(130)
+
+
+class FarmGroup(click.Group):
+    command_class = FarmCommand
+    group_class = type
+
+
+@click.group(cls=FarmGroup)
+@click.version_option(__version__, prog_name="farm")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """farm: upscale videos with Real-ESRGAN and restore faces with GFPGAN on every GPU of a Ray
+    cluster; frame-exact, resumable, and unbroken by lost machines.
+
+    \b
+    Example:
+      farm submit holiday.mp4 -o holiday_x4.mkv
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# submit
+
+
+def _model_name(ctx, param, value: str) -> str:
+    if value in SR_MODELS or value.startswith("fake"):
+        return value
+    raise click.BadParameter(f"unknown model {value!r}; known: {', '.join(SR_MODELS)}")
+
+
+def job_options(fn):
+    """Options shared by submit and demo."""
+    options = [
+        click.option("--model", default=DEFAULT_SR_MODEL, show_default=True, callback=_model_name, help=f"Upscaling model: {', '.join(SR_MODELS)}."),
+        click.option("--sr-weights", type=click.Path(dir_okay=False), help="Your own ESRGAN-family weights (RRDBNet or SRVGGNetCompact; shape read from the file)."),
+        click.option("--face/--no-face", default=True, show_default=True, help="Restore faces with GFPGAN."),
+        click.option("--face-model", type=click.Choice(list(FACE_MODELS)), default=DEFAULT_FACE_MODEL, show_default=True),
+        click.option("--face-weights", type=click.Path(dir_okay=False), help="Your own GFPGAN (clean architecture) weights."),
+        click.option("--face-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="GFPGAN fidelity: 0 keeps the input face, 1 the restored one."),
+        click.option("--face-detector", default="retinaface_resnet50", show_default=True, hidden=True),
+        click.option("--weights-dir", type=click.Path(file_okay=False), default=_weights_dir_default, show_default="$FARM_WEIGHTS_DIR or ~/.cache/farm/weights", help="Registry weights and facexlib's detector and parser."),
+        click.option("--trust-weights", is_flag=True, help="Skip the sha256 check of registry files (weights you changed on purpose)."),
+        click.option("--scale", type=float, help="Output scale (default: the model's, e.g. 4)."),
+        click.option("--target", default="none", show_default=True, help="Fit inside and pad: none, 720p, 1080p, 1440p, 2160p, or WxH."),
+        click.option("--codec", type=click.Choice(list(CODECS)), default="x264", show_default=True, help="x264/x265 (CRF), x264-lossless, ffv1 (lossless RGB), png (a directory of frames)."),
+        click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True),
+        click.option("--preset", help="Encoder preset, e.g. slow, medium, veryfast."),
+        click.option("--pix-fmt", help="Output pixel format, e.g. yuv420p10le (default: 8-bit, or 10-bit for high bit depth sources)."),
+        click.option("--shard-frames", type=click.IntRange(min=1), help="Frames per shard (default: about 64 shards, 16-240 frames each)."),
+        click.option("--workers", type=click.IntRange(min=1), help="At most this many workers (default: one per GPU; on CPU one per 4 cores)."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0, 8, min_open=True), default=1.0, show_default=True, help="0.5 puts two workers on each GPU."),
+        click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
+        click.option("--fp16/--fp32", "fp16", default=None, help="Precision (default: fp16 on CUDA, fp32 on CPU)."),
+        click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True, help="Tile size for the upscaler (0: whole frames; out-of-memory frames are retried tiled anyway)."),
+        click.option("--jobs-root", help="Where job directories live: a path, NFS mount or s3:// URL (default: .farm-jobs next to the output, or $FARM_JOBS_ROOT)."),
+        click.option("--restart", is_flag=True, help="Ignore the job's checkpoint and start over."),
+        click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, help="Attempts per shard before the job fails."),
+        click.option("--lease-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, help="Seconds without progress before a worker counts as hung."),
+        click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start one on this machine)."),
+        click.option("--quiet", is_flag=True, help="No live progress view."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_config(input: str, output: str, **o: Any):
+    from farm.config import JobConfig, ModelConfig, OutputConfig, parse_target
+
+    precision = "auto" if o["fp16"] is None else ("fp16" if o["fp16"] else "fp32")
+    model = ModelConfig(
+        model=o["model"],
+        sr_weights=os.path.abspath(o["sr_weights"]) if o["sr_weights"] else None,
+        face=o["face"],
+        face_model=o["face_model"],
+        face_weights=os.path.abspath(o["face_weights"]) if o["face_weights"] else None,
+        face_weight=o["face_weight"],
+        face_detector=o["face_detector"],
+        weights_dir=os.path.abspath(os.path.expanduser(o["weights_dir"])) if o["weights_dir"] else None,
+        scale=o["scale"],
+        target=parse_target(o["target"]),
+        tile=o["tile"],
+        precision=precision,
+        device=o["device"],
+        trust_weights=o["trust_weights"],
+    )
+    out = OutputConfig(codec=o["codec"], crf=o["crf"], preset=o["preset"], pix_fmt=o["pix_fmt"])
+    return JobConfig(
+        input=input,
+        output=output,
+        model=model,
+        out=out,
+        jobs_root=o["jobs_root"] or os.environ.get("FARM_JOBS_ROOT"),
+        shard_frames=o["shard_frames"],
+        workers=o["workers"],
+        gpus_per_worker=o["gpus_per_worker"],
+        max_attempts=o["max_attempts"],
+        lease_timeout_s=o["lease_timeout"],
+        restart=o["restart"],
+    )
+
+
+@main.command()
+@click.argument("input")
+@click.option("-o", "--output", required=True, help="Output video (.mkv, .mp4, .mov, ...), or a directory with --codec png.")
+@job_options
+def submit(input: str, output: str, **o: Any) -> None:
+    """Upscale INPUT into OUTPUT on every GPU of the cluster (or this machine).
+
+    Running the same command again resumes the job where it stopped; --restart starts over.
+
+    \b
+    Examples:
+      farm submit holiday.mp4 -o holiday_x4.mkv
+      farm submit old.avi -o old_1080p.mp4 --target 1080p --crf 16
+      farm submit clip.mkv -o clip.mkv --model realesr-general-x4v3 --no-face --codec ffv1
+      farm submit s3://videos/in.mp4 -o s3://videos/out.mkv --address ray://head:10001 --jobs-root s3://videos/jobs
+    """
+    from farm.driver import submit as run_submit
+
+    cfg = build_config(input, output, **o)
+    result = _run_with_view(lambda on_progress: run_submit(cfg, address=o["address"], on_progress=on_progress), o["quiet"] or o["as_json"])
+    _print_result(result, o["as_json"])
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    elif result.get("already_done"):
+        click.echo(f"job {result['job_id']} is already done: {result['output']}")
+    else:
+        click.echo(f"done: {result['output']} (job {result['job_id']})")
+
+
+def _run_with_view(run, quiet: bool) -> dict[str, Any]:
+    if quiet:
+        return run(None)
+    from farm.view import LiveView
+
+    with LiveView() as view:
+        return run(view.update)
+
+
+# ----------------------------------------------------------------------------------------------
+# jobs
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.option("--shard", type=int, help="Show the logs of one shard's attempts.")
+def status(job_id: str | None, jobs_root: str, as_json: bool, shard: int | None) -> None:
+    """Show a job's state, progress and failures (the newest job when JOB_ID is omitted).
+
+    \b
+    Examples:
+      farm status
+      farm status holiday-3f9a2c1b7d0e --json
+      farm status holiday-3f9a2c1b7d0e --shard 12
+    """
+    from farm import status as st
+
+    job_id = job_id or st.newest_job(jobs_root)
+    if shard is not None:
+        click.echo(json.dumps(st.shard_logs(jobs_root, job_id, shard), indent=1, sort_keys=True))
+        return
+    info = st.job_status(jobs_root, job_id)
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True))
+    else:
+        click.echo(st.render_status(info))
+
+
+@main.command(name="ls")
+@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
+@click.option("--json", "as_json", is_flag=True)
+def ls_(jobs_root: str, as_json: bool) -> None:
+    """List the jobs under a jobs root.
+
+    \b
+    Example:
+      farm ls --jobs-root /mnt/nfs/farm-jobs
+    """
+    from farm import status as st
+
+    jobs = st.list_jobs(jobs_root)
+    if as_json:
+        click.echo(json.dumps(jobs, sort_keys=True))
+        return
+    if not jobs:
+        click.echo(f"no jobs under {jobs_root}")
+    for j in jobs:
+        click.echo(f"{j['job_id']:<40} {j['state']:<10} {j['frames_done']:>7}/{j['frames_total']:<7} {j['input']}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
+@click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start one on this machine).")
+@click.option("--workers", type=click.IntRange(min=1))
+@click.option("--max-attempts", type=click.IntRange(min=1))
+@click.option("--quiet", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None, max_attempts: int | None, quiet: bool, as_json: bool) -> None:
+    """Continue JOB_ID from its checkpoint, with the settings it was submitted with.
+
+    \b
+    Example:
+      farm resume holiday-3f9a2c1b7d0e --jobs-root /mnt/nfs/farm-jobs
+    """
+    from farm.driver import resume_config, submit as run_submit
+
+    cfg = resume_config(jobs_root, job_id, workers=workers, max_attempts=max_attempts)
+    result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress), quiet or as_json)
+    _print_result(result, as_json)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
+def cancel(job_id: str, jobs_root: str) -> None:
+    """Stop JOB_ID's workers; what is done is kept, and `farm resume` continues it.
+
+    \b
+    Example:
+      farm cancel holiday-3f9a2c1b7d0e
+    """
+    from farm.jobs import JobDir
+
+    job = JobDir(jobs_root, job_id)
+    if not job.exists():
+        raise FarmError(f"no job {job_id} under {jobs_root}; `farm ls` lists the jobs")
+    job.request_cancel()
+    click.echo(f"cancel requested for {job_id}; its driver stops the workers within seconds")
+
+
+# ----------------------------------------------------------------------------------------------
+# demo
+
+
+@main.command()
+@click.option("--dir", "workdir", default="farm-demo", show_default=True, help="Where the clip, weights and output go.")
+@click.option("--frames", default=48, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--quiet", is_flag=True)
+def demo(workdir: str, frames: int, workers: int, quiet: bool) -> None:
+    """Generate a small clip and random model weights (real architectures), then upscale it x4
+    with RRDBNet on this machine and check the result frame by frame.
+
+    The weights are random, so the pictures are noise: run `farm models fetch` and `farm submit`
+    for real results.
+
+    \b
+    Example:
+      farm demo --dir /tmp/farm-demo
+    """
+    from farm.config import JobConfig, ModelConfig, OutputConfig
+    from farm.driver import submit as run_submit
+    from farm.testing import make_test_clip, write_rrdbnet_weights
+    from farm.video.probe import probe
+
+    os.makedirs(workdir, exist_ok=True)
+    clip = make_test_clip(os.path.join(workdir, "clip.mkv"), frames=frames, size=(64, 48), audio=True)
+    weights = write_rrdbnet_weights(os.path.join(workdir, "tiny_rrdbnet_x4.pth"), scale=4, num_feat=16, num_block=2, num_grow_ch=8)
+    output = os.path.join(workdir, "clip_x4.mkv")
+    cfg = JobConfig(
+        input=clip,
+        output=output,
+        model=ModelConfig(sr_weights=os.path.abspath(weights), face=False, precision="fp32", device="cpu"),
+        out=OutputConfig(codec="ffv1"),
+        workers=workers,
+        shard_frames=max(1, frames // 6),
+    )
+    t0 = time.time()
+    result = _run_with_view(lambda on_progress: run_submit(cfg, on_progress=on_progress), quiet)
+    src, out = probe(clip), probe(output)
+    same = [p * src.index.time_base for p in src.index.pts] == [p * out.index.time_base for p in out.index.pts]
+    click.echo(
+        f"demo: {src.num_frames} frames {src.width}x{src.height} -> {out.width}x{out.height} in {time.time() - t0:.1f} s; "
+        f"timestamps {'identical to the source' if same else 'DIFFERENT from the source'}; output {result['output']}"
+    )
+    if not same:
+        sys.exit(1)

@@ -1,0 +1,456 @@
+"""The models: reading ESRGAN-family and GFPGAN weights, and the one wrapper that builds
+RealESRGANer (and GFPGANer around it, as the background upsampler) for a device.
+
+torch, basicsr, realesrgan, gfpgan and facexlib are imported lazily, after the torchvision shim, so
+importing farm stays cheap and a new user never meets basicsr's broken import."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal, Protocol
+
+import numpy as np
+
+from farm.config import ModelConfig
+from farm.errors import EnhanceError, MissingWeights, OutOfDeviceMemory, UnknownModel, UsageError, WeightsError
+from farm.models import FACE_DETECTOR, FACE_MODELS, FACE_PARSER, SR_MODELS, WeightsFile
+from farm.storage import sha256_file
+from farm.video.geometry import Geometry, place
+
+log = logging.getLogger(__name__)
+
+#: Tile sizes tried, largest first, when a frame runs out of device memory.
+OOM_TILES = (512, 256, 128, 64)
+
+
+class Enhancer(Protocol):
+    """Turns one BGR frame into its enhanced output frame."""
+
+    model_scale: int
+
+    def enhance(self, frame: np.ndarray, number: int) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def install_torchvision_shim() -> None:
+    """basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor``, which torchvision 0.17
+    removed; point that name at its successor before anything imports basicsr."""
+    name = "torchvision.transforms.functional_tensor"
+    if name in sys.modules:
+        return
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401
+    except ImportError:
+        from torchvision.transforms import _functional_tensor
+
+        sys.modules[name] = _functional_tensor
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+
+
+def registry_path(weights_dir: str | None, weights: WeightsFile, what: str) -> str:
+    """Where a registry file must be, or a MissingWeights naming the file and the fix."""
+    if weights_dir is None:
+        raise MissingWeights(f"no weights dir for {what} ({weights.file}); pass --weights-dir DIR")
+    path = os.path.join(weights_dir, weights.file)
+    if not os.path.isfile(path):
+        raise MissingWeights(
+            f"{path} not found ({what}); run `farm models fetch --weights-dir {weights_dir}` "
+            "or pass --weights-dir pointing at a folder that has it"
+        )
+    return path
+
+
+def verify_registry_file(path: str, weights: WeightsFile) -> None:
+    """Refuse a registry file whose content is not the official release's."""
+    actual = sha256_file(path)
+    if actual != weights.sha256:
+        raise WeightsError(
+            f"{path} is not the official {weights.file} (sha256 {actual[:12]}…, expected {weights.sha256[:12]}…); "
+            "re-fetch it with `farm models fetch`, or pass --trust-weights if you changed it on purpose"
+        )
+
+
+def load_state_dict(path: str) -> dict[str, Any]:
+    """Read a weights file and return its parameter dict (``params_ema`` preferred, as the
+    Real-ESRGAN and GFPGAN loaders do).
+
+    Raises:
+        MissingWeights, WeightsError: missing, unreadable, or not a state dict.
+    """
+    import torch
+
+    if not os.path.isfile(path):
+        raise MissingWeights(f"weights file {path} not found")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise WeightsError(f"{path} is not a readable PyTorch weights file ({type(exc).__name__}); re-download it") from None
+    if isinstance(loaded, dict):
+        for key in ("params_ema", "params"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors; it is not a model weights file")
+    return loaded
+
+
+@dataclass(frozen=True, slots=True)
+class SRArch:
+    """An ESRGAN-family network's shape, as read from its weights."""
+
+    kind: Literal["rrdb", "compact"]
+    scale: int
+    params: dict[str, Any]
+
+    def build(self):
+        install_torchvision_shim()
+        if self.kind == "rrdb":
+            from basicsr.archs.rrdbnet_arch import RRDBNet
+
+            return RRDBNet(**self.params)
+        from realesrgan.archs.srvgg_arch import SRVGGNetCompact
+
+        return SRVGGNetCompact(**self.params)
+
+
+def sr_arch_from_state_dict(state: dict[str, Any], path: str) -> SRArch:
+    """Recognise RRDBNet or SRVGGNetCompact and its width, depth and scale from the weights.
+
+    Raises:
+        WeightsError: the keys are not of either architecture.
+    """
+    if "conv_first.weight" in state and "body.0.rdb1.conv1.weight" in state:
+        first = state["conv_first.weight"]
+        num_feat, in_ch = int(first.shape[0]), int(first.shape[1])
+        unshuffle = {3: 4, 12: 2, 48: 1}
+        if in_ch not in unshuffle:
+            raise WeightsError(f"{path}: RRDBNet with {in_ch} input channels is not a 3-channel x1/x2/x4 model")
+        num_block = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body.") and ".rdb1.conv1.weight" in k)
+        params = {
+            "num_in_ch": 3,
+            "num_out_ch": int(state["conv_last.weight"].shape[0]),
+            "num_feat": num_feat,
+            "num_block": num_block,
+            "num_grow_ch": int(state["body.0.rdb1.conv1.weight"].shape[0]),
+            "scale": unshuffle[in_ch],
+        }
+        return SRArch("rrdb", unshuffle[in_ch], params)
+    if "body.0.weight" in state and state["body.0.weight"].dim() == 4:
+        convs = sorted(int(k.split(".")[1]) for k, v in state.items() if k.startswith("body.") and k.endswith(".weight") and v.dim() == 4)
+        if not convs or convs != list(range(0, 2 * len(convs), 2)):
+            raise WeightsError(f"{path}: compact model with an unexpected layer layout")
+        if "body.1.weight" not in state:
+            raise WeightsError(f"{path}: compact model without PReLU activations is not supported")
+        first, last = state["body.0.weight"], state[f"body.{convs[-1]}.weight"]
+        num_in, num_feat = int(first.shape[1]), int(first.shape[0])
+        out_ch = 3
+        upscale_sq = int(last.shape[0]) // out_ch
+        upscale = int(round(upscale_sq**0.5))
+        if upscale * upscale * out_ch != int(last.shape[0]):
+            raise WeightsError(f"{path}: compact model's last layer fits no integer scale")
+        params = {
+            "num_in_ch": num_in,
+            "num_out_ch": out_ch,
+            "num_feat": num_feat,
+            "num_conv": len(convs) - 2,
+            "upscale": upscale,
+            "act_type": "prelu",
+        }
+        return SRArch("compact", upscale, params)
+    sample = ", ".join(list(state)[:3])
+    raise WeightsError(
+        f"{path}: unknown architecture (first keys: {sample}); farm reads RRDBNet and SRVGGNetCompact weights "
+        "in Real-ESRGAN's key layout"
+    )
+
+
+def resolve_sr(config: ModelConfig) -> tuple[str, WeightsFile | None]:
+    """The SR weights path for ``config`` and, for registry models, the registry entry."""
+    if config.model not in SR_MODELS and not config.model.startswith("fake"):
+        raise UnknownModel(f"unknown model {config.model!r}; known: {', '.join(SR_MODELS)}")
+    if config.sr_weights:
+        return config.sr_weights, None
+    entry = SR_MODELS[config.model]
+    return registry_path(config.weights_dir, entry.weights, f"model {config.model}"), entry.weights
+
+
+def check_weights(config: ModelConfig, verify: bool = True) -> int:
+    """Fail fast, before any work, on weights that are missing, damaged, or do not fit the
+    request; returns the SR model's native scale.
+
+    Raises:
+        UnknownModel, MissingWeights, WeightsError.
+    """
+    if config.model.startswith("fake"):
+        from farm.testing import FakeEnhancer
+
+        return FakeEnhancer.parse(config.model).model_scale
+    path, registry = resolve_sr(config)
+    if registry is not None and verify and not config.trust_weights:
+        verify_registry_file(path, registry)
+    arch = sr_arch_from_state_dict(load_state_dict(path), path)
+    expected = SR_MODELS[config.model]
+    if config.sr_weights is None and (arch.kind, arch.scale) != (expected.arch, expected.scale):
+        raise WeightsError(f"{path} is a x{arch.scale} {arch.kind} model, but {config.model} is x{expected.scale} {expected.arch}")
+    if config.face:
+        face_path, face_registry = _face_weights_path(config)
+        for weights, what in ((FACE_PARSER, "face parser"),) + (
+            ((FACE_DETECTOR, "face detector"),) if not config.face_detector.startswith("scripted:") else ()
+        ):
+            aux = registry_path(config.weights_dir, weights, what)
+            if verify and not config.trust_weights:
+                verify_registry_file(aux, weights)
+        if face_registry is not None and verify and not config.trust_weights:
+            verify_registry_file(face_path, face_registry)
+        gfpgan_channel_multiplier(load_state_dict(face_path), face_path)
+    return arch.scale
+
+
+def _face_weights_path(config: ModelConfig) -> tuple[str, WeightsFile | None]:
+    if config.face_model not in FACE_MODELS:
+        raise UnknownModel(f"unknown face model {config.face_model!r}; known: {', '.join(FACE_MODELS)}")
+    if config.face_weights:
+        if not os.path.isfile(config.face_weights):
+            raise MissingWeights(f"face weights file {config.face_weights} not found")
+        return config.face_weights, None
+    entry = FACE_MODELS[config.face_model]
+    return registry_path(config.weights_dir, entry.weights, f"face model {config.face_model}"), entry.weights
+
+
+def gfpgan_channel_multiplier(state: dict[str, Any], path: str) -> int:
+    """GFPGAN's clean architecture scales its U-Net by the StyleGAN2 channel multiplier."""
+    first = state.get("conv_body_first.weight")
+    if first is None or "stylegan_decoder.style_conv1.modulated_conv.weight" not in state:
+        raise WeightsError(f"{path} is not GFPGAN (clean architecture) weights")
+    return max(1, int(first.shape[0]) // 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# The wrapper
+
+
+def resolve_device(requested: str) -> str:
+    """``cuda`` or ``cpu`` for this process; ``auto`` takes CUDA when torch sees a GPU."""
+    import torch
+
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise UsageError("--device cuda, but torch sees no CUDA device here; use --device cpu or check the driver")
+    return "cpu"
+
+
+def _new_upsampler(network, scale: int, tile: int, half: bool, device):
+    """A RealESRGANer around an already loaded network whose tiled path never swallows errors.
+
+    RealESRGANer's own ``tile_process`` prints and goes on when a tile fails, then pastes the
+    previous tile's pixels (or raises NameError); farm must fail or retry instead."""
+    install_torchvision_shim()
+    import math
+
+    import torch
+    from realesrgan import RealESRGANer
+
+    class Upsampler(RealESRGANer):
+        def __init__(self) -> None:  # RealESRGANer.__init__ wants a file; the network is loaded
+            self.scale = scale
+            self.tile_size = tile
+            self.tile_pad = 10
+            self.pre_pad = 10
+            self.mod_scale = None
+            self.half = half
+            self.device = device
+            self.model = network.eval().to(device)
+            if half:
+                self.model = self.model.half()
+
+        def tile_process(self) -> None:
+            batch, channel, height, width = self.img.shape
+            self.output = self.img.new_zeros((batch, channel, height * self.scale, width * self.scale))
+            size, pad, s = self.tile_size, self.tile_pad, self.scale
+            for y in range(math.ceil(height / size)):
+                for x in range(math.ceil(width / size)):
+                    x0, y0 = x * size, y * size
+                    x1, y1 = min(x0 + size, width), min(y0 + size, height)
+                    px0, py0 = max(x0 - pad, 0), max(y0 - pad, 0)
+                    px1, py1 = min(x1 + pad, width), min(y1 + pad, height)
+                    with torch.no_grad():
+                        out = self.model(self.img[:, :, py0:py1, px0:px1])
+                    ox, oy = (x0 - px0) * s, (y0 - py0) * s
+                    self.output[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = out[
+                        :, :, oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s
+                    ]
+
+    return Upsampler()
+
+
+class _Guard:
+    """Wraps GFPGANer's face network: GFPGANer catches a failing face and pastes the unrestored
+    crop; the guard keeps the error so the frame fails (or retries) instead of silently degrading."""
+
+    def __init__(self, network) -> None:
+        self.network = network
+        self.error: BaseException | None = None
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return self.network(*args, **kwargs)
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.network, name)
+
+
+@contextlib.contextmanager
+def _facexlib_setup(weights_dir: str | None, detector: str) -> Iterator[None]:
+    """While GFPGANer is built: facexlib loads from ``weights_dir`` (never downloading into the
+    working directory) and uses the requested detector."""
+    import facexlib.utils.face_restoration_helper as frh
+    import gfpgan.utils
+
+    original_helper, original_init_det = gfpgan.utils.FaceRestoreHelper, frh.init_detection_model
+
+    def helper(*args, **kwargs):
+        kwargs["model_rootpath"] = weights_dir
+        return original_helper(*args, **kwargs)
+
+    gfpgan.utils.FaceRestoreHelper = helper
+    if detector.startswith("scripted:"):
+        from farm.testing import ScriptedFaceDetector
+
+        frh.init_detection_model = lambda *a, **k: ScriptedFaceDetector(detector.split(":", 1)[1])
+    elif detector != "retinaface_resnet50":
+        raise UsageError(f"unknown face detector {detector!r}; known: retinaface_resnet50")
+    try:
+        yield
+    finally:
+        gfpgan.utils.FaceRestoreHelper = original_helper
+        frh.init_detection_model = original_init_det
+
+
+class ModelEnhancer:
+    """RealESRGANer, with GFPGANer around it when faces are on, loaded once on one device."""
+
+    def __init__(self, config: ModelConfig, geometry_for: Callable[[int], Geometry], device: str) -> None:
+        install_torchvision_shim()
+        import torch
+
+        self.config = config
+        self.device = device
+        self._torch = torch
+        half = config.precision == "fp16" or (config.precision == "auto" and device == "cuda")
+        if half and device != "cuda":
+            raise UsageError("--fp16 needs a CUDA device; use --fp32 on CPU")
+        self.half = half
+        path, _ = resolve_sr(config)
+        state = load_state_dict(path)
+        arch = sr_arch_from_state_dict(state, path)
+        network = arch.build()
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise WeightsError(f"{path} does not fit the {arch.kind} architecture it looks like: {exc}") from None
+        self.model_scale = arch.scale
+        self.geometry: Geometry = geometry_for(arch.scale)
+        self.upsampler = _new_upsampler(network, arch.scale, config.tile, half, torch.device(device))
+        self.restorer = None
+        self.faces_found = 0
+        if config.face:
+            from gfpgan import GFPGANer
+
+            face_path, _ = _face_weights_path(config)
+            multiplier = gfpgan_channel_multiplier(load_state_dict(face_path), face_path)
+            with _facexlib_setup(config.weights_dir, config.face_detector):
+                try:
+                    self.restorer = GFPGANer(
+                        model_path=face_path,
+                        upscale=self.geometry.outscale,
+                        arch="clean",
+                        channel_multiplier=multiplier,
+                        bg_upsampler=self.upsampler,
+                        device=torch.device(device),
+                    )
+                except RuntimeError as exc:
+                    raise WeightsError(f"{face_path} does not fit GFPGAN's clean architecture: {exc}") from None
+            self._guard = _Guard(self.restorer.gfpgan)
+            self.restorer.gfpgan = self._guard
+
+    def describe(self) -> dict[str, Any]:
+        torch = self._torch
+        name = torch.cuda.get_device_name(0) if self.device == "cuda" else "cpu"
+        return {
+            "device": self.device,
+            "device_name": name,
+            "precision": "fp16" if self.half else "fp32",
+            "model_scale": self.model_scale,
+            "face": self.restorer is not None,
+            "torch": torch.__version__,
+        }
+
+    def enhance(self, frame: np.ndarray, number: int) -> np.ndarray:
+        """The output frame for source frame ``number``; retries with tiles on out-of-memory.
+
+        Raises:
+            OutOfDeviceMemory: even the smallest tile does not fit.
+            EnhanceError: any other failure, naming the frame.
+        """
+        tiles = [self.config.tile] + [t for t in OOM_TILES if self.config.tile == 0 or t < self.config.tile]
+        for i, tile in enumerate(tiles):
+            self.upsampler.tile_size = tile
+            try:
+                return place(self._enhance_once(frame), self.geometry)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise EnhanceError(f"frame {number}: the model failed: {type(exc).__name__}: {exc}") from None
+                if self.device == "cuda":
+                    self._torch.cuda.empty_cache()
+                if i + 1 < len(tiles):
+                    log.warning("frame %d: out of memory with tile %s; retrying with tile %d", number, tile or "off", tiles[i + 1])
+            finally:
+                self.upsampler.tile_size = self.config.tile
+        raise OutOfDeviceMemory(f"frame {number}: out of device memory even with {tiles[-1]}px tiles")
+
+    def _enhance_once(self, frame: np.ndarray) -> np.ndarray:
+        if self.restorer is None:
+            output, _ = self.upsampler.enhance(frame, outscale=self.geometry.outscale)
+            return output
+        self._guard.error = None
+        _, faces, output = self.restorer.enhance(
+            frame, has_aligned=False, only_center_face=False, paste_back=True, weight=self.config.face_weight
+        )
+        if self._guard.error is not None:
+            raise self._guard.error
+        self.faces_found += len(faces)
+        return output
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def build_enhancer(config: ModelConfig, geometry_for: Callable[[int], Geometry], device: str) -> Enhancer:
+    """The enhancer a worker uses: the fake one for ``fake...`` model names, else the models."""
+    if config.model.startswith("fake"):
+        from farm.testing import FakeEnhancer
+
+        fake = FakeEnhancer.parse(config.model)
+        fake.geometry = geometry_for(fake.model_scale)
+        return fake
+    return ModelEnhancer(config, geometry_for, device)

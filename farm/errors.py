@@ -1,0 +1,88 @@
+"""One error tree for farm. Every FarmError carries a one-line message meant for the user and knows
+whether retrying the same work elsewhere could help; all of them survive pickling across Ray."""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Base of every error farm raises on purpose. The message is one line a user can act on."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self):  # keep the subclass and message intact across Ray's pickling
+        return (type(self), (self.message,))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(FarmError):
+    """An option or combination of options that can never work."""
+
+
+class InputError(FarmError):
+    """The input file is missing, unreadable, or not a video farm can process."""
+
+
+class ProbeError(InputError):
+    """The container or its video stream could not be read or indexed."""
+
+
+class OutputError(FarmError):
+    """The output location is unusable, or a source stream cannot be stored in the chosen container."""
+
+
+class WeightsError(FarmError):
+    """Model weights are missing, corrupt, or of an architecture that does not fit the request."""
+
+
+class UnknownModel(WeightsError):
+    """A model name that is not in the registry."""
+
+
+class MissingWeights(WeightsError):
+    """A weights file is not where it must be."""
+
+
+class DecodeError(FarmError):
+    """A frame of a shard could not be decoded, or decoding did not give the indexed frames."""
+
+    retryable = True
+
+
+class EnhanceError(FarmError):
+    """The model failed on a frame for a reason other than running out of memory."""
+
+    retryable = True
+
+
+class OutOfDeviceMemory(EnhanceError):
+    """The device ran out of memory even with the smallest tile size."""
+
+
+class EncodeError(FarmError):
+    """A shard's segment could not be encoded."""
+
+    retryable = True
+
+
+class StorageError(FarmError):
+    """The job directory could not be read or written."""
+
+    retryable = True
+
+
+class MuxError(FarmError):
+    """The final output could not be assembled or did not verify."""
+
+
+class JobFailed(FarmError):
+    """A shard exhausted its attempts, or the job was aborted; the message is the report."""
+
+
+class JobCancelled(FarmError):
+    """The job was cancelled by the user; what was done is kept."""

@@ -1,0 +1,386 @@
+"""The job's state machine: events in, instructions out. No Ray, no files, no clocks of its own.
+
+The coordinator actor feeds it events (a worker joined, a shard finished or failed, a worker was
+lost, time passed), persists what it returns by :meth:`Ledger.to_json`, and hands the returned
+instructions to the driver. Every scheduling rule (leases, retries on another node, node
+blocklists, giving up) lives here and is tested with plain lists of events."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Union
+
+from farm.plan import Shard
+
+State = Literal["running", "muxing", "done", "failed", "cancelled"]
+
+# ---- events (past tense) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJoined:
+    worker: str
+    node: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLost:
+    worker: str
+    now: float
+    reason: str = "worker died"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardDone:
+    shard: int
+    worker: str
+    now: float
+    segment: str  # file name under segments/
+    frames: int
+    bytes: int
+    sha256: str
+    seconds: float
+    faces: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ShardFailed:
+    shard: int
+    worker: str
+    now: float
+    error: str
+    retryable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The worker made progress on its shard (or, idle, is alive)."""
+
+    worker: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class MuxDone:
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class MuxFailed:
+    now: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    now: float
+
+
+Event = Union[WorkerJoined, WorkerLost, ShardDone, ShardFailed, Heartbeat, Tick, MuxDone, MuxFailed, Cancelled]
+
+# ---- instructions (imperative) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    shard: int
+    worker: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopWorker:
+    worker: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mux:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    pass
+
+
+Instruction = Union[Assign, StopWorker, Mux, Abort, Finish]
+
+# ---- state ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DoneRecord:
+    segment: str
+    frames: int
+    bytes: int
+    sha256: str
+    node: str
+    worker: str
+    seconds: float
+    attempt: int
+    faces: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRecord:
+    shard: int
+    node: str
+    worker: str
+    error: str
+    attempt: int
+    at: float
+
+
+@dataclass(slots=True)
+class Lease:
+    worker: str
+    node: str
+    attempt: int
+    since: float
+    renewed: float
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_attempts: int = 3
+    node_failure_limit: int = 3  # shards of this job failed on one node before it gets no more
+    lease_timeout_s: float = 600.0  # no progress for this long: the worker is hung
+    max_losses: int = 10  # lost workers per shard before it is treated as the culprit
+
+
+@dataclass
+class Ledger:
+    """Which shards are done, leased or pending, and what to do next."""
+
+    shards: list[Shard]
+    policy: Policy = field(default_factory=Policy)
+    state: State = "running"
+    done: dict[int, DoneRecord] = field(default_factory=dict)
+    attempts: Counter = field(default_factory=Counter)
+    losses: Counter = field(default_factory=Counter)
+    failures: list[FailureRecord] = field(default_factory=list)
+    reason: str | None = None
+    now: float = 0.0  # the latest time any event carried
+    # Transient: rebuilt by the running driver, never persisted.
+    leases: dict[int, Lease] = field(default_factory=dict)
+    workers: dict[str, str] = field(default_factory=dict)  # worker -> node
+    busy: dict[str, int] = field(default_factory=dict)  # worker -> shard
+    blocked_nodes: set[str] = field(default_factory=set)
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    @property
+    def frames_total(self) -> int:
+        return self.shards[-1].stop if self.shards else 0
+
+    @property
+    def frames_done(self) -> int:
+        return sum(r.frames for r in self.done.values())
+
+    def pending(self) -> list[int]:
+        return [s.index for s in self.shards if s.index not in self.done and s.index not in self.leases]
+
+    def failed_nodes(self, shard: int) -> set[str]:
+        return {f.node for f in self.failures if f.shard == shard}
+
+    def node_failure_counts(self) -> Counter:
+        return Counter(f.node for f in self.failures)
+
+    # -- the transition function -------------------------------------------------------------------
+
+    def handle(self, *events: Event) -> list[Instruction]:
+        """Apply ``events`` in order; return what the driver must do now."""
+        out: list[Instruction] = []
+        for event in events:
+            self.now = max(self.now, event.now)
+            out.extend(self._apply(event))
+        if self.state == "running":
+            out.extend(self._schedule())
+        return out
+
+    def _apply(self, event: Event) -> list[Instruction]:
+        if isinstance(event, WorkerJoined):
+            self.workers[event.worker] = event.node
+            return [StopWorker(event.worker, f"node {event.node} is blocked")] if event.node in self.blocked_nodes else []
+        if isinstance(event, WorkerLost):
+            return self._worker_lost(event)
+        if isinstance(event, ShardDone):
+            return self._shard_done(event)
+        if isinstance(event, ShardFailed):
+            return self._shard_failed(event)
+        if isinstance(event, Heartbeat):
+            shard = self.busy.get(event.worker)
+            if shard is not None and shard in self.leases:
+                self.leases[shard].renewed = event.now
+            return []
+        if isinstance(event, Tick):
+            return self._expire_leases(event.now)
+        if isinstance(event, MuxDone):
+            self.state = "done"
+            return [Finish()]
+        if isinstance(event, MuxFailed):
+            return self._abort(f"the final mux failed: {event.error}")
+        if isinstance(event, Cancelled):
+            self.state = "cancelled"
+            self.reason = "cancelled by the user"
+            stops = [StopWorker(w, "job cancelled") for w in self.workers]
+            self.leases.clear()
+            self.busy.clear()
+            return stops
+        raise TypeError(f"not an event: {event!r}")
+
+    def _release(self, worker: str) -> int | None:
+        shard = self.busy.pop(worker, None)
+        if shard is not None:
+            lease = self.leases.get(shard)
+            if lease is not None and lease.worker == worker:
+                del self.leases[shard]
+        return shard
+
+    def _worker_lost(self, event: WorkerLost) -> list[Instruction]:
+        node = self.workers.pop(event.worker, None)
+        shard = self._release(event.worker)
+        if shard is None or shard in self.done or self.state != "running":
+            return []
+        self.losses[shard] += 1
+        self.failures.append(
+            FailureRecord(shard, node or "?", event.worker, f"worker lost: {event.reason}", self.attempts[shard], event.now)
+        )
+        if self.losses[shard] >= self.policy.max_losses:
+            return self._abort(self._report(shard, f"{self.losses[shard]} workers were lost while running it"))
+        return []
+
+    def _shard_done(self, event: ShardDone) -> list[Instruction]:
+        node = self.workers.get(event.worker, "?")
+        lease = self.leases.get(event.shard)
+        attempt = lease.attempt if lease is not None and lease.worker == event.worker else self.attempts[event.shard]
+        self._release(event.worker)
+        if event.shard not in self.done:  # a late duplicate (after a lease expired) changes nothing
+            self.done[event.shard] = DoneRecord(
+                event.segment, event.frames, event.bytes, event.sha256, node, event.worker, event.seconds, attempt, event.faces
+            )
+        return []
+
+    def _shard_failed(self, event: ShardFailed) -> list[Instruction]:
+        node = self.workers.get(event.worker, "?")
+        self._release(event.worker)
+        if event.shard in self.done or self.state != "running":
+            return []
+        self.failures.append(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], event.now))
+        out: list[Instruction] = []
+        if self.node_failure_counts()[node] >= self.policy.node_failure_limit and node not in self.blocked_nodes:
+            self.blocked_nodes.add(node)
+            out += [StopWorker(w, f"node {node} failed {self.policy.node_failure_limit} shards") for w, n in self.workers.items() if n == node]
+        if not event.retryable:
+            return out + self._abort(self._report(event.shard, "the error cannot be fixed by a retry"))
+        if self.attempts[event.shard] >= self.policy.max_attempts:
+            return out + self._abort(self._report(event.shard, f"all {self.policy.max_attempts} attempts failed"))
+        return out
+
+    def _expire_leases(self, now: float) -> list[Instruction]:
+        out: list[Instruction] = []
+        for shard, lease in list(self.leases.items()):
+            if now - lease.renewed > self.policy.lease_timeout_s:
+                idle = now - lease.renewed
+                out.append(StopWorker(lease.worker, f"no progress on shard {shard} for {idle:.0f} s"))
+                out += self._shard_failed(
+                    ShardFailed(shard, lease.worker, now, f"lease expired: no progress for {idle:.0f} s", retryable=True)
+                )
+                self.workers.pop(lease.worker, None)
+        return out
+
+    def _report(self, shard: int, why: str) -> str:
+        s = self.shards[shard]
+        tries = [f for f in self.failures if f.shard == shard]
+        nodes = ", ".join(sorted({f.node for f in tries})) or "none"
+        last = tries[-1].error if tries else "none"
+        return f"{s} failed: {why}; nodes tried: {nodes}; last error: {last}"
+
+    def _abort(self, reason: str) -> list[Instruction]:
+        if self.state in ("failed", "cancelled", "done"):
+            return []
+        self.state = "failed"
+        self.reason = reason
+        self.leases.clear()
+        self.busy.clear()
+        return [Abort(reason)]
+
+    def _schedule(self) -> list[Instruction]:
+        if len(self.done) == len(self.shards):
+            self.state = "muxing"
+            return [Mux()]
+        out: list[Instruction] = []
+        idle = [w for w in self.workers if w not in self.busy and self.workers[w] not in self.blocked_nodes]
+        if not idle:
+            if not any(n not in self.blocked_nodes for n in self.workers.values()) and self.workers and self.pending():
+                return self._abort(f"every node with workers is blocked after repeated failures: {', '.join(sorted(self.blocked_nodes))}")
+            return out
+        pending = self.pending()
+        live_nodes = {n for n in self.workers.values() if n not in self.blocked_nodes}
+        for worker in idle:
+            if not pending:
+                break
+            node = self.workers[worker]
+            choice = next((s for s in pending if node not in self.failed_nodes(s)), None)
+            if choice is None:
+                # Only shards that already failed here remain; take one only if no other node can.
+                choice = next((s for s in pending if live_nodes <= self.failed_nodes(s)), None)
+            if choice is None:
+                continue
+            pending.remove(choice)
+            self.attempts[choice] += 1
+            self.leases[choice] = Lease(worker, node, self.attempts[choice], since=self.now, renewed=self.now)
+            self.busy[worker] = choice
+            out.append(Assign(choice, worker, self.attempts[choice]))
+        return out
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """A new run: attempts of a failed or cancelled job start over (history stays), and a job
+        whose mux did not finish, or whose output is gone, muxes again."""
+        if self.state in ("failed", "cancelled"):
+            self.state = "running"
+            self.reason = None
+            self.attempts.clear()
+            self.losses.clear()
+        if self.state in ("muxing", "done"):
+            self.state = "running"  # the output is missing or stale: the mux runs again
+
+    def to_json(self) -> dict:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "shards": [[s.start, s.stop] for s in self.shards],
+            "done": {str(k): asdict(v) for k, v in sorted(self.done.items())},
+            "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
+            "losses": {str(k): v for k, v in sorted(self.losses.items())},
+            "failures": [asdict(f) for f in self.failures],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, policy: Policy) -> Ledger:
+        shards = [Shard(i, a, b) for i, (a, b) in enumerate(data["shards"])]
+        return cls(
+            shards=shards,
+            policy=policy,
+            state=data["state"],
+            reason=data.get("reason"),
+            done={int(k): DoneRecord(**v) for k, v in data["done"].items()},
+            attempts=Counter({int(k): v for k, v in data.get("attempts", {}).items()}),
+            losses=Counter({int(k): v for k, v in data.get("losses", {}).items()}),
+            failures=[FailureRecord(**f) for f in data.get("failures", [])],
+        )

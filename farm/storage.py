@@ -1,0 +1,197 @@
+"""Where jobs live: the job directory layout and atomic writes, over fsspec, so that the same code
+serves a local path, an NFS mount, or an object store URL such as ``s3://bucket/jobs``.
+
+A file that matters is never visible half-written: on a filesystem it is written to a temporary
+sibling, flushed, and renamed; on an object store a single PUT makes it appear whole."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from farm.errors import StorageError
+
+TMP_MARK = ".tmp-"
+
+
+def is_url(location: str) -> bool:
+    """True for ``scheme://...`` locations other than ``file://``."""
+    return "://" in location and not location.startswith("file://")
+
+
+def normalize(location: str) -> str:
+    """An absolute path for local locations, the URL unchanged otherwise."""
+    if is_url(location):
+        return location.rstrip("/")
+    if location.startswith("file://"):
+        location = location[len("file://") :]
+    return str(Path(location).expanduser().resolve())
+
+
+class Storage:
+    """A directory on local or remote storage, addressed by paths relative to it."""
+
+    def __init__(self, location: str) -> None:
+        self.location = normalize(location)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.location)
+        except (ImportError, ValueError) as exc:
+            raise StorageError(f"cannot use storage {self.location!r}: {exc}") from exc
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"Storage({self.location!r})"
+
+    def url(self, rel: str = "") -> str:
+        """The location of ``rel`` as a user would type it (path or URL)."""
+        return f"{self.location}/{rel}" if rel else self.location
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def sub(self, rel: str) -> Storage:
+        return Storage(self.url(rel))
+
+    def exists(self, rel: str) -> bool:
+        return self._call("check", rel, self.fs.exists, self._path(rel))
+
+    def size(self, rel: str) -> int:
+        return int(self._call("stat", rel, self.fs.size, self._path(rel)))
+
+    def list(self, rel: str = "") -> list[str]:
+        """Names (not paths) directly under ``rel``; empty if it does not exist."""
+        path = self._path(rel)
+        if not self.fs.exists(path):
+            return []
+        entries = self._call("list", rel, self.fs.ls, path, detail=False)
+        return sorted(os.path.basename(str(e).rstrip("/")) for e in entries)
+
+    def makedirs(self, rel: str = "") -> None:
+        if self.is_local:
+            self._call("create", rel, self.fs.makedirs, self._path(rel), exist_ok=True)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self._call("read", rel, self.fs.cat_file, self._path(rel))
+
+    def read_json(self, rel: str) -> Any:
+        data = self.read_bytes(rel)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise StorageError(f"{self.url(rel)} is not valid JSON ({exc}); delete it or pass --restart") from exc
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``rel`` so that readers see either the old content or all of the new."""
+        if not self.is_local:
+            self._call("write", rel, self.fs.pipe_file, self._path(rel), data)
+            return
+        final = Path(self._path(rel))
+        tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {final}: {exc.strerror or exc}") from exc
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+    def scratch_file(self, rel: str) -> str:
+        """A local path to build the content of ``rel`` in, before :meth:`commit_file`.
+
+        On a filesystem it is a temporary sibling of ``rel`` (the commit is a rename); otherwise a
+        file in the local temp dir (the commit is an upload)."""
+        suffix = Path(rel).suffix
+        if self.is_local:
+            final = Path(self._path(rel))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            return str(final.with_name(f"{final.stem}{TMP_MARK}{uuid.uuid4().hex[:8]}{suffix}"))
+        fd, path = tempfile.mkstemp(prefix="farm-", suffix=suffix)
+        os.close(fd)
+        return path
+
+    def commit_file(self, scratch: str, rel: str) -> None:
+        """Make the finished ``scratch`` file appear whole at ``rel``; ``scratch`` is gone after."""
+        try:
+            if self.is_local:
+                with open(scratch, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(scratch, self._path(rel))
+                _fsync_dir(Path(self._path(rel)).parent)
+            else:
+                self.fs.put_file(scratch, self._path(rel))
+                os.unlink(scratch)
+        except OSError as exc:
+            raise StorageError(f"cannot store {self.url(rel)}: {exc}") from exc
+
+    def remove(self, rel: str, recursive: bool = False) -> None:
+        path = self._path(rel)
+        if self.fs.exists(path):
+            self._call("remove", rel, self.fs.rm, path, recursive=recursive)
+
+    def open(self, rel: str, mode: str = "rb") -> IO:
+        return self._call("open", rel, self.fs.open, self._path(rel), mode)
+
+    def _call(self, verb: str, rel: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot {verb} {self.url(rel)}: {exc}") from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (and NFS mounts) refuse fsync on directories; the rename still holds
+    finally:
+        os.close(fd)
+
+
+def open_location(location: str) -> IO | str:
+    """What PyAV should open for ``location``: the path itself when local, else a file object."""
+    location = normalize(location)
+    if not is_url(location):
+        return location
+    try:
+        return fsspec.open(location, "rb").open()
+    except FileNotFoundError:
+        raise
+    except (ImportError, ValueError, OSError) as exc:
+        raise StorageError(f"cannot open {location}: {exc}") from exc
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """``(parent, name)`` of a path or URL."""
+    location = normalize(location)
+    parent, _, name = location.rpartition("/")
+    return parent or "/", name
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

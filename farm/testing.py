@@ -1,0 +1,377 @@
+"""Fakes shipped with farm, so the whole pipeline (Ray included) runs on a CPU in seconds, and the
+real model code paths run with small randomly initialised weights of the real architectures.
+
+- :class:`FakeEnhancer`: nearest-neighbour upscaling, optionally slow, failing or hanging on
+  chosen frames; selected with model names such as ``fake`` or ``fake:scale=4,ms=5``.
+- :class:`ScriptedFaceDetector`: a face detector whose answers are given per frame in a file.
+- :func:`make_test_clip`: small synthetic videos with the properties that break video tools.
+- ``write_*_weights``: random weights in the layouts the real loaders read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Sequence
+
+import numpy as np
+
+from farm.video.geometry import Geometry, place
+
+# ----------------------------------------------------------------------------------------------
+# Fake enhancer
+
+
+@dataclass
+class FakeEnhancer:
+    """Nearest-neighbour x``scale``; deterministic, so expected output is easy to compute.
+
+    Model-name options (``fake:key=value,...``): ``scale`` (int, default 2); ``ms`` (milliseconds
+    spent per frame); ``fail_frames`` (frame numbers joined by ``+`` that always fail);
+    ``hang_frames`` with ``hang_once=PATH`` (hang forever on those frames the first time only: the
+    marker file PATH records that it happened)."""
+
+    model_scale: int = 2
+    ms: float = 0.0
+    fail_frames: frozenset[int] = frozenset()
+    hang_frames: frozenset[int] = frozenset()
+    hang_once: str | None = None
+    geometry: Geometry | None = None
+    faces_found: int = 0
+    frames_done: int = field(default=0)
+
+    @classmethod
+    def parse(cls, name: str) -> FakeEnhancer:
+        """Build from a model name such as ``fake:scale=4,ms=2,fail_frames=3+9``."""
+        _, _, options = name.partition(":")
+        kwargs: dict[str, Any] = {}
+        for item in filter(None, options.split(",")):
+            key, _, value = item.partition("=")
+            if key == "scale":
+                kwargs["model_scale"] = int(value)
+            elif key == "ms":
+                kwargs["ms"] = float(value)
+            elif key in ("fail_frames", "hang_frames"):
+                kwargs[key] = frozenset(int(v) for v in value.split("+") if v)
+            elif key == "hang_once":
+                kwargs["hang_once"] = value
+            else:
+                raise ValueError(f"unknown fake enhancer option {key!r} in {name!r}")
+        return cls(**kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": "cpu", "device_name": "fake", "precision": "fp32", "model_scale": self.model_scale, "face": False}
+
+    def enhance(self, frame: np.ndarray, number: int) -> np.ndarray:
+        from farm.errors import EnhanceError
+
+        if self.ms:
+            time.sleep(self.ms / 1000)
+        if number in self.fail_frames:
+            raise EnhanceError(f"frame {number}: the model failed: injected failure")
+        if number in self.hang_frames and self.hang_once and not os.path.exists(self.hang_once):
+            with open(self.hang_once, "w") as f:
+                f.write(str(os.getpid()))
+            while True:
+                time.sleep(3600)
+        self.frames_done += 1
+        return fake_output(frame, self.model_scale, self.geometry)
+
+
+def fake_output(frame: np.ndarray, model_scale: int, geometry: Geometry | None) -> np.ndarray:
+    """What :class:`FakeEnhancer` returns for ``frame``: the reference for tests."""
+    import cv2
+
+    up = np.repeat(np.repeat(frame, model_scale, axis=0), model_scale, axis=1)
+    if geometry is None:
+        return up
+    if (up.shape[1], up.shape[0]) != geometry.picture:
+        up = cv2.resize(up, geometry.picture, interpolation=cv2.INTER_NEAREST)
+    return place(up, geometry)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scripted face detector
+
+
+def frame_key(image: np.ndarray) -> str:
+    """A short content key for a decoded frame."""
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:20]
+
+
+def face_row(x: float, y: float, size: float, score: float = 0.99) -> list[float]:
+    """A detector result row (box, score, five landmarks) for an upright face of about ``size``
+    pixels whose box starts at ``(x, y)``; landmarks sit where FFHQ's template puts them."""
+    template = np.array([[192.98, 239.95], [318.90, 240.19], [256.63, 314.02], [201.26, 371.41], [313.09, 371.15]])
+    marks = template / 512.0 * size + np.array([x, y])
+    return [x, y, x + size, y + size, score, *marks.reshape(-1).tolist()]
+
+
+class ScriptedFaceDetector:
+    """Answers ``detect_faces`` from a JSON file mapping :func:`frame_key` to result rows; frames
+    not in the file have no faces. Used as ``--face-detector scripted:PATH``."""
+
+    def __init__(self, path: str) -> None:
+        with open(path) as f:
+            self.faces: dict[str, list[list[float]]] = json.load(f)
+
+    def detect_faces(self, image: np.ndarray, conf_threshold: float = 0.8, *args, **kwargs) -> np.ndarray:
+        rows = [r for r in self.faces.get(frame_key(image), []) if r[4] > conf_threshold]
+        return np.array(rows, dtype=np.float32).reshape(-1, 15)
+
+    # facexlib moves its detector between devices and modes; the script has neither.
+    def to(self, *args, **kwargs) -> ScriptedFaceDetector:
+        return self
+
+    def eval(self) -> ScriptedFaceDetector:
+        return self
+
+
+def write_face_script(path: str, faces: dict[str, list[list[float]]]) -> str:
+    with open(path, "w") as f:
+        json.dump(faces, f)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Test clips
+
+
+def test_pattern(number: int, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth, moving RGB pattern that differs on every frame (codecs compress it well)."""
+    y, x = np.mgrid[0:height, 0:width]
+    k = number + seed * 101
+    r = (x * 4 + k * 3) % 256
+    g = (y * 5 + k * 7) % 256
+    b = ((x + y) * 2 + k * 11) % 256
+    img = np.stack([r, g, b], axis=-1).astype(np.uint8)
+    # A bright square that moves, so motion estimation has something to follow.
+    s = max(2, min(width, height) // 5)
+    cx, cy = (k * 3) % max(1, width - s), (k * 2) % max(1, height - s)
+    img[cy : cy + s, cx : cx + s] = (250, 240, 20)
+    return img
+
+
+def vfr_pts(frames: int, time_base: Fraction) -> list[int]:
+    """Timestamps that change rate twice: ~30 fps, then ~15 fps, then ~24 fps."""
+    pts, t = [], Fraction(0)
+    for i in range(frames):
+        pts.append(int(t / time_base))
+        t += Fraction(1, 30) if i < frames // 3 else Fraction(1, 15) if i < 2 * frames // 3 else Fraction(1, 24)
+    return pts
+
+
+def make_test_clip(
+    path: str,
+    *,
+    frames: int = 60,
+    size: tuple[int, int] = (64, 48),
+    fps: int = 24,
+    vfr: bool = False,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    bframes: int = 2,
+    gop: int = 12,
+    audio: bool = True,
+    audio_tracks: int = 1,
+    subtitles: Sequence[tuple[float, float, str]] = (),
+    chapters: Sequence[tuple[float, float, str]] = (),
+    options: dict[str, str] | None = None,
+    seed: int = 0,
+) -> str:
+    """Write a small synthetic video to ``path`` (the extension picks the container).
+
+    Args:
+        vfr: timestamps change rate twice instead of a constant ``fps``.
+        bframes, gop: encoder structure (B-frames reorder packets; the GOP sets seek points).
+        audio_tracks: sine tones of different pitch, AAC (Opus in WebM), each covering the video.
+        subtitles: ``(start_s, end_s, text)`` cues, written as SRT (mov_text in MP4).
+        chapters: ``(start_s, end_s, title)``.
+        options: extra encoder options.
+    """
+    import av
+
+    width, height = size
+    time_base = Fraction(1, 1000) if vfr else Fraction(1, fps)
+    pts = vfr_pts(frames, time_base) if vfr else list(range(frames))
+    duration_s = float((pts[-1] + (time_base.denominator // 24 if vfr else 1)) * time_base)
+    ext = os.path.splitext(path)[1].lower()
+    out = av.open(path, "w")
+    try:
+        video = out.add_stream(codec, rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.codec_context.time_base = time_base
+        opts = {"g": str(gop)}
+        if codec in ("libx264", "libx265"):
+            opts.update({"bf": str(bframes), "preset": "veryfast", "crf": "20"})
+        opts.update(options or {})
+        video.options = opts
+        tracks = []
+        for t in range(audio_tracks if audio else 0):
+            stream = out.add_stream("libopus" if ext == ".webm" else "aac", rate=48000)
+            stream.layout = "mono"
+            stream.metadata["language"] = ["eng", "fra", "deu"][t % 3]
+            tracks.append(stream)
+        subs = None
+        if subtitles:
+            subs = out.add_stream("mov_text" if ext in (".mp4", ".mov") else "subrip")
+            subs.metadata["language"] = "eng"
+        if chapters:
+            out.set_chapters(
+                [
+                    {"id": i + 1, "start": int(a * 1000), "end": int(b * 1000), "time_base": Fraction(1, 1000), "metadata": {"title": title}}
+                    for i, (a, b, title) in enumerate(chapters)
+                ]
+            )
+        out.start_encoding()
+        high = "10" in pix_fmt or "12" in pix_fmt or "16" in pix_fmt
+        for i, p in enumerate(pts):
+            img = test_pattern(i, width, height, seed)
+            if high:
+                frame = av.VideoFrame.from_ndarray(img.astype(np.uint16) * 257 + (i % 7) * 3, format="rgb48le")
+            else:
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = p
+            frame.time_base = time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for t, stream in enumerate(tracks):
+            _write_tone(out, stream, duration_s, 330.0 * (t + 1))
+        if subs is not None:
+            _write_subtitles(out, subs, subtitles)
+    finally:
+        out.close()
+    return path
+
+
+def _write_tone(out, stream, duration_s: float, hz: float) -> None:
+    import av
+
+    rate = 48000
+    total, done = int(rate * duration_s), 0
+    frame_size = stream.codec_context.frame_size or 1024
+    while done < total:
+        n = min(frame_size, total - done)
+        samples = (0.2 * np.sin(2 * np.pi * hz * np.arange(done, done + n) / rate)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = done
+        frame.time_base = Fraction(1, rate)
+        out.mux(stream.encode(frame))
+        done += n
+    out.mux(stream.encode(None))
+
+
+def _write_subtitles(out, stream, cues: Sequence[tuple[float, float, str]]) -> None:
+    import av
+
+    for start, end, text in cues:
+        if stream.codec_context.name == "mov_text":
+            payload = len(text.encode()).to_bytes(2, "big") + text.encode()
+        else:
+            payload = text.encode()
+        packet = av.Packet(payload)
+        packet.stream = stream
+        packet.time_base = Fraction(1, 1000)
+        packet.pts = packet.dts = int(start * 1000)
+        packet.duration = int((end - start) * 1000)
+        out.mux(packet)
+
+
+# ----------------------------------------------------------------------------------------------
+# Random weights in the real architectures
+
+
+def _save(state: dict, path: str, key: str | None = "params_ema") -> str:
+    import torch
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({key: state} if key else state, path)
+    return path
+
+
+def write_rrdbnet_weights(
+    path: str, *, scale: int = 4, num_feat: int = 8, num_block: int = 1, num_grow_ch: int = 4, seed: int = 0
+) -> str:
+    """Random RRDBNet weights (tiny by default; ``num_feat=64, num_block=23, num_grow_ch=32`` is
+    RealESRGAN_x4plus's size)."""
+    import torch
+
+    from farm.enhance import install_torchvision_shim
+
+    install_torchvision_shim()
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    torch.manual_seed(seed)
+    net = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch, scale=scale)
+    return _save(net.state_dict(), path)
+
+
+def write_compact_weights(path: str, *, scale: int = 4, num_feat: int = 8, num_conv: int = 2, seed: int = 0) -> str:
+    """Random SRVGGNetCompact weights (``num_feat=64, num_conv=32`` is realesr-general-x4v3's size)."""
+    import torch
+
+    from farm.enhance import install_torchvision_shim
+
+    install_torchvision_shim()
+    from realesrgan.archs.srvgg_arch import SRVGGNetCompact
+
+    torch.manual_seed(seed)
+    net = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_conv=num_conv, upscale=scale, act_type="prelu")
+    return _save(net.state_dict(), path, key="params")
+
+
+def write_gfpgan_weights(path: str, *, channel_multiplier: int = 1, seed: int = 0) -> str:
+    """Random GFPGAN (clean architecture) weights; GFPGANer's face size is fixed at 512."""
+    import torch
+
+    from farm.enhance import install_torchvision_shim
+
+    install_torchvision_shim()
+    from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
+
+    torch.manual_seed(seed)
+    net = GFPGANv1Clean(
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=channel_multiplier,
+        decoder_load_path=None,
+        fix_decoder=False,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1,
+        sft_half=True,
+    )
+    return _save(net.state_dict(), path)
+
+
+def write_face_helper_weights(weights_dir: str, *, find_no_faces: bool = True, seed: int = 0) -> tuple[str, str]:
+    """Random facexlib detector (RetinaFace-ResNet50) and parser (ParseNet) weights under their
+    registry names. With ``find_no_faces`` the detector's classification head is zeroed, so it
+    finds no face (random detectors otherwise "find" dozens per frame)."""
+    import torch
+
+    from farm.enhance import install_torchvision_shim
+    from farm.models import FACE_DETECTOR, FACE_PARSER
+
+    install_torchvision_shim()
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.parsenet import ParseNet
+
+    torch.manual_seed(seed)
+    detector = RetinaFace(network_name="resnet50", half=False, device="cpu").state_dict()
+    if find_no_faces:
+        for key, value in detector.items():
+            if key.startswith("ClassHead."):
+                value.zero_()
+                if key.endswith(".bias"):
+                    value[1::2] = -100.0  # "face" logit far below "background" for every anchor
+    parser = ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict()
+    det_path = _save(detector, os.path.join(weights_dir, FACE_DETECTOR.file), key=None)
+    parse_path = _save(parser, os.path.join(weights_dir, FACE_PARSER.file), key=None)
+    return det_path, parse_path

@@ -1,0 +1,92 @@
+"""Encoders: the lossless per-shard segment (FFV1, RGB, intra-only) and the final output codecs.
+
+Segments carry frames in order and nothing else that matters: the mux takes every frame's pts from
+the source's index, so a segment's own timestamps are only a frame counter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import av
+import numpy as np
+
+from farm.errors import EncodeError
+
+Codec = Literal["x264", "x265", "x264-lossless", "ffv1", "png"]
+CODECS: tuple[str, ...] = ("x264", "x265", "x264-lossless", "ffv1", "png")
+SEGMENT_CODEC: Codec = "ffv1"
+SEGMENT_SUFFIX = ".mkv"
+#: A nominal rate for segment timestamps; they only count frames (see the module docstring).
+SEGMENT_RATE = 25
+
+
+@dataclass(frozen=True, slots=True)
+class CodecSpec:
+    """How one ``--codec`` choice is written."""
+
+    encoder: str  # FFmpeg encoder name
+    pix_fmt_8bit: str
+    pix_fmt_high: str
+    lossless: bool
+    even_dimensions: bool  # chroma subsampling needs even width and height
+
+
+CODEC_SPECS: dict[str, CodecSpec] = {
+    "x264": CodecSpec("libx264", "yuv420p", "yuv420p10le", lossless=False, even_dimensions=True),
+    "x265": CodecSpec("libx265", "yuv420p", "yuv420p10le", lossless=False, even_dimensions=True),
+    "x264-lossless": CodecSpec("libx264rgb", "bgr24", "bgr24", lossless=True, even_dimensions=False),
+    "ffv1": CodecSpec("ffv1", "bgr0", "gbrp16le", lossless=True, even_dimensions=False),
+    "png": CodecSpec("png", "rgb24", "rgb48be", lossless=True, even_dimensions=False),
+}
+
+
+def array_format(pixels: np.ndarray) -> str:
+    """PyAV's name for a BGR array of this dtype."""
+    return "bgr48le" if pixels.dtype == np.uint16 else "bgr24"
+
+
+class SegmentWriter:
+    """Writes one shard's frames, losslessly, to a local file. Use as a context manager; leaving
+    it by an exception closes the file without finishing it, and the caller discards it."""
+
+    def __init__(self, path: str, width: int, height: int, high_bit_depth: bool) -> None:
+        self.path = path
+        self.frames = 0
+        try:
+            self._container = av.open(path, "w", format="matroska")
+            self._stream = self._container.add_stream("ffv1", rate=SEGMENT_RATE)
+            self._stream.width, self._stream.height = width, height
+            spec = CODEC_SPECS["ffv1"]
+            self._stream.pix_fmt = spec.pix_fmt_high if high_bit_depth else spec.pix_fmt_8bit
+            # Intra-only with per-slice CRCs: any frame decodes alone and damage is detected.
+            self._stream.options = {"level": "3", "g": "1", "slicecrc": "1"}
+            self._stream.thread_type = "AUTO"
+        except (av.error.FFmpegError, OSError) as exc:
+            raise EncodeError(f"cannot create segment {path}: {exc}") from exc
+
+    def write(self, pixels: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(pixels, format=array_format(pixels))
+        frame.pts = self.frames
+        frame.time_base = Fraction(1, SEGMENT_RATE)
+        try:
+            self._container.mux(self._stream.encode(frame))
+        except (av.error.FFmpegError, OSError) as exc:
+            raise EncodeError(f"cannot encode frame {self.frames} of segment {self.path}: {exc}") from exc
+        self.frames += 1
+
+    def close(self) -> None:
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._container.close()

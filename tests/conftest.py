@@ -1,0 +1,98 @@
+"""Shared fixtures: an isolated environment for Ray, one shared local Ray for in-process jobs,
+tiny random weights of the real architectures, and test clips."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+# Keep every Ray this test run starts on loopback and in its own temp dir (other Ray instances may
+# be running on the same machine); set before anything imports ray.
+_RAY_TMP = tempfile.mkdtemp(prefix="farm-ray-")
+os.environ["RAY_TMPDIR"] = _RAY_TMP
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.pop("RAY_ADDRESS", None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_RAY_TMP, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("FARM_REQUIRE_GPU") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (set FARM_REQUIRE_GPU=1 to fail instead)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One embedded Ray for the in-process tests of the session."""
+    import logging
+
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        namespace="farm",
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+    return tmp_path_factory.mktemp("assets")
+
+
+@pytest.fixture(scope="session")
+def tiny_x4(assets) -> str:
+    from farm.testing import write_rrdbnet_weights
+
+    return write_rrdbnet_weights(str(assets / "tiny_x4.pth"), scale=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_x2(assets) -> str:
+    from farm.testing import write_rrdbnet_weights
+
+    return write_rrdbnet_weights(str(assets / "tiny_x2.pth"), scale=2)
+
+
+@pytest.fixture(scope="session")
+def face_weights(assets):
+    """GFPGAN (clean, channel multiplier 1) plus facexlib's detector and parser, all random; the
+    detector's classification head is zeroed so it finds no face."""
+    from farm.testing import write_face_helper_weights, write_gfpgan_weights
+
+    weights_dir = assets / "face-weights"
+    weights_dir.mkdir()
+    write_face_helper_weights(str(weights_dir), find_no_faces=True)
+    gfpgan = write_gfpgan_weights(str(assets / "gfpgan_cm1.pth"), channel_multiplier=1)
+    return {"dir": str(weights_dir), "gfpgan": gfpgan}
+
+
+@pytest.fixture(scope="session")
+def cfr_clip(assets) -> str:
+    from farm.testing import make_test_clip
+
+    return make_test_clip(str(assets / "cfr.mp4"), frames=64, size=(64, 48), bframes=3, gop=12, audio=True)
+
+
+@pytest.fixture(scope="session")
+def vfr_clip(assets) -> str:
+    from farm.testing import make_test_clip
+
+    return make_test_clip(str(assets / "vfr.mkv"), frames=61, size=(48, 32), vfr=True, bframes=2, gop=10, audio=True)
