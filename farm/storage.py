@@ -6,6 +6,7 @@ sibling, flushed, and renamed; on an object store a single PUT makes it appear w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -104,7 +105,8 @@ class Storage:
             os.replace(tmp, final)
             _fsync_dir(final.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write {final}: {exc.strerror or exc}") from exc
 
     def write_json(self, rel: str, obj: Any) -> None:
@@ -156,16 +158,13 @@ class Storage:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    # Some filesystems (and NFS mounts) refuse fsync on directories; the rename still holds.
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (and NFS mounts) refuse fsync on directories; the rename still holds
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def open_location(location: str) -> IO | str:

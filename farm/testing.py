@@ -141,7 +141,7 @@ def write_face_script(path: str, faces: dict[str, list[list[float]]]) -> str:
 # Test clips
 
 
-def test_pattern(number: int, width: int, height: int, seed: int = 0) -> np.ndarray:
+def pattern_frame(number: int, width: int, height: int, seed: int = 0) -> np.ndarray:
     """A smooth, moving RGB pattern that differs on every frame (codecs compress it well)."""
     y, x = np.mgrid[0:height, 0:width]
     k = number + seed * 101
@@ -230,7 +230,7 @@ def make_test_clip(
         out.start_encoding()
         high = "10" in pix_fmt or "12" in pix_fmt or "16" in pix_fmt
         for i, p in enumerate(pts):
-            img = test_pattern(i, width, height, seed)
+            img = pattern_frame(i, width, height, seed)
             if high:
                 frame = av.VideoFrame.from_ndarray(img.astype(np.uint16) * 257 + (i % 7) * 3, format="rgb48le")
             else:

@@ -1,0 +1,63 @@
+"""The enhance worker as a plain class (no Ray): a shard becomes one committed segment with a
+receipt; a failing frame commits nothing and names the shard and the frame."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import av
+import numpy as np
+import pytest
+
+from farm.actors.worker import EnhanceWorker
+from farm.config import JobConfig, ModelConfig, OutputConfig
+from farm.driver import prepare
+from farm.errors import EnhanceError
+from farm.testing import fake_output, make_test_clip
+from tests.helpers import decode_all
+
+
+def job(tmp_path, model: str, frames: int = 20):
+    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=frames, size=(32, 24), vfr=True)
+    cfg = JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model=model, face=False),
+                    out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"), shard_frames=7)
+    return clip, prepare(cfg)
+
+
+def test_run_shard_commits_segment_and_receipt(tmp_path):
+    """Frames [7, 14) of a VFR clip, enhanced by the fake model, are exactly the segment's frames."""
+    clip, p = job(tmp_path, "fake:scale=2")
+    worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")
+    info = worker.ready()
+    assert info["device"] == "cpu" and info["worker"] == "w1"
+    receipt = worker.run_shard(1, 7, 14, attempt=1)
+    assert (receipt["shard"], receipt["frames"], receipt["start"], receipt["stop"]) == (1, 7, 7, 14)
+    seg_dir = os.path.join(p.job.location, "segments")
+    segment = os.path.join(seg_dir, receipt["segment"])
+    assert os.path.getsize(segment) == receipt["bytes"]
+    with open(os.path.join(seg_dir, receipt["segment"].replace(".mkv", ".json"))) as f:
+        assert json.load(f) == receipt
+    _, src = decode_all(clip)
+    _, got = decode_all(segment)
+    assert len(got) == 7
+    for frame, out in zip(src[7:14], got):
+        assert np.array_equal(out, fake_output(frame, 2, None))
+    progress = worker.progress()
+    assert progress["shards_done"] == 1 and progress["frames_done"] == 7 and progress["shard"] is None
+
+
+def test_failing_frame_commits_nothing(tmp_path):
+    _, p = job(tmp_path, "fake:scale=2,fail_frames=10")
+    worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")
+    worker.ready()
+    with pytest.raises(EnhanceError, match=r"shard 1 \[7, 14\): frame 10: the model failed"):
+        worker.run_shard(1, 7, 14, attempt=1)
+    seg_dir = os.path.join(p.job.location, "segments")
+    assert [n for n in os.listdir(seg_dir) if not n.startswith(".")] == []
+    logs = os.listdir(os.path.join(p.job.location, "logs"))
+    assert len(logs) == 1
+    with open(os.path.join(p.job.location, "logs", logs[0])) as f:
+        assert "frame 10" in json.load(f)["error"]
+    # The worker is still usable for the next shard.
+    assert worker.run_shard(0, 0, 7, attempt=1)["frames"] == 7
