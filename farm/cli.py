@@ -104,7 +104,9 @@ def job_options(fn):
         click.option("--restart", is_flag=True, help="Ignore the job's checkpoint and start over."),
         click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, help="Attempts per shard before the job fails."),
         click.option("--lease-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, help="Seconds without progress before a worker counts as hung."),
-        click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start one on this machine)."),
+        click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster: host:port or auto (run the driver here), or the dashboard URL http://head:8265 (submit as a Ray Job). Default: start Ray on this machine."),
+        click.option("--token", envvar="RAY_AUTH_TOKEN", help="Ray authentication token of the cluster (also RAY_AUTH_TOKEN)."),
+        click.option("--detach", is_flag=True, help="With a dashboard URL: return once the Ray Job is submitted."),
         click.option("--quiet", is_flag=True, help="No live progress view."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]
@@ -165,16 +167,50 @@ def submit(input: str, output: str, **o: Any) -> None:
       farm submit clip.mkv -o clip.mkv --model realesr-general-x4v3 --no-face --codec ffv1
       farm submit s3://videos/in.mp4 -o s3://videos/out.mkv --address ray://head:10001 --jobs-root s3://videos/jobs
     """
-    from farm.driver import submit as run_submit
+    from farm.driver import submit as run_submit, submit_ray_job, use_token
 
     cfg = build_config(input, output, **o)
-    result = _run_with_view(lambda on_progress: run_submit(cfg, address=o["address"], on_progress=on_progress), o["quiet"] or o["as_json"])
+    address = o["address"]
+    if address and address.startswith(("http://", "https://")):
+        forwarded = [input, "-o", output, *_forwarded_options(click.get_current_context())]
+        result = submit_ray_job(cfg, forwarded, address, token=o["token"], detach=o["detach"], on_line=click.echo)
+        _print_result(result, o["as_json"])
+        return
+    if o["token"]:
+        use_token(o["token"])
+    result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress), o["quiet"] or o["as_json"])
     _print_result(result, o["as_json"])
+
+
+#: Options that concern this invocation, not the job; never forwarded to a Ray Job's driver.
+_LOCAL_ONLY = {"address", "token", "detach", "quiet", "as_json", "output"}
+
+
+def _forwarded_options(ctx: click.Context) -> list[str]:
+    """The options the user set, as command-line words, for the driver that runs on the cluster."""
+    words: list[str] = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in _LOCAL_ONLY:
+            continue
+        if ctx.get_parameter_source(param.name) in (click.core.ParameterSource.DEFAULT, None):
+            continue
+        value = ctx.params[param.name]
+        if param.is_flag and param.secondary_opts:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            if value:
+                words.append(param.opts[0])
+        elif value is not None:
+            words += [param.opts[0], str(value)]
+    return words
 
 
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
+    elif result.get("state") == "submitted":
+        click.echo(f"submitted Ray job {result['submission_id']} (farm job {result.get('job_id')}); "
+                   f"follow it with `ray job logs -f {result['submission_id']} --address {result['dashboard']}`")
     elif result.get("already_done"):
         click.echo(f"job {result['job_id']} is already done: {result['output']}")
     else:

@@ -25,7 +25,7 @@ from farm.actors.muxer import assemble
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, OutputConfig, job_id as make_job_id
 from farm.enhance import check_weights
-from farm.errors import FarmError, InputError, JobCancelled, JobFailed, OutputError, StorageError, UsageError
+from farm.errors import ClusterError, FarmError, InputError, JobCancelled, JobFailed, OutputError, StorageError, UsageError
 from farm.jobs import JobDir, JobSpec
 from farm.ledger import (
     Abort,
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "farm"
 POLL_S = 0.5
 PROGRESS_S = 1.0
+MAINTAIN_S = 3.0
 SUBMIT = "submit.json"  # the last submit's output settings, for `farm resume JOB`
 
 
@@ -187,15 +188,18 @@ def _size(location: str) -> int:
 # Ray
 
 
-def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = True) -> str | None:
-    """Join the cluster at ``address``, or start an embedded one on loopback; returns the
-    dashboard URL when there is one."""
+def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = True, token: str | None = None) -> str | None:
+    """Join the cluster at ``address`` (``host:port``, ``auto`` or ``ray://``), or start an
+    embedded one on loopback; returns the dashboard URL when there is one."""
+    if token:
+        use_token(token)
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False, "namespace": NAMESPACE}
     if address:
         try:
             ctx = ray.init(address=address, **quiet)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise StorageError(f"cannot join the Ray cluster at {address}: {exc}") from None
+            hint = "; pass --token or set RAY_AUTH_TOKEN" if "auth" in str(exc).lower() or "token" in str(exc).lower() else ""
+            raise ClusterError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}{hint}") from None
     else:
         # An embedded cluster serves this machine only: keep every port on loopback.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -208,6 +212,18 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
         )
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def use_token(token: str) -> None:
+    """Ray's token authentication reads the token from the environment, in this process and in
+    everything it starts."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = token
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
@@ -227,10 +243,24 @@ def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
     )
     handle = remote.remote(jobs_root, job_id, policy)
     try:
-        ray.get(handle.ping.remote(), timeout=60)
+        ray.get(handle.ping.remote(), timeout=120)
     except RayActorError as exc:
         raise StorageError(f"the job coordinator could not start: {_cause(exc)}") from None
+    except GetTimeoutError:
+        raise ClusterError("the job coordinator did not start within 2 minutes; is the head node short of resources?") from None
     return handle
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _cause(exc: BaseException) -> str:
@@ -287,8 +317,16 @@ class WorkerPool:
                 slots[node["NodeID"]] = int(gpus // self.gpus_per_worker + 1e-9)
         return _spread(slots, self.cap) if self.cap is not None else slots
 
-    def maintain(self, blocked: set[str]) -> None:
-        """Start workers where slots are free."""
+    def maintain(self, blocked: set[str], now: float) -> list:
+        """Forget workers on nodes that died (returning WorkerLost for them) and start workers
+        where slots are free, on live nodes that are not blocked."""
+        lost = []
+        if self.use_gpus:
+            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+            for worker_id, member in list(self.members.items()):
+                if member.node is not None and member.node not in alive:
+                    lost.append(WorkerLost(worker_id, now, f"node {member.node[:8]} is gone"))
+                    self.remove(worker_id)
         slots = self._slots(blocked)
         held: dict[str | None, int] = {}
         for m in self.members.values():
@@ -296,6 +334,7 @@ class WorkerPool:
         for node, n in slots.items():
             for _ in range(n - held.get(node, 0)):
                 self._spawn(node)
+        return lost
 
     def _spawn(self, node: str | None) -> None:
         self.count += 1
@@ -391,8 +430,17 @@ class Run:
         self.frames_at_start = 0
         self.shards = prepared.spec.shards()
 
+    def _claim(self) -> dict[str, Any] | None:
+        """Claim the job for this driver; a holder on this host whose process is gone is dead and
+        is taken over at once (elsewhere, its claim goes stale within seconds)."""
+        info = {"host": socket.gethostname(), "pid": os.getpid()}
+        holder = ray.get(self.coord.claim.remote(self.driver_id, info))
+        if holder and holder.get("host") == info["host"] and not _pid_alive(holder.get("pid")):
+            holder = ray.get(self.coord.claim.remote(self.driver_id, info, holder["id"]))
+        return holder
+
     def execute(self) -> dict[str, Any]:
-        holder = ray.get(self.coord.claim.remote(self.driver_id, {"host": socket.gethostname(), "pid": os.getpid()}))
+        holder = self._claim()
         if holder is not None:
             return self._follow(holder)
         finished = False
@@ -403,7 +451,7 @@ class Run:
             self.snapshot = ray.get(self.coord.start_run.remote(self.policy))
             self.frames_at_start = self.snapshot["frames_done"]
             self.pool = WorkerPool(self.p, self.cfg.gpus_per_worker, self.cfg.workers)
-            self.pool.maintain(set())
+            self.pool.maintain(set(), time.time())
             instructions = self._handle([Tick(time.time())])
             result = self._loop(instructions)
             finished = True
@@ -446,7 +494,9 @@ class Run:
             now = time.time()
             if now - last_progress >= PROGRESS_S:
                 self._poll_progress()
-                ray.get(self.coord.claim.remote(self.driver_id, {"host": socket.gethostname(), "pid": os.getpid()}))
+                holder = self._claim()
+                if holder is not None:
+                    raise ClusterError(f"another driver (on {holder.get('host')}, pid {holder.get('pid')}) took this job over")
                 self.snapshot = ray.get(self.coord.snapshot.remote())
                 self._emit()
                 last_progress = now
@@ -454,8 +504,8 @@ class Run:
                 if self.p.job.cancel_requested():
                     events.append(Cancelled(now))
                 last_control = now
-            if now - last_maintain >= 5.0:
-                pool.maintain(set(self.snapshot.get("blocked_nodes", [])))
+            if now - last_maintain >= MAINTAIN_S:
+                events.extend(pool.maintain(set(self.snapshot.get("blocked_nodes", [])), now))
                 self._check_pool(pool)
                 last_maintain = now
             events.append(Tick(now))
@@ -583,19 +633,25 @@ class Run:
             fps = s.get("frames_done", 0) / s["busy_s"] if s.get("busy_s") else 0.0
             shard = next((sh for w, sh in self.inflight.values() if w == worker), None)
             stats.append({"worker": worker, "node": member.node, "host": member.host, "device": member.device, "fps": round(fps, 2), "shard": shard, "shards_done": s.get("shards_done", 0)})
-        self.coord.report.remote(stats)
+        fps, eta = self._rates()
+        self.coord.report.remote(stats, {"fps": round(fps, 3), "eta_s": eta, "dashboard_url": self.dashboard_url})
 
     def _check_pool(self, pool: WorkerPool) -> None:
         if pool.ready_failures and not any(m.ready for m in pool.members.values()) and len(pool.ready_failures) >= max(3, 2 * len(pool.members)):
             raise JobFailed(f"no worker could start: {pool.ready_failures[-1]}")
 
+    def _rates(self) -> tuple[float, float | None]:
+        """Frames per second of this run so far, and the seconds left at that rate."""
+        snap = self.snapshot
+        fps = (snap.get("frames_done", 0) - self.frames_at_start) / max(1e-6, time.time() - self.t0)
+        remaining = snap.get("frames_total", 0) - snap.get("frames_done", 0)
+        return fps, (remaining / fps if fps > 0 else None)
+
     def _emit(self, message: str | None = None) -> None:
         if self.on_progress is None:
             return
         snap = self.snapshot
-        elapsed = max(1e-6, time.time() - self.t0)
-        fps = (snap.get("frames_done", 0) - self.frames_at_start) / elapsed
-        remaining = snap.get("frames_total", 0) - snap.get("frames_done", 0)
+        fps, eta = self._rates()
         self.on_progress(
             Progress(
                 job_id=self.p.job.job_id,
@@ -605,7 +661,7 @@ class Run:
                 shards_done=snap.get("shards_done", 0),
                 shards_total=snap.get("shards_total", 0),
                 fps=fps,
-                eta_s=remaining / fps if fps > 0 else None,
+                eta_s=eta,
                 workers=snap.get("workers", []),
                 failures=snap.get("failures", []),
                 dashboard_url=self.dashboard_url,
@@ -629,8 +685,12 @@ class Run:
                 return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done", "followed": True}
             if state in ("failed", "cancelled"):
                 raise JobFailed(f"job {self.p.job.job_id} {state}: {self.snapshot.get('reason')}")
-            if self.snapshot.get("driver") is None:
-                holder = ray.get(self.coord.claim.remote(self.driver_id, {"host": socket.gethostname(), "pid": os.getpid()}))
+            if state == "running":
+                try:
+                    holder = self._claim()
+                except RayActorError:
+                    self.coord = coordinator_handle(self.p.job.jobs_root, self.p.job.job_id, self.policy)
+                    holder = self._claim()
                 if holder is None:
                     return self.execute()
             time.sleep(PROGRESS_S)
@@ -678,3 +738,81 @@ def resume_config(jobs_root: str, job_id: str, **overrides: Any) -> JobConfig:
         **{k: v for k, v in overrides.items() if v is not None},
     )
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray Jobs: the driver runs on the cluster, the CLI follows it
+
+
+def identify(cfg: JobConfig) -> str | None:
+    """The job id ``cfg`` will have, when the input (and any own weights) are readable here."""
+    try:
+        source = probe(cfg.input)
+        model = dataclasses.replace(
+            cfg.model,
+            sr_weights_sha256=sha256_file(cfg.model.sr_weights) if cfg.model.sr_weights else None,
+            face_weights_sha256=sha256_file(cfg.model.face_weights) if cfg.model.face and cfg.model.face_weights else None,
+        )
+        fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
+        return make_job_id(source.location, fingerprint, model)
+    except (FarmError, OSError):
+        return None
+
+
+def submit_ray_job(
+    cfg: JobConfig,
+    forwarded: list[str],
+    dashboard: str,
+    *,
+    token: str | None = None,
+    detach: bool = False,
+    on_line: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Submit ``farm submit <forwarded>`` as a Ray Job to the cluster whose dashboard is at
+    ``dashboard``; unless ``detach``, follow its logs until it ends.
+
+    The entrypoint runs farm from the cluster's own environment (``python -m farm``); input,
+    output and jobs root must be paths the cluster sees (shared storage or object store URLs).
+
+    Raises:
+        ClusterError: the cluster cannot be reached or refuses the job.
+        JobFailed: the job ended in failure (its last error line is the message).
+    """
+    import asyncio
+    import shlex
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    if token:
+        use_token(token)
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):  # they would override the address given
+        os.environ.pop(name, None)
+    job_id = identify(cfg)
+    entrypoint = shlex.join(["python", "-m", "farm", "submit", *forwarded, "--address", "auto"])
+    submission_id = f"farm-{(job_id or 'job')[:48]}-{uuid.uuid4().hex[:6]}"
+    metadata = {"farm_input": cfg.input, "farm_output": cfg.output, "farm_job_id": job_id or "unknown until the driver starts"}
+    try:
+        client = JobSubmissionClient(dashboard)
+        client.submit_job(entrypoint=entrypoint, submission_id=submission_id, metadata=metadata)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        hint = "; pass --token or set RAY_AUTH_TOKEN" if any(w in str(exc).lower() for w in ("401", "403", "auth", "token")) else ""
+        raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {_first_line(exc)}{hint}") from None
+    result = {"submission_id": submission_id, "job_id": job_id, "output": cfg.output, "dashboard": dashboard}
+    if detach:
+        return {**result, "state": "submitted"}
+    last_error: list[str] = []
+
+    async def follow() -> None:
+        async for chunk in client.tail_job_logs(submission_id):
+            for line in chunk.splitlines():
+                if line.startswith("error: "):
+                    last_error[:] = [line[len("error: ") :]]
+                on_line(line)
+
+    asyncio.run(follow())
+    status = client.get_job_status(submission_id)
+    if status != JobStatus.SUCCEEDED:
+        info = client.get_job_info(submission_id)
+        reason = last_error[0] if last_error else (info.message or str(status))
+        raise JobFailed(f"Ray job {submission_id} {getattr(status, 'value', status)!s}: {reason}".replace(" FAILED:", " failed:"))
+    return {**result, "state": "done"}

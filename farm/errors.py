@@ -76,6 +76,12 @@ class StorageError(FarmError):
     retryable = True
 
 
+class ClusterError(FarmError):
+    """The Ray cluster cannot be joined, or was lost while the job ran; the job can be resumed."""
+
+    retryable = True
+
+
 class MuxError(FarmError):
     """The final output could not be assembled or did not verify."""
 

@@ -7,6 +7,7 @@
       segments/000042-<t>.json  its receipt, written after the segment; no receipt, not done
       logs/000042-<t>.json      each shard attempt's log (timings, faces, error)
       control.json              requests from `farm cancel`
+      live.json                 live figures of the running driver (workers, fps, ETA)
 
 Nothing that matters lives only in actor memory: a job resumes from this directory alone."""
 
@@ -27,6 +28,7 @@ from farm.video.probe import SourceInfo
 SPEC = "job.json"
 LEDGER = "ledger.json"
 CONTROL = "control.json"
+LIVE = "live.json"
 SEGMENTS = "segments"
 LOGS = "logs"
 
@@ -106,6 +108,15 @@ class JobDir:
 
     def write_ledger(self, data: dict) -> None:
         self.storage.write_json(LEDGER, data)
+
+    def write_live(self, data: dict) -> None:
+        self.storage.write_json(LIVE, data)
+
+    def read_live(self) -> dict | None:
+        try:
+            return self.storage.read_json(LIVE)
+        except (FileNotFoundError, StorageError):
+            return None
 
     # -- segments ---------------------------------------------------------------------------------
 

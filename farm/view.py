@@ -1,7 +1,10 @@
 """The live terminal view of a running job: a progress bar with frames, fps and ETA, and a small
-table of workers and recent failures. Works without a terminal (it then prints nothing live)."""
+table of workers and recent failures. Without a terminal (a log file, a Ray Job's driver) it
+prints one plain progress line every few seconds instead."""
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -28,18 +31,30 @@ class LiveView:
         )
         self.task = self.bar.add_task("starting", total=None, fps=0.0, shards="")
         self.table = Table.grid()
+        self.plain = not self.console.is_terminal
         self.live = Live(Group(self.bar, self.table), console=self.console, refresh_per_second=4, transient=False)
         self.last: JobProgress | None = None
+        self._last_line = 0.0
 
     def __enter__(self) -> LiveView:
-        self.live.__enter__()
+        if not self.plain:
+            self.live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.live.__exit__(*exc)
+        if self.plain:
+            if self.last is not None:
+                self.console.print(plain_line(self.last), highlight=False, soft_wrap=True)
+        else:
+            self.live.__exit__(*exc)
 
     def update(self, p: JobProgress) -> None:
         self.last = p
+        if self.plain:
+            if time.monotonic() - self._last_line >= PLAIN_INTERVAL_S or p.message:
+                self._last_line = time.monotonic()
+                self.console.print(plain_line(p), highlight=False, soft_wrap=True)
+            return
         self.bar.update(
             self.task,
             description=f"{p.job_id} {p.message or p.state}",
@@ -49,6 +64,18 @@ class LiveView:
             shards=f"shards {p.shards_done}/{p.shards_total}, workers {len(p.workers)}",
         )
         self.live.update(Group(self.bar, render_workers(p)))
+
+
+PLAIN_INTERVAL_S = 5.0
+
+
+def plain_line(p: JobProgress) -> str:
+    pct = 100 * p.frames_done / p.frames_total if p.frames_total else 0.0
+    eta = f"{p.eta_s / 60:.1f} min" if p.eta_s is not None else "?"
+    return (
+        f"{p.job_id} {p.message or p.state}: {p.frames_done}/{p.frames_total} frames ({pct:.0f}%), "
+        f"{p.fps:.2f} fps, ETA {eta}, shards {p.shards_done}/{p.shards_total}, workers {len(p.workers)}"
+    )
 
 
 def render_workers(p: JobProgress) -> Table:

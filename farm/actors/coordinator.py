@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 #: Seconds between ledger snapshots while shards only complete; their receipts are already durable.
 FLUSH_INTERVAL_S = 1.0
 #: A driver that has not checked in for this long has died; another may take the job over.
-DRIVER_STALE_S = 20.0
+DRIVER_STALE_S = 15.0
+#: Seconds between writes of live figures (fps, workers) for `farm status`.
+LIVE_INTERVAL_S = 2.0
 
 
 class Coordinator:
@@ -33,6 +35,7 @@ class Coordinator:
         self.workers: dict[str, dict[str, Any]] = {}  # live worker stats reported by the driver
         self.driver: dict[str, Any] | None = None
         self.started = time.time()
+        self._last_live = 0.0
         self._load(Policy(**(policy or {})))
 
     def _load(self, policy: Policy) -> None:
@@ -49,12 +52,13 @@ class Coordinator:
 
     # -- driver ownership -------------------------------------------------------------------------
 
-    def claim(self, driver_id: str, info: dict[str, Any], now: float | None = None) -> dict[str, Any] | None:
+    def claim(self, driver_id: str, info: dict[str, Any], force_over: str | None = None, now: float | None = None) -> dict[str, Any] | None:
         """Make ``driver_id`` the job's driver unless another live one holds it; returns the
-        holder's info when refused, None when granted (also on renewal)."""
+        holder's info when refused, None when granted (also on renewal). ``force_over`` names a
+        holder the caller has seen die (same host, process gone) and takes over at once."""
         now = time.time() if now is None else now
         holder = self.driver
-        if holder and holder["id"] != driver_id and now - holder["seen"] < DRIVER_STALE_S:
+        if holder and holder["id"] not in (driver_id, force_over) and now - holder["seen"] < DRIVER_STALE_S:
             return dict(holder)
         self.driver = {"id": driver_id, "seen": now, **info}
         return None
@@ -90,10 +94,19 @@ class Coordinator:
                 self.workers.setdefault(event.worker, {"worker": event.worker, "node": event.node})
         return instructions
 
-    def report(self, stats: list[dict[str, Any]]) -> None:
-        """Live per-worker figures from the driver (not persisted)."""
+    def report(self, stats: list[dict[str, Any]], live: dict[str, Any] | None = None) -> None:
+        """Live figures from the driver: per worker, and the job's fps/ETA. They are written to
+        ``live.json`` (every few seconds) so `farm status` shows them from any machine."""
+        known = {s["worker"] for s in stats}
+        for worker in list(self.workers):
+            if worker not in known:
+                del self.workers[worker]
         for s in stats:
             self.workers.setdefault(s["worker"], {}).update(s)
+        now = time.time()
+        if now - self._last_live >= LIVE_INTERVAL_S:
+            self._last_live = now
+            self.job.write_live({"updated": now, "workers": list(self.workers.values()), "driver": self.driver, **(live or {})})
 
     def flush(self, force: bool = False) -> None:
         now = time.time()
