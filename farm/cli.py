@@ -208,6 +208,8 @@ def _forwarded_options(ctx: click.Context) -> list[str]:
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
+    elif result.get("submission_id") and result.get("state") == "done":
+        click.echo(f"Ray job {result['submission_id']} succeeded: {result['output']} (farm job {result.get('job_id')})")
     elif result.get("state") == "submitted":
         click.echo(f"submitted Ray job {result['submission_id']} (farm job {result.get('job_id')}); "
                    f"follow it with `ray job logs -f {result['submission_id']} --address {result['dashboard']}`")
@@ -367,3 +369,4 @@ def demo(workdir: str, frames: int, workers: int, quiet: bool) -> None:
     )
     if not same:
         sys.exit(1)
+

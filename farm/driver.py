@@ -216,9 +216,13 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
 
 def use_token(token: str) -> None:
     """Ray's token authentication reads the token from the environment, in this process and in
-    everything it starts."""
+    everything it starts; Ray caches its settings at import, so they are reloaded here (as Ray's
+    own `_enable_token_auth` does)."""
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = token
+    from ray._raylet import Config
+
+    Config.initialize("")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -429,6 +433,7 @@ class Run:
         self.t0 = time.time()
         self.frames_at_start = 0
         self.shards = prepared.spec.shards()
+        self.cancelling = False
 
     def _claim(self) -> dict[str, Any] | None:
         """Claim the job for this driver; a holder on this host whose process is gone is dead and
@@ -503,6 +508,7 @@ class Run:
             if now - last_control >= 2.0:
                 if self.p.job.cancel_requested():
                     events.append(Cancelled(now))
+                    self.cancelling = True
                 last_control = now
             if now - last_maintain >= MAINTAIN_S:
                 events.extend(pool.maintain(set(self.snapshot.get("blocked_nodes", [])), now))
@@ -569,8 +575,6 @@ class Run:
             elif isinstance(ins, Abort):
                 self.snapshot = ray.get(self.coord.snapshot.remote())
                 self._emit()
-                if self.snapshot["state"] == "cancelled":
-                    raise JobCancelled(f"job {self.p.job.job_id} cancelled; what was done is kept")
                 raise JobFailed(f"job {self.p.job.job_id} failed: {ins.reason}")
             elif isinstance(ins, Mux):
                 pool.shutdown()
@@ -578,8 +582,8 @@ class Run:
                 return self._mux()
             elif isinstance(ins, Finish):
                 return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done"}
-        if self.snapshot.get("state") == "cancelled":
-            raise JobCancelled(f"job {self.p.job.job_id} cancelled; what was done is kept")
+        if self.cancelling:
+            raise JobCancelled(f"job {self.p.job.job_id} cancelled; what was done is kept (`farm resume {self.p.job.job_id}` continues it)")
         return None
 
     def _mux(self) -> dict[str, Any]:
@@ -791,11 +795,15 @@ def submit_ray_job(
     entrypoint = shlex.join(["python", "-m", "farm", "submit", *forwarded, "--address", "auto"])
     submission_id = f"farm-{(job_id or 'job')[:48]}-{uuid.uuid4().hex[:6]}"
     metadata = {"farm_input": cfg.input, "farm_output": cfg.output, "farm_job_id": job_id or "unknown until the driver starts"}
+    # The SDK sets its own logger to INFO and logs every websocket it opens and closes.
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        client = JobSubmissionClient(dashboard)
+        client = JobSubmissionClient(dashboard, headers=headers)
         client.submit_job(entrypoint=entrypoint, submission_id=submission_id, metadata=metadata)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        hint = "; pass --token or set RAY_AUTH_TOKEN" if any(w in str(exc).lower() for w in ("401", "403", "auth", "token")) else ""
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+        auth = any(w in str(exc).lower() for w in ("401", "403", "auth", "token"))
+        hint = "; the cluster wants its authentication token: pass --token or set RAY_AUTH_TOKEN" if auth else ""
         raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {_first_line(exc)}{hint}") from None
     result = {"submission_id": submission_id, "job_id": job_id, "output": cfg.output, "dashboard": dashboard}
     if detach:

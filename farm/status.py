@@ -12,6 +12,9 @@ from farm.jobs import SPEC, JobDir
 from farm.ledger import Ledger, Policy
 from farm.storage import Storage
 
+#: Live figures older than this describe a driver that is gone.
+LIVE_STALE_S = 30.0
+
 
 def list_jobs(jobs_root: str) -> list[dict[str, Any]]:
     """One summary per job directory under ``jobs_root``, newest first."""
@@ -57,6 +60,13 @@ def job_status(jobs_root: str, job_id: str) -> dict[str, Any]:
         info["output"] = job.storage.read_json("submit.json")["output"]
     except FileNotFoundError:
         info["output"] = None
+    live = job.read_live() or {}
+    fresh = info["state"] in ("running", "muxing") and time.time() - live.get("updated", 0) < LIVE_STALE_S
+    info["fps"] = live.get("fps", 0.0) if fresh else 0.0
+    info["eta_s"] = live.get("eta_s") if fresh else None
+    info["workers"] = live.get("workers", []) if fresh else []
+    info["dashboard_url"] = live.get("dashboard_url")
+    info["driver"] = live.get("driver") if fresh else None
     return info
 
 
@@ -72,6 +82,17 @@ def render_status(info: dict[str, Any]) -> str:
         f"frames   {info['frames_done']}/{info['frames_total']}   shards {info['shards_done']}/{info['shards_total']}   retries {info['retries']}",
         f"job dir  {info['job_dir']}",
     ]
+    if info.get("fps"):
+        eta = f"{info['eta_s'] / 60:.1f} min" if info.get("eta_s") is not None else "?"
+        lines.append(f"speed    {info['fps']:.2f} fps   ETA {eta}")
+    if info.get("driver"):
+        lines.append(f"driver   {info['driver'].get('host')} (pid {info['driver'].get('pid')})")
+    for w in info.get("workers", []):
+        shard = "idle" if w.get("shard") is None else f"shard {w['shard']}"
+        lines.append(f"worker   {w.get('worker')} on {w.get('host', '?')} [{str(w.get('node') or '?')[:8]}] {w.get('device', '?')}: "
+                     f"{w.get('fps', 0.0):.2f} fps, {shard}, {w.get('shards_done', 0)} shards done")
+    if info.get("dashboard_url"):
+        lines.append(f"dashboard {info['dashboard_url']}")
     if info.get("reason"):
         lines.append(f"reason   {info['reason']}")
     for f in info.get("failures", [])[-5:]:

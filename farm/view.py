@@ -35,6 +35,7 @@ class LiveView:
         self.live = Live(Group(self.bar, self.table), console=self.console, refresh_per_second=4, transient=False)
         self.last: JobProgress | None = None
         self._last_line = 0.0
+        self._printed = ""
 
     def __enter__(self) -> LiveView:
         if not self.plain:
@@ -43,7 +44,7 @@ class LiveView:
 
     def __exit__(self, *exc) -> None:
         if self.plain:
-            if self.last is not None:
+            if self.last is not None and plain_line(self.last) != self._printed:
                 self.console.print(plain_line(self.last), highlight=False, soft_wrap=True)
         else:
             self.live.__exit__(*exc)
@@ -51,9 +52,11 @@ class LiveView:
     def update(self, p: JobProgress) -> None:
         self.last = p
         if self.plain:
-            if time.monotonic() - self._last_line >= PLAIN_INTERVAL_S or p.message:
+            line = plain_line(p)
+            if line != self._printed and (time.monotonic() - self._last_line >= PLAIN_INTERVAL_S or p.message):
                 self._last_line = time.monotonic()
-                self.console.print(plain_line(p), highlight=False, soft_wrap=True)
+                self._printed = line
+                self.console.print(line, highlight=False, soft_wrap=True)
             return
         self.bar.update(
             self.task,

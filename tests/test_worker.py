@@ -61,3 +61,17 @@ def test_failing_frame_commits_nothing(tmp_path):
         assert "frame 10" in json.load(f)["error"]
     # The worker is still usable for the next shard.
     assert worker.run_shard(0, 0, 7, attempt=1)["frames"] == 7
+
+
+def test_worker_that_cannot_read_the_input_says_where(tmp_path):
+    """The input is on a disk only the submitting machine has: the worker refuses to start,
+    naming itself, its host and the input."""
+    import socket
+
+    from farm.errors import StorageError
+
+    clip, p = job(tmp_path, "fake:scale=2")
+    os.rename(clip, clip + ".moved")
+    worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w7", "cpu")
+    with pytest.raises(StorageError, match=f"worker w7 on {socket.gethostname()} cannot read the input.*clip.mkv"):
+        worker.ready()
