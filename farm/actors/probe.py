@@ -1,0 +1,84 @@
+"""`farm doctor --address`: one tiny task pinned to each live node of a Ray cluster, reporting what
+that node sees: its GPUs, the jobs root (writable?) and the weights dir (present, verified?).
+
+Results come back as plain dicts (they cross Ray); :func:`probe_nodes` turns them into
+:class:`farm.doctor.Check` lines, one per node plus one per finding that is not ok."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from farm.doctor import Check, Status, check_jobs_root, check_weights
+
+#: How long a node may take to answer (a fresh node imports farm first).
+PROBE_TIMEOUT_S = 120.0
+
+
+def _probe(jobs_root: str, weights_dir: str) -> dict[str, Any]:
+    """Runs on the node."""
+    checks = [check_jobs_root(jobs_root), *check_weights(weights_dir)]
+    return {"host": socket.gethostname(), "checks": [(c.name, c.status, c.detail) for c in checks]}
+
+
+def probe_nodes(address: str | None, jobs_root: str, weights_dir: str, timeout_s: float = PROBE_TIMEOUT_S) -> list[Check]:
+    """One summary line per live node, followed by that node's findings that are not ok.
+
+    Args:
+        address: the cluster (``host:port``, ``auto``, ``ray://``); None uses the Ray this
+            process is already connected to.
+    """
+    owns = not ray.is_initialized()
+    if owns:
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace="farm")
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return [Check(f"cluster {address}", "fail", f"cannot connect: {first}; with token auth set RAY_AUTH_TOKEN")]
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        task = ray.remote(num_cpus=0, max_retries=0)(_probe)
+        refs = {
+            n["NodeID"]: task.options(
+                name="farm_doctor_probe",
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n["NodeID"], soft=False),
+            ).remote(jobs_root, weights_dir)
+            for n in nodes
+        }
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        done = set(ready)
+        gpus_total = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
+        checks = [Check("cluster", "ok" if gpus_total else "info", f"{len(nodes)} live node(s), {gpus_total:g} GPU(s)")]
+        for node in nodes:
+            checks.extend(_node_checks(node, refs[node["NodeID"]], done, timeout_s))
+        return checks
+    finally:
+        if owns:
+            ray.shutdown()
+
+
+def _node_checks(node: dict[str, Any], ref, done: set, timeout_s: float) -> list[Check]:
+    resources = node.get("Resources", {})
+    label = f"node {node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]})"
+    gpus = resources.get("GPU", 0)
+    what = f"{gpus:g} GPU(s), {resources.get('CPU', 0):g} CPU(s)"
+    if ref not in done:
+        ray.cancel(ref, force=True)
+        return [Check(label, "fail", f"{what}; did not answer within {timeout_s:.0f} s (is farm installed there?)")]
+    try:
+        answer = ray.get(ref)
+    except Exception as exc:  # whatever the node raised is the finding
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return [Check(label, "fail", f"{what}; the probe failed: {first}")]
+    findings = [Check(name, status, detail) for name, status, detail in answer["checks"]]
+    worst: Status = "ok"
+    for level in ("info", "warn", "fail"):
+        if any(f.status == level for f in findings):
+            worst = level  # type: ignore[assignment]
+    seen = "sees the jobs root and the weights" if worst == "ok" else "see below"
+    summary = Check(label, worst if worst != "info" else "ok", f"{answer['host']}: {what}; {seen}")
+    return [summary, *(Check(f"  {f.name}", f.status, f.detail) for f in findings if f.status != "ok")]
