@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any, cast, Sequence
 
 import numpy as np
 
@@ -165,6 +165,17 @@ def vfr_pts(frames: int, time_base: Fraction) -> list[int]:
     return pts
 
 
+#: A minimal ASS header: FFmpeg's text subtitle encoders refuse to open without one.
+_ASS_HEADER = (
+    "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
+    "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
+    "MarginR, MarginV, Encoding\n"
+    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+    "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+).encode()
+
+
 def make_test_clip(
     path: str,
     *,
@@ -180,6 +191,8 @@ def make_test_clip(
     audio_tracks: int = 1,
     subtitles: Sequence[tuple[float, float, str]] = (),
     chapters: Sequence[tuple[float, float, str]] = (),
+    start_s: float = 0.0,
+    rotation: int = 0,
     options: dict[str, str] | None = None,
     seed: int = 0,
 ) -> str:
@@ -191,34 +204,42 @@ def make_test_clip(
         audio_tracks: sine tones of different pitch, AAC (Opus in WebM), each covering the video.
         subtitles: ``(start_s, end_s, text)`` cues, written as SRT (mov_text in MP4).
         chapters: ``(start_s, end_s, title)``.
+        start_s: every stream starts this late (broadcast captures rarely start at 0).
+        rotation: display rotation in degrees, stored as the container's display matrix.
         options: extra encoder options.
     """
     import av
 
     width, height = size
     time_base = Fraction(1, 1000) if vfr else Fraction(1, fps)
-    pts = vfr_pts(frames, time_base) if vfr else list(range(frames))
-    duration_s = float((pts[-1] + (time_base.denominator // 24 if vfr else 1)) * time_base)
+    offset = int(Fraction(start_s).limit_denominator(1000) / time_base)
+    pts = [offset + p for p in (vfr_pts(frames, time_base) if vfr else range(frames))]
+    duration_s = float((pts[-1] - offset + (time_base.denominator // 24 if vfr else 1)) * time_base)
     ext = os.path.splitext(path)[1].lower()
     out = av.open(path, "w")
     try:
-        video = out.add_stream(codec, rate=fps)
+        video = cast("av.video.stream.VideoStream", out.add_stream(codec, rate=fps))
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.codec_context.time_base = time_base
-        opts = {"g": str(gop)}
+        opts: dict[str, object] = {"g": str(gop)}
         if codec in ("libx264", "libx265"):
             opts.update({"bf": str(bframes), "preset": "veryfast", "crf": "20"})
+        if codec == "libx265":
+            opts["x265-params"] = "log-level=error"  # x265 prints its settings to stderr otherwise
         opts.update(options or {})
         video.options = opts
+        if rotation:
+            video.set_display_rotation(rotation)
         tracks = []
         for t in range(audio_tracks if audio else 0):
-            stream = out.add_stream("libopus" if ext == ".webm" else "aac", rate=48000)
+            stream = cast("av.audio.stream.AudioStream", out.add_stream("libopus" if ext == ".webm" else "aac", rate=48000))
             stream.layout = "mono"
             stream.metadata["language"] = ["eng", "fra", "deu"][t % 3]
             tracks.append(stream)
         subs = None
         if subtitles:
             subs = out.add_stream("mov_text" if ext in (".mp4", ".mov") else "subrip")
+            subs.codec_context.subtitle_header = _ASS_HEADER
             subs.metadata["language"] = "eng"
         if chapters:
             out.set_chapters(
@@ -240,33 +261,34 @@ def make_test_clip(
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
         for t, stream in enumerate(tracks):
-            _write_tone(out, stream, duration_s, 330.0 * (t + 1))
+            _write_tone(out, stream, duration_s, 330.0 * (t + 1), start_s)
         if subs is not None:
-            _write_subtitles(out, subs, subtitles)
+            _write_subtitles(out, subs, subtitles, start_s)
     finally:
         out.close()
     return path
 
 
-def _write_tone(out, stream, duration_s: float, hz: float) -> None:
+def _write_tone(out, stream, duration_s: float, hz: float, start_s: float = 0.0) -> None:
     import av
 
     rate = 48000
     total, done = int(rate * duration_s), 0
+    first = int(rate * start_s)
     frame_size = stream.codec_context.frame_size or 1024
     while done < total:
         n = min(frame_size, total - done)
         samples = (0.2 * np.sin(2 * np.pi * hz * np.arange(done, done + n) / rate)).astype(np.float32)[None]
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
         frame.sample_rate = rate
-        frame.pts = done
+        frame.pts = first + done
         frame.time_base = Fraction(1, rate)
         out.mux(stream.encode(frame))
         done += n
     out.mux(stream.encode(None))
 
 
-def _write_subtitles(out, stream, cues: Sequence[tuple[float, float, str]]) -> None:
+def _write_subtitles(out, stream, cues: Sequence[tuple[float, float, str]], start_s: float = 0.0) -> None:
     import av
 
     for start, end, text in cues:
@@ -277,9 +299,111 @@ def _write_subtitles(out, stream, cues: Sequence[tuple[float, float, str]]) -> N
         packet = av.Packet(payload)
         packet.stream = stream
         packet.time_base = Fraction(1, 1000)
-        packet.pts = packet.dts = int(start * 1000)
+        packet.pts = packet.dts = int((start + start_s) * 1000)
         packet.duration = int((end - start) * 1000)
         out.mux(packet)
+
+
+def trim_with_stream_copy(source: str, path: str, first_frame: int) -> str:
+    """Cut ``source`` (an MP4/MOV) at video frame ``first_frame`` without re-encoding, as
+    ``ffmpeg -ss T -i IN -c copy OUT.mp4`` does: video packets start at the keyframe before the cut,
+    timestamps are shifted so the cut is at 0, and the mov muxer writes an edit list that hides the
+    packets before it. Readers see those packets with ``is_discard`` set; their only keyframe is
+    one of them. Other streams are cut at the same time.
+
+    Raises:
+        ValueError: the cut is on a keyframe (there would be no discard packets).
+    """
+    import av
+
+    with av.open(source) as src, av.open(path, "w", format=os.path.splitext(path)[1].lstrip(".") or "mp4") as out:
+        vs = src.streams.video[0]
+        packets = [(int(p.pts), p) for p in src.demux() if p.size and p.pts is not None]
+        video = [(pts, p.is_keyframe) for pts, p in packets if p.stream_index == vs.index]
+        cut = sorted(pts for pts, _ in video)[first_frame]
+        seek = max(pts for pts, key in video if key and pts <= cut)
+        if seek == cut:
+            raise ValueError(f"frame {first_frame} is a keyframe; cut mid-GOP to get an edit list")
+        cut_s = cut * Fraction(vs.time_base or 1)
+        copies = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        for s in src.streams:
+            copies[s.index].metadata.update(s.metadata)
+        started = False
+        for pts, p in packets:
+            tb = Fraction(p.time_base)
+            shift = int(cut_s / tb)
+            if p.stream_index == vs.index:
+                started = started or (p.is_keyframe and pts == seek)
+                if not started:
+                    continue
+            elif pts * tb < cut_s:
+                continue
+            p.stream = copies[p.stream_index]
+            p.pts = pts - shift
+            p.dts = p.dts - shift if p.dts is not None else None
+            out.mux(p)
+    return path
+
+
+#: The clips of :func:`corpus`: each is a property of real-world video that breaks video tools.
+CORPUS = (
+    "cfr",  # constant frame rate, H.264 without B-frames, AAC
+    "vfr",  # three frame rates in one MKV
+    "bframes",  # B-frame pyramid in MP4: packets out of presentation order, negative DTS
+    "open_gop_hevc",  # HEVC CRA keyframes with leading (RASL) pictures
+    "mpegts",  # MPEG-TS: no seek index, every stream starts at 1.4 s, ADTS AAC
+    "edit_list",  # MP4 cut by stream copy: leading discard packets, the only keyframe before 0 among them
+    "rotation",  # phone clip with a 90-degree display matrix
+    "odd_size",  # 33x25 VP9 in WebM with Opus (a browser screen capture)
+    "ten_bit",  # HEVC Main10 4:2:0 in MP4
+    "multi_track",  # two audio tracks, SRT subtitles and chapters in MKV
+    "no_audio",  # video only
+    "single_frame",  # one frame
+    "long_gop",  # 270 frames and a single keyframe: every shard starts mid-GOP
+)
+
+
+def corpus(directory: str, names: Sequence[str] = CORPUS) -> dict[str, str]:
+    """Write the test corpus (tiny clips, a few hundred KB in all) into ``directory``.
+
+    Returns:
+        ``{name: path}`` for ``names`` (all of :data:`CORPUS` by default), in that order.
+    """
+    os.makedirs(directory, exist_ok=True)
+    d = lambda name: os.path.join(directory, name)  # noqa: E731
+    hevc = {"x265-params": "log-level=error:open-gop=1:keyint=8:min-keyint=8:scenecut=0"}
+    makers: dict[str, Any] = {
+        "cfr": lambda: make_test_clip(d("cfr.mp4"), frames=24, size=(32, 24), bframes=0, gop=8),
+        "vfr": lambda: make_test_clip(d("vfr.mkv"), frames=30, size=(32, 24), vfr=True, gop=10),
+        "bframes": lambda: make_test_clip(d("bframes.mp4"), frames=30, size=(32, 24), bframes=3, gop=10, options={"b_strategy": "0"}),
+        "open_gop_hevc": lambda: make_test_clip(d("open_gop_hevc.mkv"), frames=30, size=(32, 24), codec="libx265", bframes=3, gop=8, options=hevc),
+        "mpegts": lambda: make_test_clip(d("mpegts.ts"), frames=30, size=(32, 24), bframes=2, gop=10, start_s=1.4),
+        "edit_list": lambda: trim_with_stream_copy(
+            make_test_clip(d("edit_list_uncut.mp4"), frames=40, size=(32, 24), bframes=2, gop=12, options={"sc_threshold": "0"}),
+            d("edit_list.mp4"),
+            17,
+        ),
+        "rotation": lambda: make_test_clip(d("rotation.mp4"), frames=12, size=(32, 24), rotation=90),
+        "odd_size": lambda: make_test_clip(d("odd_size.webm"), frames=12, size=(33, 25), codec="libvpx-vp9", gop=6),
+        "ten_bit": lambda: make_test_clip(d("ten_bit.mp4"), frames=12, size=(32, 24), codec="libx265", pix_fmt="yuv420p10le", gop=6),
+        "multi_track": lambda: make_test_clip(
+            d("multi_track.mkv"),
+            frames=24,
+            size=(32, 24),
+            audio_tracks=2,
+            subtitles=[(0.0, 0.3, "first line"), (0.5, 0.9, "second line")],
+            chapters=[(0.0, 0.5, "Opening"), (0.5, 1.0, "Ending")],
+        ),
+        "no_audio": lambda: make_test_clip(d("no_audio.mp4"), frames=12, size=(32, 24), audio=False),
+        "single_frame": lambda: make_test_clip(d("single_frame.mp4"), frames=1, size=(32, 24), audio=False),
+        "long_gop": lambda: make_test_clip(
+            d("long_gop.mkv"), frames=270, size=(32, 24), gop=300, audio=False, options={"sc_threshold": "0", "keyint_min": "300"}
+        ),
+    }
+    unknown = set(names) - set(makers)
+    if unknown:
+        raise ValueError(f"unknown corpus clips {sorted(unknown)}; known: {', '.join(CORPUS)}")
+    return {name: makers[name]() for name in names}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,7 +422,12 @@ def write_rrdbnet_weights(
     path: str, *, scale: int = 4, num_feat: int = 8, num_block: int = 1, num_grow_ch: int = 4, seed: int = 0
 ) -> str:
     """Random RRDBNet weights (tiny by default; ``num_feat=64, num_block=23, num_grow_ch=32`` is
-    RealESRGAN_x4plus's size)."""
+    RealESRGAN_x4plus's size).
+
+    Freshly initialised RRDBNets output values just below 0, which RealESRGANer clamps to a black
+    frame, and a comparison of black frames proves nothing. The last layer is therefore rescaled
+    so that, on test patterns, each channel's output has mean 0.5 and deviation 0.2: the output
+    is a picture that depends on every input pixel nearby, and on the input's precision."""
     import torch
 
     from farm.enhance import install_torchvision_shim
@@ -308,6 +437,13 @@ def write_rrdbnet_weights(
 
     torch.manual_seed(seed)
     net = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch, scale=scale)
+    probe = np.stack([pattern_frame(i, 32, 24) for i in range(4)]).astype(np.float32) / 255
+    with torch.no_grad():
+        out = net(torch.from_numpy(probe).permute(0, 3, 1, 2))
+        mean, std = out.mean(dim=(0, 2, 3)), out.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        gain = 0.2 / std
+        net.conv_last.weight.mul_(gain[:, None, None, None])
+        net.conv_last.bias.copy_((net.conv_last.bias - mean) * gain + 0.5)
     return _save(net.state_dict(), path)
 
 

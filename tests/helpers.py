@@ -73,3 +73,61 @@ def start_farm(args: list[str], log_path: str) -> subprocess.Popen:
 def kill_group(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
+
+
+def rewrite_video_packets(source: str, path: str, change) -> str:
+    """Copy ``source`` to ``path`` packet for packet, replacing the payload of the n-th video
+    packet (in file order) by ``change(n, payload)``; timestamps and flags are kept."""
+    with av.open(source) as src, av.open(path, "w") as out:
+        copies = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        n = 0
+        for packet in src.demux():
+            if not packet.size:
+                continue
+            if packet.stream.type == "video":
+                replaced = av.Packet(change(n, bytes(packet)))
+                replaced.pts, replaced.dts, replaced.time_base = packet.pts, packet.dts, packet.time_base
+                replaced.is_keyframe = packet.is_keyframe
+                n += 1
+                replaced.stream = copies[packet.stream_index]
+                out.mux(replaced)
+            else:
+                packet.stream = copies[packet.stream_index]
+                out.mux(packet)
+    return path
+
+
+def video_packets(path: str) -> list[tuple[int, bool]]:
+    """(pts, keyframe) of every video packet, in file (decode) order."""
+    with av.open(path) as c:
+        return [(p.pts, p.is_keyframe) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def make_audio_only(path: str, seconds: float = 1.0) -> str:
+    """An AAC tone and nothing else (a podcast or a voice memo)."""
+    with av.open(path, "w") as out:
+        stream = out.add_stream("aac", rate=48000)
+        stream.layout = "mono"
+        samples = (0.2 * np.sin(np.arange(int(48000 * seconds)) * 0.05)).astype(np.float32)
+        for i in range(0, len(samples), 1024):
+            frame = av.AudioFrame.from_ndarray(samples[None, i : i + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, i, Fraction(1, 48000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def make_video_without_frames(path: str) -> str:
+    """A Matroska file with a video track that holds no frame, and an audio track that plays."""
+    with av.open(path, "w") as out:
+        video = out.add_stream("libx264", rate=24)
+        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        audio.layout = "mono"
+        out.start_encoding()
+        for i in range(0, 48000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, i, Fraction(1, 48000)
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+    return path

@@ -3,6 +3,7 @@ check every frame's pts against the index, so a shard yields exactly its frames 
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from typing import Iterator
 
@@ -49,25 +50,69 @@ def decode_frames(
     if not 0 <= start < stop <= len(index):
         raise ValueError(f"frames [{start}, {stop}) are outside [0, {len(index)})")
     target = index.pts[start]
+    damaged: list[int | None] = []  # seek points whose first frames could not be decoded
     for seek_pts in _seek_plan(index, target):
         with open_input(location) as container:
-            stream = container.streams[stream_index]
-            stream.thread_type = "AUTO"
-            if seek_pts is not None:
-                container.seek(seek_pts, stream=stream, backward=True)
-            frames = container.decode(stream)
+            frames = _decoded(container, stream_index, index, seek_pts, "AUTO")
             try:
                 first = next(frames, None)
-            except av.error.FFmpegError:
-                continue  # a seek into the middle of a damaged GOP; try further back
+            except _Undecodable:
+                damaged.append(seek_pts)  # a seek into the middle of a damaged GOP; try further back
+                continue
             if first is None or first.pts is None or first.pts > target:
                 continue
-            yield from _take(itertools.chain([first], frames), index, start, stop)
+            try:
+                yield from _take(itertools.chain([first], frames), index, start, stop)
+            except _Undecodable:
+                # Frame threads report an error a few frames late; find the damaged frame itself.
+                raise _locate_damage(location, stream_index, index, seek_pts) from None
             return
+    if damaged:
+        raise _locate_damage(location, stream_index, index, damaged[-1])
     raise DecodeError(
         f"frame {start} (pts {target}) cannot be reached: even decoding from the start of the file "
         "begins after it; the file is damaged there"
     )
+
+
+class _Undecodable(DecodeError):
+    """The decoder refused a packet; raised with the packet's frame, which frame threading may blur."""
+
+
+def _decoded(container, stream_index: int, index: FrameIndex, seek_pts: int | None, threads: str) -> Iterator[av.VideoFrame]:
+    """Frames from ``seek_pts`` (None: the start) on, decoding packet by packet so that a packet
+    the decoder refuses is named by its frame."""
+    stream = container.streams[stream_index]
+    stream.thread_type = threads
+    if seek_pts is not None:
+        container.seek(seek_pts, stream=stream, backward=True)
+    for packet in container.demux(stream):  # ends with an empty packet that drains the decoder
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            raise _Undecodable(_damage_message(index, packet.pts, exc)) from None
+        yield from frames
+
+
+def _damage_message(index: FrameIndex, pts: int | None, exc: av.error.FFmpegError) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    if pts is None:
+        where = "a packet without a timestamp"
+    else:
+        i = bisect.bisect_left(index.pts, pts)
+        where = f"frame {i} (pts {pts})" if i < len(index) and index.pts[i] == pts else f"the packet at pts {pts}, before frame {i},"
+    return f"{where} cannot be decoded ({reason}): the file is damaged there; repair or re-encode the source"
+
+
+def _locate_damage(location: str, stream_index: int, index: FrameIndex, seek_pts: int | None) -> DecodeError:
+    """Decode again without threads, up to the packet the decoder refuses, and name its frame."""
+    with open_input(location) as container:
+        try:
+            for _ in _decoded(container, stream_index, index, seek_pts, "NONE"):
+                pass
+        except _Undecodable as exc:
+            return DecodeError(exc.message)
+    return DecodeError("the decoder failed with threads but not without; the file is damaged near this shard")
 
 
 def _seek_plan(index: FrameIndex, target: int) -> Iterator[int | None]:
@@ -89,21 +134,18 @@ def _take(
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     expected = start
     target = index.pts[start]
-    try:
-        for frame in frames:
-            pts = frame.pts
-            if pts is None:
-                raise DecodeError(f"the decoder produced a frame without a timestamp near frame {expected}")
-            if pts < target:
-                continue
-            if pts != index.pts[expected]:
-                raise _mismatch(index, expected, pts)
-            yield expected, frame
-            expected += 1
-            if expected == stop:
-                return
-    except av.error.FFmpegError as exc:
-        raise DecodeError(f"decoding failed at frame {expected} (pts {index.pts[expected]}): {exc}") from None
+    for frame in frames:
+        pts = frame.pts
+        if pts is None:
+            raise DecodeError(f"the decoder produced a frame without a timestamp near frame {expected}")
+        if pts < target:
+            continue
+        if pts != index.pts[expected]:
+            raise _mismatch(index, expected, pts)
+        yield expected, frame
+        expected += 1
+        if expected == stop:
+            return
     raise DecodeError(
         f"the decoder ended before frame {expected} (pts {index.pts[expected]}); "
         f"frames [{expected}, {stop}) could not be decoded: the file may be truncated"

@@ -12,7 +12,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from farm.errors import EncodeError
+from farm.errors import EncodeError, UsageError
 
 Codec = Literal["x264", "x265", "x264-lossless", "ffv1", "png"]
 CODECS: tuple[str, ...] = ("x264", "x265", "x264-lossless", "ffv1", "png")
@@ -40,6 +40,39 @@ CODEC_SPECS: dict[str, CodecSpec] = {
     "ffv1": CodecSpec("ffv1", "bgr0", "gbrp16le", lossless=True, even_dimensions=False),
     "png": CodecSpec("png", "rgb24", "rgb48be", lossless=True, even_dimensions=False),
 }
+
+
+def output_pix_fmt(codec: str, pix_fmt: str | None, high_bit_depth: bool) -> str:
+    """The pixel format the final video is encoded in: ``--pix-fmt`` if given, else 8-bit, or
+    10-bit for a high bit depth source where the codec has a 10-bit mode (x264, x265).
+
+    Raises:
+        UsageError: the codec cannot encode ``pix_fmt``, or the codec keeps the intermediate as is.
+    """
+    spec = CODEC_SPECS[codec]
+    if pix_fmt is None:
+        return spec.pix_fmt_high if high_bit_depth else spec.pix_fmt_8bit
+    if codec in (SEGMENT_CODEC, "png"):
+        raise UsageError(
+            f"--pix-fmt does not apply to --codec {codec}: it writes RGB as the model made it "
+            f"({spec.pix_fmt_8bit}, or {spec.pix_fmt_high} for high bit depth sources); drop --pix-fmt"
+        )
+    allowed = [f.name for f in av.codec.Codec(spec.encoder, "w").video_formats or ()]
+    if pix_fmt not in allowed:
+        raise UsageError(f"--codec {codec} cannot encode --pix-fmt {pix_fmt}; it takes {', '.join(allowed)}")
+    return pix_fmt
+
+
+def encodable_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
+    """The largest size at most ``width`` x ``height`` that ``pix_fmt`` can hold: chroma
+    subsampled formats (4:2:0, 4:2:2) need even sides, so an odd side loses its last pixel row or
+    column (cropped, never scaled or padded with invented pixels)."""
+    fmt = av.VideoFormat(pix_fmt)
+    if fmt.chroma_width(2) < 2:
+        width -= width % 2
+    if fmt.chroma_height(2) < 2:
+        height -= height % 2
+    return width, height
 
 
 def array_format(pixels: np.ndarray) -> str:

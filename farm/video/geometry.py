@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from farm.config import MAX_OUTPUT_SIDE
-from farm.errors import UsageError
+from farm.errors import OutputError, UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,8 @@ def plan_geometry(
     """Work out the output geometry for a ``width`` x ``height`` source.
 
     Raises:
-        UsageError: both ``scale`` and ``target`` were given, or the output would be too large.
+        UsageError: both ``scale`` and ``target`` were given, or the picture would vanish.
+        OutputError: the output frame would be larger than the encoders accept.
     """
     if scale is not None and target is not None:
         raise UsageError("--scale and --target both set the output size; pass only one")
@@ -47,10 +48,11 @@ def plan_geometry(
         canvas = target
     if min(picture) < 1:
         raise UsageError(f"--scale {scale} makes a {width}x{height} picture vanish; use a larger scale")
-    if max(canvas) > MAX_OUTPUT_SIDE:
-        raise UsageError(
+    # x264 and x265 refuse sides over 16384; FFmpeg refuses any frame of (w+128)*(h+128) >= 2^28.
+    if max(canvas) > MAX_OUTPUT_SIDE or (canvas[0] + 128) * (canvas[1] + 128) >= 2**31 // 8:
+        raise OutputError(
             f"the output would be {canvas[0]}x{canvas[1]}, larger than the encoders accept "
-            f"({MAX_OUTPUT_SIDE} per side); use a smaller --scale or a --target such as 2160p"
+            f"({MAX_OUTPUT_SIDE} per side, about 268 million pixels per frame); use a smaller --scale or a --target such as 2160p"
         )
     return Geometry(outscale, picture, canvas)
 

@@ -81,7 +81,7 @@ def index_stream(container: av.container.InputContainer, stream: av.video.stream
             "remux the file first (e.g. `ffmpeg -i IN -c copy OUT.mkv`)"
         )
     if not pts:
-        raise ProbeError("the video stream has no frames")
+        raise ProbeError("the video stream holds no frames, so there is nothing to upscale; check that the file plays")
     pts.sort()
     duplicates = len(pts) - len(set(pts))
     if duplicates:

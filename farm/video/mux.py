@@ -6,7 +6,9 @@ otherwise frames are encoded once, here, with their source timestamps (never at 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import io
 import logging
 import os
 import shutil
@@ -18,7 +20,7 @@ import av
 
 from farm.config import OutputConfig
 from farm.errors import MuxError, OutputError
-from farm.video.encode import CODEC_SPECS, SEGMENT_CODEC
+from farm.video.encode import CODEC_SPECS, SEGMENT_CODEC, encodable_size, output_pix_fmt
 from farm.video.index import FrameIndex, index_stream
 from farm.video.probe import SourceInfo, open_input
 
@@ -61,36 +63,91 @@ def container_for(output: str) -> str:
     return CONTAINERS[ext]
 
 
+#: Codecs FFmpeg's MPEG-TS muxer gives a standard stream type. It writes any other codec as an
+#: opaque private stream that no reader (FFmpeg included) recognises, so farm refuses those early.
+MPEGTS_CODECS = frozenset(
+    "mpeg1video mpeg2video mpeg4 h264 hevc vvc cavs dirac vc1 av1 mp2 mp3 aac aac_latm ac3 eac3 dts truehd "
+    "opus s302m pcm_bluray dvb_subtitle dvb_teletext hdmv_pgs_subtitle hdmv_text_subtitle arib_caption "
+    "smpte_klv timed_id3".split()
+)
+#: Containers suggested, in this order, when the requested one cannot hold a stream.
+SUGGESTED = (".mkv", ".mp4", ".mov", ".nut")
+
+
 def check_streams_fit(source: SourceInfo, output: str, codec: str) -> None:
     """Refuse, before any work, an output container that cannot hold the video codec or one of the
     source's other streams (which are copied unchanged).
+
+    The answer comes from the muxer itself: a header is written to memory with the same streams the
+    mux will add (FFmpeg's own codec tables decide), so nothing is guessed from extension lists.
 
     Raises:
         OutputError: naming the stream and suggesting a container that can hold it.
     """
     fmt = container_for(output)
-    probe_path = os.devnull
-    container = av.open(probe_path, "w", format=fmt)
-    try:
-        supported = container.supported_codecs
-    finally:
-        container.close()
-    if not supported:  # some muxers (MPEG-TS) do not list their codecs; they fail at header time
-        return
+    ext = os.path.splitext(output)[1].lower()
     encoder = CODEC_SPECS[codec].encoder
-    if encoder not in supported and codec not in supported:
-        raise OutputError(f"--codec {codec} cannot be stored in {fmt}; use an .mkv output")
-    for stream in source.other_streams:
-        if stream.type in ("attachment",) and fmt != "matroska":
+    with open_input(source.location) as src:
+        others = [s for s in src.streams if s.index != source.video_stream]
+        if _header_error(fmt, encoder, []) is not None:
             raise OutputError(
-                f"source stream #{stream.index} is an attachment ({stream.codec}), which {fmt} cannot hold; "
-                "use an .mkv output"
+                f"--codec {codec} cannot be stored in {ext} ({fmt}); {_suggest(ext, encoder, [])}"
             )
-        if stream.type in ("audio", "subtitle", "video") and stream.codec not in supported:
-            raise OutputError(
-                f"source stream #{stream.index} ({stream.type}, {stream.codec}) cannot be copied into {fmt}; "
-                "use an .mkv output"
-            )
+        if _header_error(fmt, encoder, others) is None:
+            return
+        for stream in others:
+            if _header_error(fmt, encoder, [stream]) is not None:
+                raise OutputError(
+                    f"source stream #{stream.index} ({stream.type}, {_codec_name(stream)}) cannot be copied into "
+                    f"{ext} ({fmt}); {_suggest(ext, encoder, others)}"
+                )
+        raise OutputError(f"the source's streams together cannot be stored in {ext} ({fmt}); {_suggest(ext, encoder, others)}")
+
+
+def _codec_name(stream) -> str:
+    ctx = stream.codec_context
+    return ctx.codec.canonical_name if ctx is not None else "none"
+
+
+def _header_error(fmt: str, encoder: str, templates: list) -> str | None:
+    """Why a ``fmt`` file with a video stream of ``encoder`` plus copies of ``templates`` cannot
+    be written, or None if its header writes."""
+    if fmt == "mpegts":
+        codecs = [av.codec.Codec(encoder, "w").canonical_name] + [_codec_name(s) for s in templates]
+        unreadable = [c for c in codecs if c not in MPEGTS_CODECS]
+        if unreadable:
+            return f"MPEG-TS has no stream type for {', '.join(unreadable)}"
+    out = av.open(io.BytesIO(), "w", format=fmt)
+    try:
+        # A real, tiny encoder: some muxers (Matroska with H.264) need its extradata for the header.
+        video = out.add_stream(encoder, rate=25, width=64, height=48, pix_fmt=_trial_pix_fmt(encoder))
+        if encoder == "libx265":
+            video.options = {"x265-params": "log-level=error"}
+        for stream in templates:
+            if stream.type == "attachment":
+                if fmt != "matroska":
+                    return f"{fmt} holds no attachments"
+                continue
+            out.add_stream_from_template(stream)
+        out.start_encoding()
+    except (ValueError, av.error.FFmpegError) as exc:
+        return str(exc)
+    finally:
+        with contextlib.suppress(ValueError, av.error.FFmpegError):
+            out.close()
+    return None
+
+
+def _trial_pix_fmt(encoder: str) -> str:
+    spec = next(spec for spec in CODEC_SPECS.values() if spec.encoder == encoder)
+    return spec.pix_fmt_8bit
+
+
+def _suggest(ext: str, encoder: str, templates: list) -> str:
+    for candidate in SUGGESTED:
+        if candidate != ext and _header_error(CONTAINERS[candidate], encoder, templates) is None:
+            return f"use an {candidate} output"
+    return "remove the stream first (e.g. `ffmpeg -i IN -map 0 -map -0:N -c copy OUT.mkv`)"
 
 
 def mux(
@@ -137,7 +194,7 @@ def mux(
             other_packets = _source_packets(src, copies)
             for _, packet in heapq.merge(video_packets, other_packets, key=lambda item: item[0]):
                 out.mux(packet)
-    except av.error.FFmpegError as exc:
+    except (av.error.FFmpegError, ValueError) as exc:  # PyAV refuses a codec a muxer cannot hold with ValueError
         raise MuxError(f"cannot write the output: {exc}") from exc
 
 
@@ -169,8 +226,10 @@ def _add_video_stream(out, spec: OutputConfig, first: SegmentRef, size: tuple[in
         return stream
     codec = CODEC_SPECS[spec.codec]
     stream = out.add_stream(codec.encoder, rate=_average_rate(source.index))
-    stream.width, stream.height = size
-    stream.pix_fmt = spec.pix_fmt or (codec.pix_fmt_high if source.high_bit_depth else codec.pix_fmt_8bit)
+    stream.pix_fmt = output_pix_fmt(spec.codec, spec.pix_fmt, source.high_bit_depth)
+    stream.width, stream.height = encodable_size(*size, stream.pix_fmt)
+    if (stream.width, stream.height) != tuple(size):
+        log.info("cropping %dx%d frames to %dx%d for %s", *size, stream.width, stream.height, stream.pix_fmt)
     stream.codec_context.time_base = time_base
     stream.time_base = time_base
     options: dict[str, str] = {}
@@ -242,6 +301,8 @@ def _encoded_packets(
             for frame in container.decode(video=0):
                 if frame_no >= seg.stop:
                     raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds too many frames")
+                if (frame.width, frame.height) != (video.width, video.height):
+                    frame = _crop(frame, video.width, video.height)
                 out_frame = frame.reformat(format=video.pix_fmt)
                 out_frame.pts = index.pts[frame_no]
                 out_frame.time_base = tb
@@ -250,6 +311,14 @@ def _encoded_packets(
             if frame_no != seg.stop:
                 raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds only {frame_no - seg.start} frames")
     yield from timed(video.encode(None))
+
+
+def _crop(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """The top-left ``width`` x ``height`` of ``frame`` (an odd last row or column dropped)."""
+    high = frame.format.components[0].bits > 8
+    fmt = "bgr48le" if high else "bgr24"
+    pixels = frame.to_ndarray(format=fmt)[:height, :width]
+    return av.VideoFrame.from_ndarray(pixels.copy(), format=fmt)
 
 
 def _source_packets(src, copies: dict) -> Iterator[tuple[Fraction, av.Packet]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from typing import IO, Iterator
 
 import av
 
@@ -80,7 +80,9 @@ def open_input(location: str) -> Iterator[av.container.InputContainer]:
     except PermissionError:
         raise InputError(f"input {location} is not readable; check its permissions") from None
     except av.error.FFmpegError as exc:
-        raise InputError(f"input {location} is not a video farm can read ({_reason(exc)})") from None
+        raise InputError(
+            f"input {location} is not a video farm can read ({_reason(exc)}); if it should be one, it is damaged"
+        ) from None
     try:
         yield container
     finally:
@@ -98,8 +100,8 @@ def pick_video_stream(container: av.container.InputContainer) -> av.video.stream
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
             return stream
-    kinds = sorted({s.type for s in container.streams}) or ["none"]
-    raise InputError(f"input has no video stream (streams: {', '.join(kinds)}); farm needs a video")
+    kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
+    raise InputError(f"input {container.name} has no video stream (it holds: {', '.join(kinds)}); farm upscales videos")
 
 
 def probe(location: str) -> SourceInfo:
@@ -114,10 +116,23 @@ def probe(location: str) -> SourceInfo:
         if not os.path.exists(location):
             raise InputError(f"input {location} does not exist; check the path")
         if os.path.isfile(location) and os.path.getsize(location) == 0:
-            raise InputError(f"input {location} is empty (0 bytes)")
+            raise InputError(f"input {location} is empty (0 bytes); copy or download it again")
+        if os.path.isfile(location):
+            with open(location, "rb") as f:
+                declared = declared_size(f)
+            actual = os.path.getsize(location)
+            if declared is not None and declared > actual:
+                raise InputError(
+                    f"input {location} is truncated: its container says {declared} bytes, the file has {actual} "
+                    "(an interrupted copy, download or recording); copy it again, or remux what is there "
+                    "with `ffmpeg -i IN -c copy OUT.mkv`"
+                )
     with open_input(location) as container:
         stream = pick_video_stream(container)
-        index = index_stream(container, stream)
+        try:
+            index = index_stream(container, stream)
+        except ProbeError as exc:
+            raise ProbeError(f"input {location}: {exc}") from None
         with open_input(location) as fresh:  # decode from the start, not from where indexing ended
             first = _decode_first_frame(fresh, fresh.streams[stream.index], location)
         ctx = stream.codec_context
@@ -143,7 +158,7 @@ def probe(location: str) -> SourceInfo:
             height=first.height,
             pix_fmt=first.format.name,
             bits_per_sample=max(c.bits for c in fmt.components),
-            rotation=int(first.rotation or 0),
+            rotation=int(first.rotation or 0) % 360,  # PyAV says -90 for 270
             index=index,
             other_streams=others,
             num_chapters=len(container.chapters()),
@@ -155,6 +170,60 @@ def _decode_first_frame(container, stream, location: str) -> av.VideoFrame:
         for frame in container.decode(stream):
             return frame
     except av.error.FFmpegError as exc:
-        raise InputError(f"input {location}: the video cannot be decoded ({_reason(exc)})") from None
-    raise InputError(f"input {location}: the video stream has no decodable frame")
+        raise InputError(
+            f"input {location}: its first video frame cannot be decoded ({_reason(exc)}); the file is damaged or "
+            "its codec is not supported"
+        ) from None
+    raise InputError(f"input {location}: the video stream has no decodable frame; the file is damaged")
+
+
+def declared_size(f: IO[bytes]) -> int | None:
+    """The file size a Matroska/WebM or MP4/MOV file's top-level elements add up to, or None when
+    the format is another or does not say (live-written files). A file shorter than this was cut
+    short: FFmpeg reads such a Matroska file without complaint and returns only the frames present,
+    and fails on such an MP4 with a message that does not say why."""
+    head = f.read(8)
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska or WebM
+        f.seek(4)
+        header_size = _ebml_size(f)
+        if header_size is None:
+            return None
+        f.seek(header_size, os.SEEK_CUR)
+        if f.read(4) != b"\x18\x53\x80\x67":  # the Segment
+            return None
+        segment_size = _ebml_size(f)
+        return None if segment_size is None else f.tell() + segment_size
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):  # ISO BMFF / QuickTime
+        end = 0
+        while True:
+            f.seek(end)
+            box = f.read(16)
+            if len(box) < 8:
+                return end if len(box) == 0 else end + 8
+            size = int.from_bytes(box[:4], "big")
+            if size == 1 and len(box) == 16:
+                size = int.from_bytes(box[8:16], "big")
+            if size == 0:  # the last box runs to the end of the file
+                return None
+            if size < 8:
+                return None  # not a box structure after all
+            end += size
+    return None
+
+
+def _ebml_size(f: IO[bytes]) -> int | None:
+    """An EBML element size (a variable-length integer); None for "unknown" (streamed) sizes."""
+    first = f.read(1)
+    if not first:
+        return None
+    length = 1
+    while length <= 8 and not first[0] & (0x80 >> (length - 1)):
+        length += 1
+    if length > 8:
+        return None
+    value = first[0] & (0xFF >> length)
+    rest = f.read(length - 1)
+    for byte in rest:
+        value = (value << 8) | byte
+    return None if value == (1 << (7 * length)) - 1 else value
 
