@@ -58,6 +58,7 @@ class ModelConfig:
     precision: Precision = "auto"
     device: Device = "auto"
     trust_weights: bool = False
+    compile: bool = False  # torch.compile the upscaler (CUDA: faster frames after minutes of start-up)
     # Content hashes of user-supplied weights, filled in by the driver so the job id follows them.
     sr_weights_sha256: str | None = None
     face_weights_sha256: str | None = None
@@ -81,6 +82,8 @@ class ModelConfig:
         data = asdict(self)
         for name in ("weights_dir", "trust_weights", "sr_weights", "face_weights"):
             data.pop(name)
+        if not self.compile:  # so that jobs created before the option keep their ids
+            data.pop("compile")
         if not self.face:
             for name in ("face_model", "face_weight", "face_detector", "face_weights_sha256"):
                 data.pop(name)
