@@ -3,6 +3,7 @@ stderr and exit status 1; option errors exit 2 (click's convention)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -100,6 +101,7 @@ def job_options(fn):
         click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
         click.option("--fp16/--fp32", "fp16", default=None, help="Precision (default: fp16 on CUDA, fp32 on CPU)."),
         click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True, help="Tile size for the upscaler (0: whole frames; out-of-memory frames are retried tiled anyway)."),
+        click.option("--compile", "compile_model", is_flag=True, help="torch.compile the upscaler: faster on CUDA after minutes of start-up per worker."),
         click.option("--jobs-root", help="Where job directories live: a path, NFS mount or s3:// URL (default: .farm-jobs next to the output, or $FARM_JOBS_ROOT)."),
         click.option("--restart", is_flag=True, help="Ignore the job's checkpoint and start over."),
         click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, help="Attempts per shard before the job fails."),
@@ -116,9 +118,9 @@ def job_options(fn):
 
 
 def build_config(input: str, output: str, **o: Any):
-    from farm.config import JobConfig, ModelConfig, OutputConfig, parse_target
+    from farm.config import JobConfig, ModelConfig, OutputConfig, Precision, parse_target
 
-    precision = "auto" if o["fp16"] is None else ("fp16" if o["fp16"] else "fp32")
+    precision: Precision = "auto" if o["fp16"] is None else ("fp16" if o["fp16"] else "fp32")
     model = ModelConfig(
         model=o["model"],
         sr_weights=os.path.abspath(o["sr_weights"]) if o["sr_weights"] else None,
@@ -134,6 +136,7 @@ def build_config(input: str, output: str, **o: Any):
         precision=precision,
         device=o["device"],
         trust_weights=o["trust_weights"],
+        compile=o["compile_model"],
     )
     out = OutputConfig(codec=o["codec"], crf=o["crf"], preset=o["preset"], pix_fmt=o["pix_fmt"])
     return JobConfig(
@@ -220,12 +223,15 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 
 
 def _run_with_view(run, quiet: bool) -> dict[str, Any]:
-    if quiet:
-        return run(None)
-    from farm.view import LiveView
+    # Ray prints its raylets' warnings to the driver's stdout; keep stdout for farm's result
+    # (`--json` output must parse) and send everything else to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        if quiet:
+            return run(None)
+        from farm.view import LiveView
 
-    with LiveView() as view:
-        return run(view.update)
+        with LiveView() as view:
+            return run(view.update)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,7 +243,9 @@ def _run_with_view(run, quiet: bool) -> dict[str, Any]:
 @click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.option("--shard", type=int, help="Show the logs of one shard's attempts.")
-def status(job_id: str | None, jobs_root: str, as_json: bool, shard: int | None) -> None:
+@click.option("--watch", is_flag=True, help="Keep showing the status until the job ends (Ctrl-C to stop watching).")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True, help="Seconds between updates with --watch.")
+def status(job_id: str | None, jobs_root: str, as_json: bool, shard: int | None, watch: bool, interval: float) -> None:
     """Show a job's state, progress and failures (the newest job when JOB_ID is omitted).
 
     \b
@@ -245,12 +253,16 @@ def status(job_id: str | None, jobs_root: str, as_json: bool, shard: int | None)
       farm status
       farm status holiday-3f9a2c1b7d0e --json
       farm status holiday-3f9a2c1b7d0e --shard 12
+      farm status --watch
     """
     from farm import status as st
 
     job_id = job_id or st.newest_job(jobs_root)
     if shard is not None:
         click.echo(json.dumps(st.shard_logs(jobs_root, job_id, shard), indent=1, sort_keys=True))
+        return
+    if watch:
+        st.watch(jobs_root, job_id, interval, as_json, click.echo)
         return
     info = st.job_status(jobs_root, job_id)
     if as_json:
@@ -370,3 +382,11 @@ def demo(workdir: str, frames: int, workers: int, quiet: bool) -> None:
     if not same:
         sys.exit(1)
 
+
+# ----------------------------------------------------------------------------------------------
+# models, doctor (farm/cli_setup.py; imported last because it builds on the classes above)
+
+from farm import cli_setup  # noqa: E402
+
+for _command in cli_setup.commands():
+    main.add_command(_command)

@@ -1,13 +1,12 @@
-"""submit and resume: check everything that can be checked before work, start or join Ray, get the
-job's coordinator, keep a pool of enhance workers, and carry out the ledger's instructions until
-the output is written and verified.
+"""submit: start or join Ray (or hand the job to a cluster as a Ray Job), get the job's
+coordinator, keep a pool of enhance workers, and carry out the ledger's instructions until the
+output is written and verified. The checks before any work are in :mod:`farm.prepare`.
 
 The driver holds no state that matters: killed at any point, the same command (or ``farm resume``)
 continues from the job directory."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -22,11 +21,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from farm.actors.coordinator import Coordinator
 from farm.actors.muxer import assemble
-from farm.actors.worker import EnhanceWorker
-from farm.config import JobConfig, OutputConfig, job_id as make_job_id
-from farm.enhance import check_weights
-from farm.errors import ClusterError, FarmError, InputError, JobCancelled, JobFailed, OutputError, StorageError, UsageError
-from farm.jobs import JobDir, JobSpec
+from farm.actors.pool import NAMESPACE, WorkerPool, ray_cause as _cause
+from farm.config import JobConfig
+from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.ledger import (
     Abort,
     Assign,
@@ -40,22 +37,17 @@ from farm.ledger import (
     ShardFailed,
     StopWorker,
     Tick,
-    WorkerJoined,
     WorkerLost,
 )
-from farm.plan import default_shard_frames
-from farm.storage import Storage, is_url, normalize, sha256_file, split_location
-from farm.video.geometry import Geometry, plan_geometry
-from farm.video.mux import check_streams_fit, container_for, verify
-from farm.video.probe import probe
+from farm.prepare import Prepared, identify, prepare, resume_config  # noqa: F401  (resume_config: public here too)
+from farm.storage import is_url, normalize
+from farm.video.mux import verify
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "farm"
 POLL_S = 0.5
 PROGRESS_S = 1.0
 MAINTAIN_S = 3.0
-SUBMIT = "submit.json"  # the last submit's output settings, for `farm resume JOB`
 
 
 @dataclass
@@ -76,114 +68,6 @@ class Progress:
     message: str | None = None
 
 
-@dataclass(frozen=True)
-class Prepared:
-    cfg: JobConfig
-    job: JobDir
-    spec: JobSpec
-    geometry: Geometry
-    resumed: bool
-
-
-# ----------------------------------------------------------------------------------------------
-# Checks before any work
-
-
-def input_fingerprint(location: str, size: int) -> str:
-    """Identity of the input's content: its size and the sha256 of its first and last MiB."""
-    import hashlib
-
-    digest = hashlib.sha256(str(size).encode())
-    parent, name = split_location(location)
-    with Storage(parent).open(name) as f:
-        digest.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(size - (1 << 20))
-            digest.update(f.read(1 << 20))
-    return digest.hexdigest()
-
-
-def default_jobs_root(output: str) -> str:
-    parent, _ = split_location(output)
-    return f"{parent}/.farm-jobs"
-
-
-def check_output(cfg: JobConfig) -> None:
-    """Refuse an output that would overwrite the input or cannot be written."""
-    out, src = normalize(cfg.output), normalize(cfg.input)
-    if out == src or (not is_url(out) and os.path.exists(out) and os.path.exists(src) and os.path.samefile(out, src)):
-        raise OutputError(f"the output {cfg.output} is the input; choose another output path")
-    if cfg.out.codec != "png":
-        container_for(out)
-    elif os.path.splitext(out)[1].lower() in (".mkv", ".mp4", ".mov", ".webm", ".ts", ".avi", ".nut", ".m4v"):
-        raise OutputError("--codec png writes a directory of PNG files; give a directory as the output, not a video name")
-    if is_url(out):
-        return
-    parent = os.path.dirname(out)
-    if not os.path.isdir(parent):
-        raise OutputError(f"the output folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"the output folder {parent} is not writable")
-    if os.path.isdir(out) and cfg.out.codec != "png":
-        raise OutputError(f"the output {out} is a directory; give a file name such as {out}/video.mkv")
-
-
-def prepare(cfg: JobConfig) -> Prepared:
-    """Everything checkable before Ray starts: input, output, weights, options; then the job dir.
-
-    Raises:
-        FarmError: one clear line; nothing is written at the output path.
-    """
-    check_output(cfg)
-    source = probe(cfg.input)
-    if cfg.out.codec != "png":
-        check_streams_fit(source, cfg.output, cfg.out.codec)
-    model = cfg.model
-    model_scale = check_weights(model)
-    geometry = plan_geometry(source.width, source.height, model_scale, model.scale, model.target)
-    model = dataclasses.replace(
-        model,
-        sr_weights_sha256=sha256_file(model.sr_weights) if model.sr_weights else None,
-        face_weights_sha256=sha256_file(model.face_weights) if model.face and model.face_weights else None,
-    )
-    fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
-    job_id = make_job_id(source.location, fingerprint, model)
-    jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
-    job = JobDir(jobs_root, job_id)
-    resumed = False
-    if job.exists() and cfg.restart:
-        job.clear()
-    elif job.exists():
-        spec = job.read_spec()
-        if cfg.shard_frames is not None and cfg.shard_frames != spec.shard_frames:
-            raise UsageError(
-                f"job {job_id} was planned with --shard-frames {spec.shard_frames}; "
-                "drop --shard-frames to resume it, or pass --restart to start over"
-            )
-        resumed = True
-    if not resumed:
-        spec = JobSpec(
-            job_id=job_id,
-            source=source,
-            model=model,
-            shard_frames=cfg.shard_frames or default_shard_frames(source.num_frames),
-            input_fingerprint=fingerprint,
-            created=time.time(),
-        )
-        job.write_spec(spec)
-    # The spec keeps the model settings it was created with; weights paths may have moved since.
-    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, weights_dir=model.weights_dir, sr_weights=model.sr_weights, face_weights=model.face_weights, trust_weights=model.trust_weights))
-    if resumed:
-        job.write_spec(spec)
-    job.storage.write_json(SUBMIT, {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location})
-    return Prepared(cfg, job, spec, geometry, resumed)
-
-
-def _size(location: str) -> int:
-    parent, name = split_location(location)
-    return Storage(parent).size(name)
-
-
 # ----------------------------------------------------------------------------------------------
 # Ray
 
@@ -193,10 +77,9 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
     embedded one on loopback; returns the dashboard URL when there is one."""
     if token:
         use_token(token)
-    quiet = {"logging_level": logging.ERROR, "log_to_driver": False, "namespace": NAMESPACE}
     if address:
         try:
-            ctx = ray.init(address=address, **quiet)
+            ctx = ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace=NAMESPACE)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             hint = "; pass --token or set RAY_AUTH_TOKEN" if "auth" in str(exc).lower() or "token" in str(exc).lower() else ""
             raise ClusterError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}{hint}") from None
@@ -208,10 +91,25 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
             num_cpus=num_cpus or os.cpu_count() or 1,
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
-            **quiet,
+            dashboard_port=_port(8265),
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            namespace=NAMESPACE,
         )
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` if nothing listens on it on loopback, else a free port (another Ray on this
+    machine has the dashboard's usual port)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
 
 
 def use_token(token: str) -> None:
@@ -220,7 +118,7 @@ def use_token(token: str) -> None:
     own `_enable_token_auth` does)."""
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = token
-    from ray._raylet import Config
+    from ray._raylet import Config  # type: ignore[attr-defined]
 
     Config.initialize("")
 
@@ -245,7 +143,7 @@ def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
         max_task_retries=3,
         resources={"node:__internal_head__": 0.001},
     )
-    handle = remote.remote(jobs_root, job_id, policy)
+    handle: Any = remote.remote(jobs_root, job_id, policy)  # an actor handle (Ray's stubs do not say so)
     try:
         ray.get(handle.ping.remote(), timeout=120)
     except RayActorError as exc:
@@ -265,148 +163,6 @@ def _pid_alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _cause(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, FarmError):
-        return cause.message
-    if isinstance(exc, RayTaskError) and cause is not None:
-        return f"{type(cause).__name__}: {cause}"
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
-
-
-# ----------------------------------------------------------------------------------------------
-# The worker pool
-
-
-@dataclass
-class _Member:
-    handle: Any
-    node: str | None  # Ray node id it was placed on (None until known)
-    ready: bool = False
-    device: str = "?"
-    host: str = "?"
-
-
-class WorkerPool:
-    """Keeps the desired number of enhance workers alive, one per GPU slot across the cluster's
-    live nodes (or N CPU workers), avoiding blocked nodes."""
-
-    def __init__(self, prepared: Prepared, gpus_per_worker: float, cap: int | None) -> None:
-        self.p = prepared
-        self.gpus_per_worker = gpus_per_worker
-        self.cap = cap
-        self.members: dict[str, _Member] = {}
-        self.pending_ready: dict[Any, str] = {}
-        self.count = 0
-        self.ready_failures: list[str] = []
-        self.use_gpus = prepared.spec.model.device != "cpu" and ray.cluster_resources().get("GPU", 0) > 0
-        self.cpu_workers, self.threads = self._cpu_plan()
-
-    def _cpu_plan(self) -> tuple[int, int]:
-        cpus = int(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 1)))
-        n = self.cap or max(1, cpus // 4)
-        return n, max(1, cpus // n)
-
-    def _slots(self, blocked: set[str]) -> dict[str | None, int]:
-        """How many workers each live node should hold."""
-        if not self.use_gpus:
-            return {None: self.cpu_workers}
-        slots: dict[str | None, int] = {}
-        for node in ray.nodes():
-            gpus = node.get("Resources", {}).get("GPU", 0)
-            if node.get("Alive") and gpus and node["NodeID"] not in blocked:
-                slots[node["NodeID"]] = int(gpus // self.gpus_per_worker + 1e-9)
-        return _spread(slots, self.cap) if self.cap is not None else slots
-
-    def maintain(self, blocked: set[str], now: float) -> list:
-        """Forget workers on nodes that died (returning WorkerLost for them) and start workers
-        where slots are free, on live nodes that are not blocked."""
-        lost = []
-        if self.use_gpus:
-            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-            for worker_id, member in list(self.members.items()):
-                if member.node is not None and member.node not in alive:
-                    lost.append(WorkerLost(worker_id, now, f"node {member.node[:8]} is gone"))
-                    self.remove(worker_id)
-        slots = self._slots(blocked)
-        held: dict[str | None, int] = {}
-        for m in self.members.values():
-            held[m.node] = held.get(m.node, 0) + 1
-        for node, n in slots.items():
-            for _ in range(n - held.get(node, 0)):
-                self._spawn(node)
-        return lost
-
-    def _spawn(self, node: str | None) -> None:
-        self.count += 1
-        worker_id = f"w{self.count}"
-        job = self.p.job
-        options: dict[str, Any] = {
-            "name": f"farm-worker-{job.job_id}-{worker_id}",
-            "namespace": NAMESPACE,
-            "max_restarts": 0,
-            "max_concurrency": 2,  # progress() answers while run_shard() works
-        }
-        if self.use_gpus:
-            options.update(num_gpus=self.gpus_per_worker, num_cpus=1)
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-            threads = None
-        else:
-            options.update(num_cpus=self.threads)
-            threads = self.threads
-        handle = ray.remote(EnhanceWorker).options(**options).remote(job.jobs_root, job.job_id, worker_id, self.p.spec.model.device, threads)
-        self.members[worker_id] = _Member(handle, node)
-        self.pending_ready[handle.ready.remote()] = worker_id
-
-    def on_ready(self, ref, now: float) -> list:
-        """Turn a finished ready() call into a WorkerJoined (or a recorded failure)."""
-        worker_id = self.pending_ready.pop(ref)
-        member = self.members.get(worker_id)
-        if member is None:
-            return []
-        try:
-            info = ray.get(ref)
-        except (RayActorError, RayTaskError) as exc:
-            self.ready_failures.append(_cause(exc))
-            log.warning("worker %s could not start: %s", worker_id, _cause(exc))
-            self.remove(worker_id)
-            return []
-        member.ready = True
-        member.node = info["node_id"]
-        member.device = info.get("device_name", info.get("device", "?"))
-        member.host = info.get("host", "?")
-        return [WorkerJoined(worker_id, info["node_id"], now)]
-
-    def remove(self, worker_id: str) -> None:
-        member = self.members.pop(worker_id, None)
-        if member is not None:
-            ray.kill(member.handle, no_restart=True)
-        for ref, wid in list(self.pending_ready.items()):
-            if wid == worker_id:
-                del self.pending_ready[ref]
-
-    def shutdown(self) -> None:
-        for worker_id in list(self.members):
-            self.remove(worker_id)
-
-
-def _spread(slots: dict[str | None, int], cap: int) -> dict[str | None, int]:
-    """Distribute at most ``cap`` workers over nodes round-robin, within each node's slots."""
-    out: dict[str | None, int] = {n: 0 for n in slots}
-    total = 0
-    while total < cap:
-        progressed = False
-        for node in sorted(slots, key=lambda n: n or ""):
-            if total < cap and out[node] < slots[node]:
-                out[node] += 1
-                total += 1
-                progressed = True
-        if not progressed:
-            break
-    return {n: k for n, k in out.items() if k}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,8 +188,10 @@ class Run:
         self.snapshot: dict[str, Any] = {}
         self.t0 = time.time()
         self.frames_at_start = 0
+        self.shards_at_start = 0
         self.shards = prepared.spec.shards()
         self.cancelling = False
+        self.coordinator_s = 0.0  # time this driver waited on the coordinator (calls included)
 
     def _claim(self) -> dict[str, Any] | None:
         """Claim the job for this driver; a holder on this host whose process is gone is dead and
@@ -455,7 +213,8 @@ class Run:
                 return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done", "already_done": True}
             self.snapshot = ray.get(self.coord.start_run.remote(self.policy))
             self.frames_at_start = self.snapshot["frames_done"]
-            self.pool = WorkerPool(self.p, self.cfg.gpus_per_worker, self.cfg.workers)
+            self.shards_at_start = self.snapshot["shards_done"]
+            self.pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers)
             self.pool.maintain(set(), time.time())
             instructions = self._handle([Tick(time.time())])
             result = self._loop(instructions)
@@ -476,7 +235,10 @@ class Run:
                 log.warning("could not reach the coordinator at exit: %s", _cause(exc))
 
     def _handle(self, events: list) -> list:
-        return ray.get(self.coord.handle.remote(events))
+        t = time.perf_counter()
+        instructions = ray.get(self.coord.handle.remote(events))
+        self.coordinator_s += time.perf_counter() - t
+        return instructions
 
     def _loop(self, instructions: list) -> dict[str, Any]:
         last_progress = last_maintain = last_control = 0.0
@@ -566,7 +328,8 @@ class Run:
                 if member is None:
                     continue
                 s = self.shards[ins.shard]
-                ref = member.handle.run_shard.options(name=f"shard {s.index} [{s.start}, {s.stop})").remote(s.index, s.start, s.stop, ins.attempt)
+                call = f"farm-shard {self.p.job.job_id} {s.index} [{s.start}, {s.stop}) attempt {ins.attempt}"
+                ref = member.handle.run_shard.options(name=call).remote(s.index, s.start, s.stop, ins.attempt)
                 self.inflight[ref] = (ins.worker, ins.shard)
             elif isinstance(ins, StopWorker):
                 log.warning("stopping worker %s: %s", ins.worker, ins.reason)
@@ -595,7 +358,7 @@ class Run:
         task = ray.remote(assemble).options(
             num_cpus=1,
             max_retries=0,
-            name="farm-mux",
+            name=f"farm-mux {self.p.job.job_id}",
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         )
         try:
@@ -608,7 +371,9 @@ class Run:
         self.snapshot = ray.get(self.coord.snapshot.remote())
         self._emit(message=f"wrote {self.cfg.output}")
         assert any(isinstance(i, Finish) for i in instructions)
-        return {"job_id": self.p.job.job_id, "state": "done", **result}
+        shards_run = max(1, self.snapshot["shards_done"] - self.shards_at_start)
+        return {"job_id": self.p.job.job_id, "state": "done", **result,
+                "coordinator_ms_per_shard": round(1000 * self.coordinator_s / shards_run, 3)}
 
     def _output_current(self) -> bool:
         """A finished job whose output is present and verifies needs no new mux."""
@@ -691,12 +456,13 @@ class Run:
                 raise JobFailed(f"job {self.p.job.job_id} {state}: {self.snapshot.get('reason')}")
             if state == "running":
                 try:
-                    holder = self._claim()
+                    taken = self._claim()
                 except RayActorError:
                     self.coord = coordinator_handle(self.p.job.jobs_root, self.p.job.job_id, self.policy)
-                    holder = self._claim()
-                if holder is None:
+                    taken = self._claim()
+                if taken is None:
                     return self.execute()
+                holder = taken
             time.sleep(PROGRESS_S)
 
 
@@ -716,51 +482,8 @@ def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[
             ray.shutdown()
 
 
-def load_submit(jobs_root: str, job_id: str) -> dict[str, Any]:
-    """The output settings of a job's last submit (for ``farm resume``)."""
-    job = JobDir(jobs_root, job_id)
-    if not job.exists():
-        raise InputError(f"no job {job_id} under {jobs_root}; `farm ls --jobs-root {jobs_root}` lists the jobs")
-    try:
-        return job.storage.read_json(SUBMIT)
-    except FileNotFoundError:
-        raise StorageError(f"job {job_id} has no recorded submit; run `farm submit` again") from None
-
-
-def resume_config(jobs_root: str, job_id: str, **overrides: Any) -> JobConfig:
-    """A JobConfig that continues ``job_id`` exactly as it was submitted."""
-    job = JobDir(jobs_root, job_id)
-    spec = job.read_spec()
-    last = load_submit(jobs_root, job_id)
-    model = spec.model
-    return JobConfig(
-        input=last["input"],
-        output=last["output"],
-        model=model,
-        out=OutputConfig(**last["out"]),
-        jobs_root=jobs_root,
-        **{k: v for k, v in overrides.items() if v is not None},
-    )
-
-
-
 # ----------------------------------------------------------------------------------------------
 # Ray Jobs: the driver runs on the cluster, the CLI follows it
-
-
-def identify(cfg: JobConfig) -> str | None:
-    """The job id ``cfg`` will have, when the input (and any own weights) are readable here."""
-    try:
-        source = probe(cfg.input)
-        model = dataclasses.replace(
-            cfg.model,
-            sr_weights_sha256=sha256_file(cfg.model.sr_weights) if cfg.model.sr_weights else None,
-            face_weights_sha256=sha256_file(cfg.model.face_weights) if cfg.model.face and cfg.model.face_weights else None,
-        )
-        fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
-        return make_job_id(source.location, fingerprint, model)
-    except (FarmError, OSError):
-        return None
 
 
 def submit_ray_job(

@@ -7,6 +7,7 @@ blocklists, giving up) lives here and is tested with plain lists of events."""
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Union
@@ -179,6 +180,10 @@ class Ledger:
     workers: dict[str, str] = field(default_factory=dict)  # worker -> node
     busy: dict[str, int] = field(default_factory=dict)  # worker -> shard
     blocked_nodes: set[str] = field(default_factory=set)
+    # Derived indexes, so that each event costs O(log n) at 10,000 shards, not O(n).
+    _queue: list[int] | None = field(default=None, repr=False, compare=False)  # heap; may hold stale entries
+    _failed_on: dict[int, set[str]] | None = field(default=None, repr=False, compare=False)
+    _node_failures: Counter | None = field(default=None, repr=False, compare=False)
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -194,10 +199,36 @@ class Ledger:
         return [s.index for s in self.shards if s.index not in self.done and s.index not in self.leases]
 
     def failed_nodes(self, shard: int) -> set[str]:
-        return {f.node for f in self.failures if f.shard == shard}
+        self._build_failure_index()
+        assert self._failed_on is not None
+        return self._failed_on.get(shard, set())
 
     def node_failure_counts(self) -> Counter:
-        return Counter(f.node for f in self.failures)
+        self._build_failure_index()
+        assert self._node_failures is not None
+        return self._node_failures
+
+    def _build_failure_index(self) -> None:
+        if self._failed_on is None or self._node_failures is None:
+            self._failed_on, self._node_failures = {}, Counter()
+            for f in self.failures:
+                self._failed_on.setdefault(f.shard, set()).add(f.node)
+                self._node_failures[f.node] += 1
+
+    def _add_failure(self, record: FailureRecord) -> None:
+        self._build_failure_index()
+        assert self._failed_on is not None and self._node_failures is not None
+        self.failures.append(record)
+        self._failed_on.setdefault(record.shard, set()).add(record.node)
+        self._node_failures[record.node] += 1
+
+    def requeue(self) -> None:
+        """Rebuild the queue of pending shards (after ``done`` was changed from outside)."""
+        self._queue = None
+
+    def _requeue(self, shard: int) -> None:
+        if self._queue is not None:
+            heapq.heappush(self._queue, shard)
 
     # -- the transition function -------------------------------------------------------------------
 
@@ -236,7 +267,7 @@ class Ledger:
         if isinstance(event, Cancelled):
             self.state = "cancelled"
             self.reason = "cancelled by the user"
-            stops = [StopWorker(w, "job cancelled") for w in self.workers]
+            stops: list[Instruction] = [StopWorker(w, "job cancelled") for w in self.workers]
             self.leases.clear()
             self.busy.clear()
             return stops
@@ -256,9 +287,8 @@ class Ledger:
         if shard is None or shard in self.done or self.state != "running":
             return []
         self.losses[shard] += 1
-        self.failures.append(
-            FailureRecord(shard, node or "?", event.worker, f"worker lost: {event.reason}", self.attempts[shard], event.now)
-        )
+        self._add_failure(FailureRecord(shard, node or "?", event.worker, f"worker lost: {event.reason}", self.attempts[shard], event.now))
+        self._requeue(shard)
         if self.losses[shard] >= self.policy.max_losses:
             return self._abort(self._report(shard, f"{self.losses[shard]} workers were lost while running it"))
         return []
@@ -279,7 +309,8 @@ class Ledger:
         self._release(event.worker)
         if event.shard in self.done or self.state != "running":
             return []
-        self.failures.append(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], event.now))
+        self._add_failure(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], event.now))
+        self._requeue(event.shard)
         out: list[Instruction] = []
         if self.node_failure_counts()[node] >= self.policy.node_failure_limit and node not in self.blocked_nodes:
             self.blocked_nodes.add(node)
@@ -325,27 +356,42 @@ class Ledger:
         out: list[Instruction] = []
         idle = [w for w in self.workers if w not in self.busy and self.workers[w] not in self.blocked_nodes]
         if not idle:
-            if not any(n not in self.blocked_nodes for n in self.workers.values()) and self.workers and self.pending():
+            if self.workers and not any(n not in self.blocked_nodes for n in self.workers.values()) and self.pending():
                 return self._abort(f"every node with workers is blocked after repeated failures: {', '.join(sorted(self.blocked_nodes))}")
             return out
-        pending = self.pending()
         live_nodes = {n for n in self.workers.values() if n not in self.blocked_nodes}
         for worker in idle:
-            if not pending:
-                break
-            node = self.workers[worker]
-            choice = next((s for s in pending if node not in self.failed_nodes(s)), None)
-            if choice is None:
-                # Only shards that already failed here remain; take one only if no other node can.
-                choice = next((s for s in pending if live_nodes <= self.failed_nodes(s)), None)
+            choice = self._take(self.workers[worker], live_nodes)
             if choice is None:
                 continue
-            pending.remove(choice)
             self.attempts[choice] += 1
-            self.leases[choice] = Lease(worker, node, self.attempts[choice], since=self.now, renewed=self.now)
+            self.leases[choice] = Lease(worker, self.workers[worker], self.attempts[choice], since=self.now, renewed=self.now)
             self.busy[worker] = choice
             out.append(Assign(choice, worker, self.attempts[choice]))
         return out
+
+    def _take(self, node: str, live_nodes: set[str]) -> int | None:
+        """The lowest pending shard for a worker on ``node``: one that has not failed there, or,
+        if only such shards are left, one that failed on every live node (nobody else can)."""
+        if self._queue is None:
+            self._queue = self.pending()
+            heapq.heapify(self._queue)
+        skipped: list[int] = []
+        choice = None
+        seen: set[int] = set()
+        while self._queue:
+            shard = heapq.heappop(self._queue)
+            if shard in self.done or shard in self.leases or shard in seen:
+                continue  # stale entry
+            seen.add(shard)
+            failed = self.failed_nodes(shard)
+            if node not in failed or live_nodes <= failed:
+                choice = shard
+                break
+            skipped.append(shard)
+        for shard in skipped:
+            heapq.heappush(self._queue, shard)
+        return choice
 
     # -- persistence ------------------------------------------------------------------------------
 

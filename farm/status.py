@@ -99,3 +99,45 @@ def render_status(info: dict[str, Any]) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(f["at"])) if f.get("at") else "?"
         lines.append(f"failure  {when} shard {f['shard']} on {f['node']}: {f['error']}")
     return "\n".join(lines)
+
+
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+def watch(jobs_root: str, job_id: str, interval: float, as_json: bool, echo) -> None:
+    """Show the job's status until it reaches a final state: a live panel on a terminal,
+    otherwise one line (or JSON object) per change."""
+    import json
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    console = Console()
+    if console.is_terminal and not as_json:
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                info = job_status(jobs_root, job_id)
+                live.update(Text(render_status(info)))
+                if info["state"] in FINAL_STATES:
+                    return
+                time.sleep(interval)
+    last = None
+    while True:
+        info = job_status(jobs_root, job_id)
+        line = json.dumps(info, sort_keys=True) if as_json else summary_line(info)
+        if line != last:
+            echo(line)
+            last = line
+        if info["state"] in FINAL_STATES:
+            return
+        time.sleep(interval)
+
+
+def summary_line(info: dict[str, Any]) -> str:
+    eta = f", ETA {info['eta_s'] / 60:.1f} min" if info.get("eta_s") is not None else ""
+    return (
+        f"{info['job_id']} {info['state']}: {info['frames_done']}/{info['frames_total']} frames, "
+        f"shards {info['shards_done']}/{info['shards_total']}, {info.get('fps', 0.0):.2f} fps{eta}, "
+        f"workers {len(info.get('workers', []))}, retries {info['retries']}"
+    )

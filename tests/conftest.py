@@ -16,6 +16,11 @@ os.environ["RAY_TMPDIR"] = _RAY_TMP
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.pop("RAY_ADDRESS", None)
+# Ray 2.60 turns token authentication on for every local cluster it starts, and then for the rest
+# of the process, which would leak into the clusters of later tests. Tests run without it, except
+# where one asks for it (tests/test_rayjob.py).
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ.pop("RAY_AUTH_TOKEN", None)
 
 
 def pytest_sessionfinish(session, exitstatus):

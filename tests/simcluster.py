@@ -16,6 +16,7 @@ FAST_HEALTH_CHECKS = {
     "health_check_period_ms": 1000,
     "health_check_timeout_ms": 1000,
     "health_check_failure_threshold": 3,
+    "metrics_report_interval_ms": 1000,
 }
 
 
@@ -29,17 +30,21 @@ class SimCluster:
     """``with SimCluster(gpu_nodes=2) as c: c.address``; ``c.kill(node)``; ``c.add_gpu_node()``."""
 
     def __init__(self, gpu_nodes: int = 2, cpus_per_node: int = 2, dashboard: bool = False, head_cpus: int = 1) -> None:
+        self.metrics_ports: list[int] = [free_port()]
         head_args: dict = {
             "num_cpus": head_cpus,
             "num_gpus": 0,
             "include_dashboard": dashboard,
+            "metrics_export_port": self.metrics_ports[0],
             "_system_config": FAST_HEALTH_CHECKS,
         }
         if dashboard:
             head_args.update(dashboard_host="127.0.0.1", dashboard_port=free_port(), dashboard_agent_listen_port=free_port())
         self.cluster = Cluster(initialize_head=True, connect=False, head_node_args=head_args)
         self.cpus_per_node = cpus_per_node
-        self.gpu_nodes = [self.add_gpu_node(wait=False) for _ in range(gpu_nodes)]
+        self.gpu_nodes: list = []
+        for _ in range(gpu_nodes):
+            self.add_gpu_node(wait=False)
         self.cluster.wait_for_nodes()
         self.dashboard_url = f"http://127.0.0.1:{head_args['dashboard_port']}" if dashboard else None
 
@@ -48,7 +53,10 @@ class SimCluster:
         return self.cluster.address
 
     def add_gpu_node(self, wait: bool = True):
-        node = self.cluster.add_node(num_cpus=self.cpus_per_node, num_gpus=1, wait=wait)
+        port = free_port()
+        node = self.cluster.add_node(num_cpus=self.cpus_per_node, num_gpus=1, wait=wait, metrics_export_port=port)
+        self.metrics_ports.append(port)
+        self.gpu_nodes.append(node)
         return node
 
     def kill(self, node) -> None:

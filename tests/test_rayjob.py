@@ -46,7 +46,7 @@ def secured_cluster():
 def laptop_env() -> dict:
     """The user's machine: no token in its environment."""
     env = dict(os.environ)
-    env.pop("RAY_AUTH_MODE", None)
+    env.pop("RAY_AUTH_MODE", None)  # a user who has not set anything up
     env.pop("RAY_AUTH_TOKEN", None)
     return env
 

@@ -12,8 +12,9 @@ import logging
 import time
 from typing import Any
 
+from farm.actors.metrics import JobMetrics
 from farm.jobs import JobDir
-from farm.ledger import DoneRecord, Event, Instruction, Ledger, Policy, WorkerJoined, WorkerLost
+from farm.ledger import Assign, DoneRecord, Event, Instruction, Ledger, Policy, ShardFailed, WorkerJoined, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,11 @@ class Coordinator:
         self.driver: dict[str, Any] | None = None
         self.started = time.time()
         self._last_live = 0.0
+        self.metrics = JobMetrics(job_id)
         self._load(Policy(**(policy or {})))
+
+    def __repr__(self) -> str:  # Ray shows it, once, in the dashboard's actor list
+        return f"Coordinator(job {self.job_id} in {self.jobs_root})"
 
     def _load(self, policy: Policy) -> None:
         """(Re)build all state from the job directory, the source of truth."""
@@ -83,6 +88,7 @@ class Coordinator:
         before = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
         instructions = self.ledger.handle(*events)
         after = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
+        self._count(events, instructions, after[2] - before[2])
         if after != before:
             self._dirty = True
             # State changes and failures are written at once; completions are also in receipts.
@@ -93,6 +99,19 @@ class Coordinator:
             elif isinstance(event, WorkerJoined):
                 self.workers.setdefault(event.worker, {"worker": event.worker, "node": event.node})
         return instructions
+
+    def _count(self, events: list[Event], instructions: list[Instruction], newly_done: int) -> None:
+        m = self.metrics
+        if newly_done:
+            m.done.inc(newly_done)
+            m.progress.set(self.ledger.frames_done)
+        failed = sum(isinstance(e, ShardFailed) for e in events)
+        if failed:
+            m.failed.inc(failed)
+        retried = sum(isinstance(i, Assign) and i.attempt > 1 for i in instructions)
+        if retried:
+            m.retried.inc(retried)
+        m.workers.set(len(self.ledger.workers))
 
     def report(self, stats: list[dict[str, Any]], live: dict[str, Any] | None = None) -> None:
         """Live figures from the driver: per worker, and the job's fps/ETA. They are written to
@@ -163,6 +182,7 @@ class Coordinator:
             self._dirty = True
         if ledger.state == "done" and len(ledger.done) != len(ledger.shards):
             ledger.state = "running"
+        ledger.requeue()
 
 
 def summarize(job_id: str, ledger: Ledger) -> dict[str, Any]:

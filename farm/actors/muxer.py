@@ -3,6 +3,7 @@ at the output path (a temporary name until verified, so a failed mux leaves noth
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -26,7 +27,7 @@ def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segmen
     """
     job = JobDir(jobs_root, job_id)
     spec = job.read_spec()
-    refs = [SegmentRef(opener=lambda name=name: job.open_segment(name), start=start, stop=stop) for name, start, stop in segments]
+    refs = [SegmentRef(opener=functools.partial(job.open_segment, name), start=start, stop=stop) for name, start, stop in segments]
     if out.codec == "png":
         return _png(spec, refs, output)
     parent, name = split_location(output)

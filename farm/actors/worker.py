@@ -18,8 +18,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from farm.enhance import Enhancer, build_enhancer, resolve_device
+from farm.enhance import Enhancer, build_enhancer, check_node_weights, resolve_device
 from farm.errors import FarmError, StorageError
+from farm.actors.metrics import WorkerMetrics
 from farm.jobs import JobDir, JobSpec
 from farm.storage import sha256_file
 from farm.video.decode import decode_shard
@@ -58,15 +59,23 @@ class EnhanceWorker:
         self.enhancer: Enhancer | None = None
         self.progress_state = ShardProgress()
         self._lock = threading.Lock()
+        self.metrics = WorkerMetrics(job_id, "?", worker_id)
+        self.node = "?"
+
+    def __repr__(self) -> str:  # Ray shows it, once, in the dashboard's actor list
+        return f"EnhanceWorker({self.worker_id} of job {self.job.job_id})"
 
     def _setup(self) -> Enhancer:
         self.spec: JobSpec = self.job.read_spec()
-        self.device = resolve_device(self.requested_device)
-        if self.threads:
+        source, model = self.spec.source, self.spec.model
+        fake = model.model.startswith("fake")  # the test model needs no torch (64 workers on one host)
+        self.device = "cpu" if fake else resolve_device(self.requested_device)
+        if self.threads and not fake:
             import torch
 
             torch.set_num_threads(self.threads)
-        source, model = self.spec.source, self.spec.model
+        # Weights come only from the weights dir, checked against the registry (once per node).
+        check_node_weights(model)
         return build_enhancer(
             model,
             lambda model_scale: plan_geometry(source.width, source.height, model_scale, model.scale, model.target),
@@ -90,10 +99,12 @@ class EnhanceWorker:
         except FarmError as exc:
             raise StorageError(f"worker {self.worker_id} on {host} cannot read the input: {exc}") from None
         self.job.check_writable(f"worker {self.worker_id} on {host}")
+        self.node = _node_id()
+        self.metrics = WorkerMetrics(self.job.job_id, self.node[:8], self.worker_id)
         info = {
             "worker": self.worker_id,
             "host": host,
-            "node_id": _node_id(),
+            "node_id": self.node,
             "pid": os.getpid(),
             "python": platform.python_version(),
             "av": av.__version__,
@@ -149,7 +160,8 @@ class EnhanceWorker:
             raise
         finally:
             self._finish_progress(t0)
-        receipt = {
+        faces = getattr(self.enhancer, "faces_found", 0) - faces_before
+        receipt: dict[str, Any] = {
             "shard": index,
             "start": start,
             "stop": stop,
@@ -158,13 +170,15 @@ class EnhanceWorker:
             "bytes": size,
             "sha256": digest,
             "seconds": round(time.time() - t0, 3),
-            "faces": getattr(self.enhancer, "faces_found", 0) - faces_before,
+            "faces": faces,
             "worker": self.worker_id,
-            "node": socket.gethostname(),
+            "node": self.node,
+            "host": socket.gethostname(),
             "attempt": attempt,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
         self.job.write_receipt(name, receipt)
+        self.metrics.shard_done(frames, time.time() - t0, faces, size)
         self._log_attempt(index, token, attempt, start, stop, t0, timings, receipt=receipt)
         with self._lock:
             self.progress_state.shards_done += 1
@@ -202,24 +216,41 @@ class EnhanceWorker:
                 writer_result["frames"] = writer.frames
 
         encoder = _Thread(consume)
+        enhancer = self.enhancer
+        assert enhancer is not None
+        enhance_batch = getattr(enhancer, "enhance_batch", None)
+        batch_size = getattr(enhancer, "batch_size", None)
         decoder.start()
         encoder.start()
         try:
             expected = start
-            while True:
-                item = _get(decoded, stop_event, decoder)
-                if item is _END:
+            ended = False
+            while not ended:
+                batch: list = []
+                # Frames of a batch go through the model together; the queue keeps the decoder ahead.
+                want = batch_size(source.height, source.width) if batch_size else 1
+                while len(batch) < want:
+                    item = _get(decoded, stop_event, decoder)
+                    if item is _END:
+                        ended = True
+                        break
+                    assert item[0] == expected + len(batch), f"decoder gave frame {item[0]}, expected {expected + len(batch)}"
+                    batch.append(item)
+                if not batch:
                     break
-                number, frame = item
-                assert number == expected, f"decoder gave frame {number}, expected {expected}"
+                numbers = [number for number, _ in batch]
                 t = time.perf_counter()
-                out = self.enhancer.enhance(frame, number)
+                if enhance_batch is not None and len(batch) > 1:
+                    outs = enhance_batch([frame for _, frame in batch], numbers)
+                else:
+                    outs = [enhancer.enhance(frame, number) for number, frame in batch]
                 timings["enhance_s"] += time.perf_counter() - t
-                _put(enhanced, (number, out), stop_event, encoder)
-                expected += 1
+                for number, out in zip(numbers, outs):
+                    _put(enhanced, (number, out), stop_event, encoder)
+                expected += len(batch)
                 with self._lock:
-                    self.progress_state.frames += 1
-                    self.progress_state.frames_done += 1
+                    self.progress_state.frames += len(batch)
+                    self.progress_state.frames_done += len(batch)
                     self.progress_state.updated = time.time()
             _put(enhanced, _END, stop_event, encoder)
             encoder.join()
@@ -247,8 +278,11 @@ class EnhanceWorker:
             "frames": [start, stop],
             "attempt": attempt,
             "worker": self.worker_id,
-            "node": socket.gethostname(),
+            "host": socket.gethostname(),
+            "node": self.node,
             "device": self.device,
+            "started": round(t0, 3),
+            "finished": round(time.time(), 3),
             "seconds": round(time.time() - t0, 3),
             "timings": {k: round(v, 3) for k, v in timings.items()},
             **extra,

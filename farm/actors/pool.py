@@ -1,0 +1,167 @@
+"""The worker pool: keeps one enhance worker per GPU slot on every live node of the cluster (or N
+CPU workers), starts workers where nodes join, forgets those on nodes that died, and avoids nodes
+the ledger has blocked."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from farm.actors.worker import EnhanceWorker
+from farm.errors import FarmError
+from farm.jobs import JobDir
+from farm.ledger import WorkerJoined, WorkerLost
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "farm"
+
+
+@dataclass
+class _Member:
+    handle: Any
+    slot: str | None  # the node it was started for (None: any node)
+    node: str | None  # Ray node id it runs on (None until known)
+    ready: bool = False
+    device: str = "?"
+    host: str = "?"
+
+
+class WorkerPool:
+    """Keeps the desired number of enhance workers alive, one per GPU slot across the cluster's
+    live nodes (or N CPU workers), avoiding blocked nodes."""
+
+    def __init__(self, job: JobDir, device: str, gpus_per_worker: float, cap: int | None) -> None:
+        self.job = job
+        self.device = device
+        self.gpus_per_worker = gpus_per_worker
+        self.cap = cap
+        self.members: dict[str, _Member] = {}
+        self.pending_ready: dict[Any, str] = {}
+        self.count = 0
+        self.ready_failures: list[str] = []
+        # --device cuda asks for GPU workers even before a GPU node exists (an autoscaler adds them on
+        # demand); auto uses GPUs when the cluster has some at the start, CPU workers otherwise.
+        self.use_gpus = device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+        self.cpu_workers, self.threads = self._cpu_plan()
+
+    def _cpu_plan(self) -> tuple[int, int]:
+        cpus = int(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 1)))
+        n = self.cap or max(1, cpus // 4)
+        return n, max(1, cpus // n)
+
+    def _slots(self, blocked: set[str]) -> dict[str | None, int]:
+        """How many workers each live node should hold."""
+        if not self.use_gpus:
+            return {None: self.cpu_workers}
+        slots: dict[str | None, int] = {}
+        for node in ray.nodes():
+            gpus = node.get("Resources", {}).get("GPU", 0)
+            if node.get("Alive") and gpus and node["NodeID"] not in blocked:
+                slots[node["NodeID"]] = int(gpus // self.gpus_per_worker + 1e-9)
+        if not slots:
+            return {None: self.cap or 1}  # no GPU node yet: pending workers tell the autoscaler
+        return _spread(slots, self.cap) if self.cap is not None else slots
+
+    def maintain(self, blocked: set[str], now: float) -> list:
+        """Forget workers on nodes that died (returning WorkerLost for them) and start workers
+        where slots are free, on live nodes that are not blocked."""
+        lost = []
+        if self.use_gpus:
+            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+            for worker_id, member in list(self.members.items()):
+                if member.node is not None and member.node not in alive:
+                    lost.append(WorkerLost(worker_id, now, f"node {member.node[:8]} is gone"))
+                    self.remove(worker_id)
+        slots = self._slots(blocked)
+        held: dict[str | None, int] = {}
+        for m in self.members.values():
+            held[m.slot] = held.get(m.slot, 0) + 1
+        for node, n in slots.items():
+            for _ in range(n - held.get(node, 0)):
+                self._spawn(node)
+        return lost
+
+    def _spawn(self, node: str | None) -> None:
+        self.count += 1
+        worker_id = f"w{self.count}"
+        job = self.job
+        options: dict[str, Any] = {
+            "name": f"farm-worker-{job.job_id}-{(node or 'local')[:8]}-{worker_id}",
+            "namespace": NAMESPACE,
+            "max_restarts": 0,
+            "max_concurrency": 2,  # progress() answers while run_shard() works
+        }
+        if self.use_gpus:
+            options.update(num_gpus=self.gpus_per_worker, num_cpus=1)
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False) if node else "SPREAD"
+            threads = None
+        else:
+            options.update(num_cpus=self.threads)
+            threads = self.threads
+        handle: Any = ray.remote(EnhanceWorker).options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
+        self.members[worker_id] = _Member(handle, slot=node, node=node)
+        self.pending_ready[handle.ready.remote()] = worker_id
+
+    def on_ready(self, ref, now: float) -> list:
+        """Turn a finished ready() call into a WorkerJoined (or a recorded failure)."""
+        worker_id = self.pending_ready.pop(ref)
+        member = self.members.get(worker_id)
+        if member is None:
+            return []
+        try:
+            info = ray.get(ref)
+        except (RayActorError, RayTaskError) as exc:
+            self.ready_failures.append(ray_cause(exc))
+            log.warning("worker %s could not start: %s", worker_id, ray_cause(exc))
+            self.remove(worker_id)
+            return []
+        member.ready = True
+        member.node = info["node_id"]
+        member.device = info.get("device_name", info.get("device", "?"))
+        member.host = info.get("host", "?")
+        return [WorkerJoined(worker_id, info["node_id"], now)]
+
+    def remove(self, worker_id: str) -> None:
+        member = self.members.pop(worker_id, None)
+        if member is not None:
+            ray.kill(member.handle, no_restart=True)
+        for ref, wid in list(self.pending_ready.items()):
+            if wid == worker_id:
+                del self.pending_ready[ref]
+
+    def shutdown(self) -> None:
+        for worker_id in list(self.members):
+            self.remove(worker_id)
+
+
+def _spread(slots: dict[str | None, int], cap: int) -> dict[str | None, int]:
+    """Distribute at most ``cap`` workers over nodes round-robin, within each node's slots."""
+    out: dict[str | None, int] = {n: 0 for n in slots}
+    total = 0
+    while total < cap:
+        progressed = False
+        for node in sorted(slots, key=lambda n: n or ""):
+            if total < cap and out[node] < slots[node]:
+                out[node] += 1
+                total += 1
+                progressed = True
+        if not progressed:
+            break
+    return {n: k for n, k in out.items() if k}
+
+
+def ray_cause(exc: BaseException) -> str:
+    """The one line worth showing for an exception that crossed Ray."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, FarmError):
+        return cause.message
+    if isinstance(exc, RayTaskError) and cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
