@@ -478,7 +478,8 @@ def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[
     try:
         return Run(prepared, on_progress, url).execute()
     finally:
-        if owns_ray and not address:
+        # Inside the CLI's stdout redirection, so that Ray's last buffered warnings go to stderr.
+        if owns_ray:
             ray.shutdown()
 
 

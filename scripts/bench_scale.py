@@ -5,12 +5,16 @@ Part 1 runs the same kind of job on a simulated multi-node cluster (``ray.cluste
 and 4 nodes of logical GPUs, all on 127.0.0.1) with 1, 8, 32 and 64 GPU workers and a fixed-cost
 fake model (``--ms`` milliseconds per frame, so the model's share is known exactly). Each job has
 ``--shards-per-worker`` shards per worker (weak scaling). From the shard logs it measures the
-steady state: from the moment the last worker started its first shard to the end of the last
-shard, the model time spent in that window (each shard counted for the part of it inside the
-window) divided by (workers x the window). The tail, where some workers have finished and others
-not, is inside the window and counts against the result. Worker start-up (importing farm and
-PyAV, dozens of processes on a small machine) is reported separately and not counted: it happens
-once per job, while shards run for hours.
+steady state: from the moment the last worker started its first shard to the moment the first
+worker found the queue empty, the model time spent in that window (each shard counted for the part
+of it inside the window) divided by (workers x the window). Idle time between shards, waiting on
+the driver or the coordinator, counts against it. It also prints the same figure with the tail
+included (to the end of the last shard): while the queue drains, workers finish their last shards
+at different moments, which costs about half a shard per worker once per job, whatever the number
+of workers, so it shrinks as jobs grow longer. Worker start-up (importing farm and PyAV, dozens of
+processes on a small machine) is reported separately and not counted: it happens once per job,
+while shards run for hours. Every simulated GPU shares this host's CPUs: the host's CPU use during
+each job is printed, and when it nears 100 % the host, not the farm, is the limit.
 
 Part 2 drives the coordinator (the plain class, with its ledger written to a local job directory)
 through a 10,000-shard job with 64 workers, and the same through a Ray actor call per event.
@@ -51,6 +55,7 @@ def run_job(address: str, workers: int, ms: float, shards_per_worker: int, work:
     clip = make_test_clip(os.path.join(work, f"clip{workers}.mkv"), frames=frames, size=(16, 16), audio=False, gop=FRAMES_PER_SHARD)
     jobs = os.path.join(work, f"jobs{workers}")
     t0 = time.time()
+    cpu0 = _cpu_times()
     result = run_farm(["submit", clip, "-o", os.path.join(work, f"out{workers}.mkv"), "--jobs-root", jobs,
                        "--model", f"fake:scale=1,ms={ms}", "--no-face", "--codec", "ffv1",
                        "--shard-frames", str(FRAMES_PER_SHARD), "--workers", str(workers),
@@ -58,37 +63,59 @@ def run_job(address: str, workers: int, ms: float, shards_per_worker: int, work:
     wall = time.time() - t0
     if result.returncode != 0:
         raise SystemExit(f"job with {workers} workers failed: {result.stderr}")
-    try:
-        summary = json.loads(result.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
+    summary = next((json.loads(line) for line in reversed(result.stdout.splitlines()) if line.startswith("{")), None)
+    if summary is None:
         raise SystemExit(f"unexpected output of the {workers}-worker job:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}") from None
     logs = [json.load(open(p)) for p in glob.glob(os.path.join(jobs, "*", "logs", "*.json"))]
-    first_start = {}
+    first_start: dict[str, float] = {}
+    last_finish: dict[str, float] = {}
     for log in logs:
         first_start[log["worker"]] = min(first_start.get(log["worker"], log["started"]), log["started"])
+        last_finish[log["worker"]] = max(last_finish.get(log["worker"], log["finished"]), log["finished"])
     all_up = max(first_start.values())
-    end = max(log["finished"] for log in logs)
-    span = end - all_up
+    drained = min(last_finish.values())  # the first worker to find the queue empty
+    end = max(last_finish.values())
 
-    def in_window(log) -> float:
-        """The share of this shard's run that lies in [all_up, end]."""
-        run = log["finished"] - log["started"]
-        inside = min(log["finished"], end) - max(log["started"], all_up)
-        return max(0.0, inside) / run if run > 0 else 0.0
+    def busy(lo: float, hi: float) -> tuple[float, float]:
+        """Frames worked on inside [lo, hi] (each shard counted for its share inside), and the
+        efficiency there: model time / (workers x window)."""
+        frames_in = 0.0
+        for log in logs:
+            run = log["finished"] - log["started"]
+            inside = min(log["finished"], hi) - max(log["started"], lo)
+            if run > 0 and inside > 0:
+                frames_in += (log["frames"][1] - log["frames"][0]) * inside / run
+        span = hi - lo
+        return frames_in, (frames_in * ms / 1000 / (len(first_start) * span) if span > 0 else 0.0)
 
-    frames_in = sum((log["frames"][1] - log["frames"][0]) * in_window(log) for log in logs)
-    model_s = frames_in * ms / 1000
-    start_of_job = min(log["started"] for log in logs)
+    steady_frames, steady = busy(all_up, drained)
+    _, with_tail = busy(all_up, end)
     return {
         "workers": len(first_start),
         "frames": frames,
         "wall_s": wall,
-        "startup_s": all_up - start_of_job,
-        "span_s": span,
-        "efficiency": model_s / (len(first_start) * span) if span > 0 else 0.0,
-        "throughput": frames_in / span if span > 0 else 0.0,
+        "startup_s": all_up - min(first_start.values()),
+        "span_s": drained - all_up,
+        "tail_s": end - drained,
+        "efficiency": steady,
+        "efficiency_with_tail": with_tail,
+        "throughput": steady_frames / (drained - all_up) if drained > all_up else 0.0,
         "coordinator_ms": summary["coordinator_ms_per_shard"],
+        "cpu_busy": _cpu_busy(cpu0),
     }
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of this host, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def _cpu_busy(before: tuple[int, int]) -> float:
+    busy, total = _cpu_times()
+    return (busy - before[0]) / max(1, total - before[1])
 
 
 def coordinator_cost(work: str, shards: int = 10_000, workers: int = 64) -> tuple[float, float]:
@@ -141,7 +168,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--ms", type=float, default=250.0, help="fake model cost per frame (ms)")
-    parser.add_argument("--shards-per-worker", type=int, default=6)
+    parser.add_argument("--shards-per-worker", type=int, default=20)
     args = parser.parse_args()
     from tests.simcluster import SimCluster
 
@@ -160,13 +187,13 @@ def main() -> int:
                 rows.append(run_job(cluster.address, n, args.ms, args.shards_per_worker, work))
                 r = rows[-1]
                 print(f"workers {r['workers']:3d}: {r['frames']:5d} frames, steady {r['throughput']:7.1f} fps over {r['span_s']:6.1f} s, "
-                      f"start-up {r['startup_s']:5.1f} s, wall {r['wall_s']:6.1f} s, "
+                      f"start-up {r['startup_s']:5.1f} s, tail {r['tail_s']:5.1f} s, wall {r['wall_s']:6.1f} s, host CPU {100 * r['cpu_busy']:3.0f} % busy, "
                       f"driver waited {r['coordinator_ms']:.3f} ms/shard on the coordinator", flush=True)
         base = rows[0]["throughput"] / rows[0]["workers"]
-        print("\nworkers  speed-up  efficiency")
+        print("\nworkers  speed-up  efficiency  with the tail")
         for r in rows:
             speedup = r["throughput"] / base
-            print(f"{r['workers']:7d}  {speedup:8.2f}  {100 * r['efficiency']:9.1f} %")
+            print(f"{r['workers']:7d}  {speedup:8.2f}  {100 * r['efficiency']:8.1f} %  {100 * r['efficiency_with_tail']:11.1f} %")
         in_process, via_actor = coordinator_cost(work)
         print(f"\ncoordinator at 10,000 shards: {in_process:.3f} ms per shard in process; {via_actor:.3f} ms per shard "
               "with one Ray actor call per completion (the worst case: the driver batches the completions of each "

@@ -95,7 +95,6 @@ class WorkerPool:
             "name": f"farm-worker-{job.job_id}-{(node or 'local')[:8]}-{worker_id}",
             "namespace": NAMESPACE,
             "max_restarts": 0,
-            "max_concurrency": 2,  # progress() answers while run_shard() works
         }
         if self.use_gpus:
             options.update(num_gpus=self.gpus_per_worker, num_cpus=1)
@@ -104,7 +103,7 @@ class WorkerPool:
         else:
             options.update(num_cpus=self.threads)
             threads = self.threads
-        handle: Any = ray.remote(EnhanceWorker).options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
+        handle: Any = ray.remote(concurrency_groups={"status": 1})(EnhanceWorker).options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
         self.members[worker_id] = _Member(handle, slot=node, node=node)
         self.pending_ready[handle.ready.remote()] = worker_id
 

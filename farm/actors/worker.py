@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import ray
+
 from farm.enhance import Enhancer, build_enhancer, check_node_weights, resolve_device
 from farm.errors import FarmError, StorageError
 from farm.actors.metrics import WorkerMetrics
@@ -112,6 +114,10 @@ class EnhanceWorker:
         info.update(self.enhancer.describe())
         return info
 
+    # progress() has a thread of its own, so that it answers while run_shard() works (the driver's
+    # heartbeat); run_shard() keeps one thread for all its calls. Giving the actor two threads for
+    # everything instead (max_concurrency=2) made the same CPU forward passes about 25 % slower.
+    @ray.method(concurrency_group="status")
     def progress(self) -> dict[str, Any]:
         with self._lock:
             p = self.progress_state
