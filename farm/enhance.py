@@ -405,13 +405,19 @@ class _EightBitParserInput:
 
 class _Guard:
     """Wraps GFPGANer's face network: GFPGANer catches a failing face and pastes the unrestored
-    crop; the guard keeps the error so the frame fails (or retries) instead of silently degrading."""
+    crop; the guard keeps the error so the frame fails (or retries) instead of silently degrading.
+
+    It also fixes the network's StyleGAN noise: GFPGANer draws fresh noise for every face, which
+    trained weights scale into visible grain, so the same frame would come out differently on a
+    retry, after a resume or on another node. farm uses the noise stored in the weights instead
+    (``randomize_noise=False``), so a frame's output depends only on the frame."""
 
     def __init__(self, network) -> None:
         self.network = network
         self.error: BaseException | None = None
 
     def __call__(self, *args, **kwargs):
+        kwargs.setdefault("randomize_noise", False)
         try:
             return self.network(*args, **kwargs)
         except BaseException as exc:

@@ -232,6 +232,28 @@ def test_face_path_equals_gfpganer(tmp_path, tiny_x4, face_weights):
 
 
 @pytest.mark.slow
+def test_face_noise_is_fixed_so_a_frame_always_gives_the_same_output(tmp_path, tiny_x4, face_weights):
+    """Trained GFPGAN weights scale StyleGAN noise into the face, and GFPGANer draws new noise on
+    every call; farm uses the noise stored in the weights, so a retried or resumed frame is
+    identical, and equals GFPGANer's result with that same stored noise."""
+    frames = noisy_frames(1, 80, 64, seed=4)
+    e, reference = face_setup(tmp_path, tiny_x4, face_weights, frames, {0: [face_row(12, 8, 44)]}, narrow=True)
+    net = e._guard.network
+    scales = [p for name, p in net.named_parameters() if name.endswith(".weight") and p.numel() == 1]
+    assert len(scales) > 4  # the noise scales of the decoder's style convolutions
+    for p in scales:
+        p.data.fill_(1.0)  # as trained weights do: noise that shows
+    first = e.enhance_batch(frames, [0])[0]
+    again = e.enhance_batch(frames, [0])[0]
+    assert np.array_equal(first, again)
+    drawn = [reference.enhance(frames[0], has_aligned=False, only_center_face=False, paste_back=True, weight=0.5)[2] for _ in range(2)]
+    assert max_abs_diff(drawn[0], drawn[1]) > 2  # GFPGANer itself differs from call to call
+    reference.gfpgan = lambda *a, **k: net(*a, randomize_noise=False, **k)
+    stored = reference.enhance(frames[0], has_aligned=False, only_center_face=False, paste_back=True, weight=0.5)[2]
+    assert max_abs_diff(first, stored) <= 1
+
+
+@pytest.mark.slow
 def test_face_path_at_a_non_integer_scale_equals_gfpganer(tmp_path, tiny_x4, face_weights):
     """--scale 3 with an x4 model: the background is resized (LANCZOS4) and the face pasted at x3,
     as GFPGANer(upscale=3) does."""
