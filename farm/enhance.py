@@ -408,7 +408,7 @@ class _Guard:
     crop; the guard keeps the error so the frame fails (or retries) instead of silently degrading.
 
     It also fixes the network's StyleGAN noise: GFPGANer draws fresh noise for every face, which
-    trained weights scale into visible grain, so the same frame would come out differently on a
+    trained weights may mix into the picture (learnt scales), so the same frame could come out differently on a
     retry, after a resume or on another node. farm uses the noise stored in the weights instead
     (``randomize_noise=False``), so a frame's output depends only on the frame."""
 
