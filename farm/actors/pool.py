@@ -103,7 +103,9 @@ class WorkerPool:
         else:
             options.update(num_cpus=self.threads)
             threads = self.threads
-        handle: Any = ray.remote(concurrency_groups={"status": 1})(EnhanceWorker).options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
+        # Ray's type stubs lack concurrency_groups, which ray.remote accepts (progress() has its own).
+        worker_class = ray.remote(concurrency_groups={"status": 1})(EnhanceWorker)  # type: ignore[call-overload]
+        handle: Any = worker_class.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
         self.members[worker_id] = _Member(handle, slot=node, node=node)
         self.pending_ready[handle.ready.remote()] = worker_id
 

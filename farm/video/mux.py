@@ -237,11 +237,19 @@ def _add_video_stream(out, spec: OutputConfig, first: SegmentRef, size: tuple[in
         options["preset"] = spec.preset
     if spec.codec in ("x264", "x265"):
         options["crf"] = str(spec.crf)
+    if spec.codec == "x265" and len(source.index) <= X265_FEW_FRAMES:
+        options["bf"] = "0"  # see X265_FEW_FRAMES
     elif spec.codec == "x264-lossless":
         options["qp"] = "0"
     stream.options = options
     stream.thread_type = "AUTO"
     return stream
+
+
+#: x265 given this few frames with B-frames allowed sometimes returns a packet with a garbage dts
+#: (about -6e13, seen in 1 of 10 two-frame encodes here), which MP4 refuses ("pts/dts pair
+#: unsupported") and other containers would store. A video that short gains nothing from B-frames.
+X265_FEW_FRAMES = 2
 
 
 def _average_rate(index: FrameIndex) -> Fraction:
