@@ -25,8 +25,7 @@ NAMESPACE = "farm"
 @dataclass
 class _Member:
     handle: Any
-    slot: str | None  # the node it was started for (None: any node)
-    node: str | None  # Ray node id it runs on (None until known)
+    node: str | None  # Ray node id it runs on or is pinned to (None until known)
     ready: bool = False
     device: str = "?"
     host: str = "?"
@@ -81,7 +80,12 @@ class WorkerPool:
         slots = self._slots(blocked)
         held: dict[str | None, int] = {}
         for m in self.members.values():
-            held[m.slot] = held.get(m.slot, 0) + 1
+            # GPU workers count for their node. One started before any GPU node existed has none
+            # until it is placed, and then takes the first free GPU: start no others meanwhile.
+            key = m.node if self.use_gpus else None
+            held[key] = held.get(key, 0) + 1
+        if None not in slots and held.get(None):
+            return lost
         for node, n in slots.items():
             for _ in range(n - held.get(node, 0)):
                 self._spawn(node)
@@ -106,7 +110,7 @@ class WorkerPool:
         # Ray's type stubs lack concurrency_groups, which ray.remote accepts (progress() has its own).
         worker_class = ray.remote(concurrency_groups={"status": 1})(EnhanceWorker)  # type: ignore[call-overload]
         handle: Any = worker_class.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
-        self.members[worker_id] = _Member(handle, slot=node, node=node)
+        self.members[worker_id] = _Member(handle, node=node)
         self.pending_ready[handle.ready.remote()] = worker_id
 
     def on_ready(self, ref, now: float) -> list:
