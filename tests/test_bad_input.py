@@ -48,7 +48,7 @@ def check_refused(
     assert "Traceback" not in stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     if code == 1:
-        assert len(lines) == 1, result.stderr
+        assert len(lines) == 1, stderr
     line = lines[-1]  # click's usage errors (exit 2) print the usage above the error line
     for word in words:
         assert word in line, line
