@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from farm.storage import Storage, is_url
+from farm.storage import Storage, is_url, normalize
 
 Status = Literal["ok", "info", "warn", "fail"]
 
@@ -142,7 +142,7 @@ def check_weights(weights_dir: str) -> list[Check]:
         if f.state == "missing":
             checks.append(Check(name, "warn", f"missing; run `{fetch} {f.name}`"))
             continue
-        actual = file_sha256(f.path)
+        actual = f.actual_sha256 or file_sha256(f.path)  # status() knows it when this node hashed it
         if actual == f.sha256:
             checks.append(Check(name, "ok", f"verified ({(f.size or 0) / 2**20:.1f} MiB)"))
         else:
@@ -156,7 +156,7 @@ def check_jobs_root(jobs_root: str) -> Check:
     parent (``farm submit`` creates it)."""
     name = f"jobs root {jobs_root}"
     if not is_url(jobs_root):
-        path = os.path.abspath(os.path.expanduser(jobs_root))
+        path = normalize(jobs_root)  # as Storage reads it (``file://`` too)
         if not os.path.isdir(path):
             parent = _nearest_existing(path)
             if os.access(parent, os.W_OK | os.X_OK):

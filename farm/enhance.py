@@ -21,6 +21,7 @@ from farm.faces import FacePath
 from farm.models import FACE_DETECTOR, FACE_MODELS, FACE_PARSER, SR_MODELS, WeightsFile
 from farm.upscale import BatchUpscaler, batch_for
 from farm.video.geometry import Geometry, place
+from farm.weights import verify_file
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,6 @@ def registry_path(weights_dir: str | None, weights: WeightsFile, what: str) -> s
             "or pass --weights-dir pointing at a folder that has it"
         )
     return path
-
-
-def verify_registry_file(path: str, weights: WeightsFile) -> None:
-    """Refuse a registry file whose content is not the official release's (hashed once per node,
-    see :func:`farm.weights.file_sha256`)."""
-    from farm.weights import verify_file
-
-    verify_file(path, weights)
 
 
 def load_state_dict(path: str) -> dict[str, Any]:
@@ -186,7 +179,7 @@ def resolve_sr(config: ModelConfig) -> tuple[str, WeightsFile | None]:
     return registry_path(config.weights_dir, entry.weights, f"model {config.model}"), entry.weights
 
 
-def check_weights(config: ModelConfig, verify: bool = True) -> int:
+def check_weights(config: ModelConfig) -> int:
     """Fail fast, before any work, on weights that are missing, damaged, or do not fit the
     request; returns the SR model's native scale.
 
@@ -197,23 +190,14 @@ def check_weights(config: ModelConfig, verify: bool = True) -> int:
         from farm.testing import FakeEnhancer
 
         return FakeEnhancer.parse(config.model).model_scale
-    path, registry = resolve_sr(config)
-    if registry is not None and verify and not config.trust_weights:
-        verify_registry_file(path, registry)
+    check_node_weights(config)
+    path, _ = resolve_sr(config)
     arch = sr_arch_from_state_dict(load_state_dict(path), path)
     expected = SR_MODELS[config.model]
     if config.sr_weights is None and (arch.kind, arch.scale) != (expected.arch, expected.scale):
         raise WeightsError(f"{path} is a x{arch.scale} {arch.kind} model, but {config.model} is x{expected.scale} {expected.arch}")
     if config.face:
-        face_path, face_registry = _face_weights_path(config)
-        for weights, what in ((FACE_PARSER, "face parser"),) + (
-            ((FACE_DETECTOR, "face detector"),) if not config.face_detector.startswith("scripted:") else ()
-        ):
-            aux = registry_path(config.weights_dir, weights, what)
-            if verify and not config.trust_weights:
-                verify_registry_file(aux, weights)
-        if face_registry is not None and verify and not config.trust_weights:
-            verify_registry_file(face_path, face_registry)
+        face_path, _ = _face_weights_path(config)
         gfpgan_channel_multiplier(load_state_dict(face_path), face_path)
     return arch.scale
 
@@ -249,9 +233,10 @@ def check_node_weights(config: ModelConfig) -> None:
     Raises:
         UnknownModel, MissingWeights, WeightsError: naming the file.
     """
-    for path, weights in registry_files(config):
-        if not config.trust_weights:
-            verify_registry_file(path, weights)
+    files = registry_files(config)
+    if not config.trust_weights:
+        for path, weights in files:
+            verify_file(path, weights)
 
 
 def _face_weights_path(config: ModelConfig) -> tuple[str, WeightsFile | None]:
@@ -429,7 +414,7 @@ class _Guard:
 
 
 @contextlib.contextmanager
-def _facexlib_setup(weights_dir: str | None, detector: str) -> Iterator[None]:
+def facexlib_setup(weights_dir: str | None, detector: str) -> Iterator[None]:
     """While GFPGANer is built: facexlib loads from ``weights_dir`` (never downloading into the
     working directory) and uses the requested detector."""
     import facexlib.utils.face_restoration_helper as frh
@@ -497,7 +482,7 @@ class ModelEnhancer:
 
             face_path, _ = _face_weights_path(config)
             multiplier = gfpgan_channel_multiplier(load_state_dict(face_path), face_path)
-            with _facexlib_setup(config.weights_dir, config.face_detector):
+            with facexlib_setup(config.weights_dir, config.face_detector):
                 try:
                     self.restorer = GFPGANer(
                         model_path=face_path,

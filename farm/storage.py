@@ -103,7 +103,7 @@ class Storage:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
@@ -133,7 +133,7 @@ class Storage:
                 with open(scratch, "rb") as f:
                     os.fsync(f.fileno())
                 os.replace(scratch, self._path(rel))
-                _fsync_dir(Path(self._path(rel)).parent)
+                fsync_dir(Path(self._path(rel)).parent)
             else:
                 self.fs.put_file(scratch, self._path(rel))
                 os.unlink(scratch)
@@ -157,7 +157,7 @@ class Storage:
             raise StorageError(f"cannot {verb} {self.url(rel)}: {exc}") from exc
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     # Some filesystems (and NFS mounts) refuse fsync on directories; the rename still holds.
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -187,10 +187,14 @@ def split_location(location: str) -> tuple[str, str]:
     return parent or "/", name
 
 
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str) -> str:
     """Hex sha256 of a local file, read in chunks."""
-    digest = hashlib.sha256()
+    return hash_file_into(hashlib.sha256(), path).hexdigest()
+
+
+def hash_file_into(digest: Any, path: str, chunk: int = 1 << 20) -> Any:
+    """``digest`` (a hashlib object) updated with the content of the local file ``path``."""
     with open(path, "rb") as f:
         while block := f.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+    return digest

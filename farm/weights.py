@@ -22,13 +22,10 @@ from typing import Literal, Protocol
 from farm import __version__
 from farm.errors import UnknownModel, UsageError, WeightsError
 from farm.models import WeightsFile, all_weights
-from farm.storage import is_url, sha256_file
+from farm.storage import fsync_dir, hash_file_into, is_url, sha256_file
 
 log = logging.getLogger(__name__)
 
-#: Serves the registry's file names from another server (a mirror, or a test server):
-#: ``$FARM_WEIGHTS_BASE_URL/<file>`` replaces each file's official URL.
-BASE_URL_ENV = "FARM_WEIGHTS_BASE_URL"
 #: Where a node keeps its verification cache (default: ``<temp dir>/farm-<uid>``).
 NODE_CACHE_ENV = "FARM_NODE_CACHE_DIR"
 PART_SUFFIX = ".part"
@@ -120,8 +117,7 @@ def select(names: Iterable[str] = (), registry: Mapping[str, WeightsFile] | None
 
 def source_url(weights: WeightsFile, base_url: str | None = None) -> str:
     """Where to download ``weights`` from: the official URL, or ``<base_url>/<file>``."""
-    base = base_url or os.environ.get(BASE_URL_ENV)
-    return f"{base.rstrip('/')}/{weights.file}" if base else weights.url
+    return f"{base_url.rstrip('/')}/{weights.file}" if base_url else weights.url
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,34 +127,29 @@ def source_url(weights: WeightsFile, base_url: str | None = None) -> str:
 def file_sha256(path: str) -> str:
     """The sha256 of a local file, from this node's cache when the file (path, size, mtime) has
     been hashed before: eight workers on one node hash a 350 MB file once, not eight times."""
-    st = os.stat(path)
-    key = os.path.realpath(path)
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    key, stamp = _stamp(path)
     cache = _cache_file()
     if cache is None:
         return sha256_file(path)
     # The lock makes the workers starting together on a node wait for the first one's hash.
     with _locked(cache + ".lock", remove=False):
         entries = _read_cache(cache)
-        entry = entries.get(key)
-        if entry and {k: entry.get(k) for k in stamp} == stamp and isinstance(entry.get("sha256"), str):
-            return entry["sha256"]
+        known = _lookup(entries, key, stamp)
+        if known is not None:
+            return known
         digest = sha256_file(path)
         entries[key] = {**stamp, "sha256": digest}
         _write_cache(cache, entries)
         return digest
 
 
-def verify_file(path: str, weights: WeightsFile, *, fresh: bool = False) -> None:
-    """Refuse a registry file whose content is not the official release's.
-
-    Args:
-        fresh: hash the file even if this node has hashed it before (``farm models verify``).
+def verify_file(path: str, weights: WeightsFile) -> None:
+    """Refuse a registry file whose content is not the official release's (hashed once per node).
 
     Raises:
         WeightsError: naming the file, both hashes (abridged) and the fixes.
     """
-    actual = _fresh_sha256(path) if fresh else file_sha256(path)
+    actual = file_sha256(path)
     if actual != weights.sha256:
         raise WeightsError(
             f"{path} is not the official {weights.file} (sha256 {actual[:12]}…, expected {weights.sha256[:12]}…); "
@@ -205,7 +196,6 @@ def fetch(
     base_url: str | None = None,
     force: bool = False,
     progress: FetchProgress | None = None,
-    timeout_s: float = TIMEOUT_S,
 ) -> list[Fetched]:
     """Download the selected registry files into ``weights_dir``; files already there and
     verified are left alone. Each file is streamed into ``<file>.part`` (resumed with an HTTP
@@ -239,7 +229,7 @@ def fetch(
             path = os.path.join(root, weights.file)
             try:
                 with _locked(os.path.join(root, f".{weights.file}.lock")):
-                    results.append(_fetch_one(session, name, weights, path, source_url(weights, base_url), force, progress, timeout_s))
+                    results.append(_fetch_one(session, name, weights, path, source_url(weights, base_url), force, progress))
             except (WeightsError, OSError) as exc:
                 message = str(exc) if isinstance(exc, WeightsError) else f"cannot place {path}: {exc.strerror or exc}"
                 log.info("%s", message)  # returned to the caller, who reports it
@@ -249,7 +239,7 @@ def fetch(
     return results
 
 
-def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, force: bool, progress: FetchProgress | None, timeout_s: float) -> Fetched:
+def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, force: bool, progress: FetchProgress | None) -> Fetched:
     if os.path.isfile(path):
         actual = file_sha256(path)
         if actual == weights.sha256:
@@ -267,7 +257,7 @@ def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, fo
     # One retry from zero when the server says the part is already whole or too long (HTTP 416).
     for _ in range(2):
         kept = os.path.getsize(part) if os.path.isfile(part) else 0
-        got = _download(session, name, weights, url, part, kept, progress, timeout_s)
+        got = _download(session, name, weights, url, part, kept, progress)
         if got is None:
             _unlink(part)
             continue
@@ -279,7 +269,7 @@ def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, fo
                 "nothing was placed (a wrong mirror or a changed release?)"
             )
         os.replace(part, path)
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
         _remember(path, digest)
         if progress is not None:
             progress.finish(name, "resumed" if kept else "downloaded")
@@ -287,7 +277,7 @@ def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, fo
     raise WeightsError(f"{url} refuses to serve {weights.file} (HTTP 416 even from the first byte)")
 
 
-def _download(session, name: str, weights: WeightsFile, url: str, part: str, kept: int, progress: FetchProgress | None, timeout_s: float) -> tuple[str, int, int] | None:
+def _download(session, name: str, weights: WeightsFile, url: str, part: str, kept: int, progress: FetchProgress | None) -> tuple[str, int, int] | None:
     """Stream ``url`` into ``part`` after its first ``kept`` bytes; returns (sha256 of the whole
     part, bytes received, bytes kept), or None when the server says ``kept`` is past the end."""
     import requests
@@ -296,10 +286,10 @@ def _download(session, name: str, weights: WeightsFile, url: str, part: str, kep
     received = 0
     streaming = False
     try:
-        with session.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
+        with session.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as response:
             if response.status_code == 416 and kept:
                 # The part may already be complete (interrupted between the last byte and the rename).
-                whole = _fresh_sha256(part)
+                whole = sha256_file(part)
                 if whole == weights.sha256:
                     if progress is not None:
                         progress.start(name, weights.file, kept, kept)
@@ -313,9 +303,7 @@ def _download(session, name: str, weights: WeightsFile, url: str, part: str, kep
                 raise WeightsError(f"cannot download {weights.file} from {url}: HTTP {response.status_code} {response.reason}")
             length = response.headers.get("Content-Length")
             total = kept + int(length) if length and length.isdigit() else None
-            digest = hashlib.sha256()
-            if kept:
-                _hash_into(digest, part)
+            digest = hash_file_into(hashlib.sha256(), part) if kept else hashlib.sha256()
             if progress is not None:
                 progress.start(name, weights.file, total, kept)
             streaming = True
@@ -354,12 +342,6 @@ def _range_start(content_range: str | None) -> int | None:
 # Helpers
 
 
-def _hash_into(digest, path: str) -> None:
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-
-
 def _fresh_sha256(path: str) -> str:
     digest = sha256_file(path)
     _remember(path, digest)
@@ -371,10 +353,10 @@ def _remember(path: str, digest: str) -> None:
     cache = _cache_file()
     if cache is None:
         return
-    st = os.stat(path)
+    key, stamp = _stamp(path)
     with _locked(cache + ".lock", remove=False):
         entries = _read_cache(cache)
-        entries[os.path.realpath(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        entries[key] = {**stamp, "sha256": digest}
         _write_cache(cache, entries)
 
 
@@ -382,10 +364,19 @@ def _cached_sha256(path: str) -> str | None:
     cache = _cache_file()
     if cache is None:
         return None
+    return _lookup(_read_cache(cache), *_stamp(path))
+
+
+def _stamp(path: str) -> tuple[str, dict[str, int]]:
+    """The cache key of a file and what must not have changed for its cached hash to hold."""
     st = os.stat(path)
-    entry = _read_cache(cache).get(os.path.realpath(path))
-    if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
-        return entry.get("sha256")
+    return os.path.realpath(path), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _lookup(entries: dict, key: str, stamp: dict[str, int]) -> str | None:
+    entry = entries.get(key)
+    if entry and all(entry.get(k) == v for k, v in stamp.items()) and isinstance(entry.get("sha256"), str):
+        return entry["sha256"]
     return None
 
 
@@ -461,12 +452,3 @@ def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
-
-def _fsync_dir(path: str) -> None:
-    # Some filesystems (and NFS mounts) refuse fsync on directories; the rename still holds.
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

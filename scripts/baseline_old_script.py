@@ -11,7 +11,8 @@ copied. There is no ffmpeg binary here, so the final encode uses PyAV (the same 
 is OpenCV's bicubic, as ffmpeg's default scaler is.
 
 Two seams let benchmarks run it offline on random weights: --weights-dir (facexlib's detector and
-parser) and --face-detector scripted:PATH (farm.testing.ScriptedFaceDetector decides the faces).
+parser) and --face-detector scripted:PATH (farm.testing.ScriptedFaceDetector decides the faces),
+both through farm.enhance.facexlib_setup, which changes nothing else about GFPGANer.
 The last line printed is a JSON object with the timings.
 
     .venv/bin/python scripts/baseline_old_script.py in.mp4 -o out.mp4 --work work/ \\
@@ -21,7 +22,6 @@ The last line printed is a JSON object with the timings.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import json
 import os
@@ -36,33 +36,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-@contextlib.contextmanager
-def facexlib_seams(weights_dir: str, detector: str):
-    """facexlib loads its models from ``weights_dir`` and, for ``scripted:PATH``, uses the scripted
-    detector: the script's only changes for running offline on random weights."""
-    import facexlib.utils.face_restoration_helper as frh
-    import gfpgan.utils
-
-    original_helper, original_init = gfpgan.utils.FaceRestoreHelper, frh.init_detection_model
-
-    def helper(*args, **kwargs):
-        kwargs["model_rootpath"] = weights_dir
-        return original_helper(*args, **kwargs)
-
-    gfpgan.utils.FaceRestoreHelper = helper
-    if detector.startswith("scripted:"):
-        from farm.testing import ScriptedFaceDetector
-
-        frh.init_detection_model = lambda *a, **k: ScriptedFaceDetector(detector.split(":", 1)[1])
-    try:
-        yield
-    finally:
-        gfpgan.utils.FaceRestoreHelper = original_helper
-        frh.init_detection_model = original_init
-
-
 def load_models(args):
-    from farm.enhance import install_torchvision_shim
+    from farm.enhance import facexlib_setup, install_torchvision_shim
 
     install_torchvision_shim()
     import torch
@@ -74,7 +49,7 @@ def load_models(args):
     half = args.fp16 if args.fp16 is not None else args.device == "cuda"
     model = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
     upsampler = RealESRGANer(scale=4, model_path=args.sr_weights, model=model, tile=6000, tile_pad=10, pre_pad=10, half=half, device=device)
-    with facexlib_seams(args.weights_dir, args.face_detector):
+    with facexlib_setup(args.weights_dir, args.face_detector):
         restorer = GFPGANer(model_path=args.face_weights, upscale=4, arch="clean", channel_multiplier=2, bg_upsampler=upsampler, device=device)
     return restorer
 

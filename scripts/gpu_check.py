@@ -90,7 +90,7 @@ def old_rows(args, weights, script, precision, faces, budget, clip):
     from gfpgan import GFPGANer
     from realesrgan import RealESRGANer
 
-    from baseline_old_script import facexlib_seams
+    from farm.enhance import facexlib_setup
 
     device = torch.device(args.device)
     net = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
@@ -98,7 +98,7 @@ def old_rows(args, weights, script, precision, faces, budget, clip):
                              half=precision == "fp16", device=device)
     restorer = None
     if faces:
-        with facexlib_seams(weights["dir"], f"scripted:{script}"):
+        with facexlib_setup(weights["dir"], f"scripted:{script}"):
             restorer = GFPGANer(model_path=weights["face"], upscale=4, arch="clean", channel_multiplier=2, bg_upsampler=upsampler, device=device)
 
     def one(frame):

@@ -179,7 +179,7 @@ def narrow_gfpgan():
 def face_setup(tmp_path, tiny_x4, face_weights, frames, faces, scale=None, narrow=False, device="cpu"):
     """A farm enhancer and a reference GFPGANer (with RealESRGANer) on the same weights, the same
     scripted faces and the same stand-in parser (and, with ``narrow``, the same narrow GFPGAN)."""
-    from farm.enhance import _facexlib_setup, install_torchvision_shim
+    from farm.enhance import facexlib_setup, install_torchvision_shim
 
     script = write_face_script(str(tmp_path / "faces.json"), {frame_key(frames[i]): rows for i, rows in faces.items()})
     h, w = frames[0].shape[:2]
@@ -191,7 +191,7 @@ def face_setup(tmp_path, tiny_x4, face_weights, frames, faces, scale=None, narro
     import torch
     from gfpgan import GFPGANer
 
-    with _facexlib_setup(face_weights["dir"], f"scripted:{script}"):
+    with facexlib_setup(face_weights["dir"], f"scripted:{script}"):
         reference = GFPGANer(model_path=face_weights["gfpgan"], upscale=geometry(4).outscale, arch="clean", channel_multiplier=1,
                              bg_upsampler=reference_upsampler(tiny_x4, 4), device=torch.device(device))
     parser = TinyParser()

@@ -89,12 +89,12 @@ def check_streams_fit(source: SourceInfo, output: str, codec: str) -> None:
     encoder = CODEC_SPECS[codec].encoder
     with open_input(source.location) as src:
         others = [s for s in src.streams if s.index != source.video_stream]
+        if _header_error(fmt, encoder, others) is None:
+            return
         if _header_error(fmt, encoder, []) is not None:
             raise OutputError(
                 f"--codec {codec} cannot be stored in {ext} ({fmt}); {_suggest(ext, encoder, [])}"
             )
-        if _header_error(fmt, encoder, others) is None:
-            return
         for stream in others:
             if _header_error(fmt, encoder, [stream]) is not None:
                 raise OutputError(
@@ -237,10 +237,10 @@ def _add_video_stream(out, spec: OutputConfig, first: SegmentRef, size: tuple[in
         options["preset"] = spec.preset
     if spec.codec in ("x264", "x265"):
         options["crf"] = str(spec.crf)
-    if spec.codec == "x265" and len(source.index) <= X265_FEW_FRAMES:
-        options["bf"] = "0"  # see X265_FEW_FRAMES
     elif spec.codec == "x264-lossless":
         options["qp"] = "0"
+    if spec.codec == "x265" and len(source.index) <= X265_FEW_FRAMES:
+        options["bf"] = "0"  # see X265_FEW_FRAMES
     stream.options = options
     stream.thread_type = "AUTO"
     return stream
