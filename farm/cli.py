@@ -308,7 +308,8 @@ def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None
     Example:
       farm resume holiday-3f9a2c1b7d0e --jobs-root /mnt/nfs/farm-jobs
     """
-    from farm.driver import resume_config, submit as run_submit
+    from farm.driver import submit as run_submit
+    from farm.prepare import resume_config
 
     cfg = resume_config(jobs_root, job_id, workers=workers, max_attempts=max_attempts)
     result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress), quiet or as_json)

@@ -39,7 +39,7 @@ from farm.ledger import (
     Tick,
     WorkerLost,
 )
-from farm.prepare import Prepared, identify, prepare, resume_config  # noqa: F401  (resume_config: public here too)
+from farm.prepare import Prepared, identify, prepare
 from farm.storage import is_url, normalize
 from farm.video.mux import verify
 

@@ -29,6 +29,7 @@ SPEC = "job.json"
 LEDGER = "ledger.json"
 CONTROL = "control.json"
 LIVE = "live.json"
+SUBMIT = "submit.json"  # the last submit's output settings, for `farm resume JOB`
 SEGMENTS = "segments"
 LOGS = "logs"
 

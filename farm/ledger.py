@@ -222,10 +222,6 @@ class Ledger:
         self._failed_on.setdefault(record.shard, set()).add(record.node)
         self._node_failures[record.node] += 1
 
-    def requeue(self) -> None:
-        """Rebuild the queue of pending shards (after ``done`` was changed from outside)."""
-        self._queue = None
-
     def _requeue(self, shard: int) -> None:
         if self._queue is not None:
             heapq.heappush(self._queue, shard)

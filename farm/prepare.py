@@ -16,7 +16,7 @@ from typing import Any
 from farm.config import JobConfig, OutputConfig, job_id as make_job_id
 from farm.enhance import check_weights
 from farm.errors import FarmError, InputError, OutputError, StorageError, UsageError
-from farm.jobs import JobDir, JobSpec
+from farm.jobs import SUBMIT, JobDir, JobSpec
 from farm.plan import default_shard_frames
 from farm.storage import Storage, is_url, normalize, sha256_file, split_location
 from farm.video.encode import encodable_size, output_pix_fmt
@@ -26,7 +26,6 @@ from farm.video.probe import SourceInfo, probe
 
 log = logging.getLogger(__name__)
 
-SUBMIT = "submit.json"  # the last submit's output settings, for `farm resume JOB`
 
 
 @dataclass(frozen=True)

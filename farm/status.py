@@ -8,7 +8,7 @@ from typing import Any
 
 from farm.actors.coordinator import summarize
 from farm.errors import InputError
-from farm.jobs import SPEC, JobDir
+from farm.jobs import SPEC, SUBMIT, JobDir
 from farm.ledger import Ledger, Policy
 from farm.storage import Storage
 
@@ -57,7 +57,7 @@ def job_status(jobs_root: str, job_id: str) -> dict[str, Any]:
         }
     )
     try:
-        info["output"] = job.storage.read_json("submit.json")["output"]
+        info["output"] = job.storage.read_json(SUBMIT)["output"]
     except FileNotFoundError:
         info["output"] = None
     live = job.read_live() or {}

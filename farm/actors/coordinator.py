@@ -14,7 +14,7 @@ from typing import Any
 
 from farm.actors.metrics import JobMetrics
 from farm.jobs import JobDir
-from farm.ledger import Assign, DoneRecord, Event, Instruction, Ledger, Policy, ShardFailed, WorkerJoined, WorkerLost
+from farm.ledger import Assign, DoneRecord, Event, Instruction, Ledger, Policy, WorkerJoined, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Coordinator:
         before = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
         instructions = self.ledger.handle(*events)
         after = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
-        self._count(events, instructions, after[2] - before[2])
+        self._count(instructions, after[2] - before[2], after[1] - before[1])
         if after != before:
             self._dirty = True
             # State changes and failures are written at once; completions are also in receipts.
@@ -100,14 +100,15 @@ class Coordinator:
                 self.workers.setdefault(event.worker, {"worker": event.worker, "node": event.node})
         return instructions
 
-    def _count(self, events: list[Event], instructions: list[Instruction], newly_done: int) -> None:
+    def _count(self, instructions: list[Instruction], newly_done: int, newly_failed: int) -> None:
+        """Metrics from what the ledger decided: failed attempts include lost workers and expired
+        leases, and exclude late reports the ledger ignored."""
         m = self.metrics
         if newly_done:
             m.done.inc(newly_done)
             m.progress.set(self.ledger.frames_done)
-        failed = sum(isinstance(e, ShardFailed) for e in events)
-        if failed:
-            m.failed.inc(failed)
+        if newly_failed:
+            m.failed.inc(newly_failed)
         retried = sum(isinstance(i, Assign) and i.attempt > 1 for i in instructions)
         if retried:
             m.retried.inc(retried)
@@ -182,7 +183,6 @@ class Coordinator:
             self._dirty = True
         if ledger.state == "done" and len(ledger.done) != len(ledger.shards):
             ledger.state = "running"
-        ledger.requeue()
 
 
 def summarize(job_id: str, ledger: Ledger) -> dict[str, Any]:

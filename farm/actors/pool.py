@@ -54,12 +54,12 @@ class WorkerPool:
         n = self.cap or max(1, cpus // 4)
         return n, max(1, cpus // n)
 
-    def _slots(self, blocked: set[str]) -> dict[str | None, int]:
-        """How many workers each live node should hold."""
+    def _slots(self, blocked: set[str], nodes: list[dict]) -> dict[str | None, int]:
+        """How many workers each live node (of ``ray.nodes()``) should hold."""
         if not self.use_gpus:
             return {None: self.cpu_workers}
         slots: dict[str | None, int] = {}
-        for node in ray.nodes():
+        for node in nodes:
             gpus = node.get("Resources", {}).get("GPU", 0)
             if node.get("Alive") and gpus and node["NodeID"] not in blocked:
                 slots[node["NodeID"]] = int(gpus // self.gpus_per_worker + 1e-9)
@@ -71,13 +71,14 @@ class WorkerPool:
         """Forget workers on nodes that died (returning WorkerLost for them) and start workers
         where slots are free, on live nodes that are not blocked."""
         lost = []
+        nodes = ray.nodes() if self.use_gpus else []
         if self.use_gpus:
-            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+            alive = {n["NodeID"] for n in nodes if n.get("Alive")}
             for worker_id, member in list(self.members.items()):
                 if member.node is not None and member.node not in alive:
                     lost.append(WorkerLost(worker_id, now, f"node {member.node[:8]} is gone"))
                     self.remove(worker_id)
-        slots = self._slots(blocked)
+        slots = self._slots(blocked, nodes)
         held: dict[str | None, int] = {}
         for m in self.members.values():
             # GPU workers count for their node. One started before any GPU node existed has none
@@ -107,9 +108,7 @@ class WorkerPool:
         else:
             options.update(num_cpus=self.threads)
             threads = self.threads
-        # Ray's type stubs lack concurrency_groups, which ray.remote accepts (progress() has its own).
-        worker_class = ray.remote(concurrency_groups={"status": 1})(EnhanceWorker)  # type: ignore[call-overload]
-        handle: Any = worker_class.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
+        handle: Any = _REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
         self.members[worker_id] = _Member(handle, node=node)
         self.pending_ready[handle.ready.remote()] = worker_id
 
@@ -143,6 +142,11 @@ class WorkerPool:
     def shutdown(self) -> None:
         for worker_id in list(self.members):
             self.remove(worker_id)
+
+
+# progress() has a concurrency group of its own (see EnhanceWorker.progress). Ray's type stubs lack
+# concurrency_groups, which ray.remote accepts.
+_REMOTE_WORKER = ray.remote(concurrency_groups={"status": 1})(EnhanceWorker)  # type: ignore[call-overload]
 
 
 def _spread(slots: dict[str | None, int], cap: int) -> dict[str | None, int]:

@@ -30,15 +30,14 @@ class CodecSpec:
     pix_fmt_8bit: str
     pix_fmt_high: str
     lossless: bool
-    even_dimensions: bool  # chroma subsampling needs even width and height
 
 
 CODEC_SPECS: dict[str, CodecSpec] = {
-    "x264": CodecSpec("libx264", "yuv420p", "yuv420p10le", lossless=False, even_dimensions=True),
-    "x265": CodecSpec("libx265", "yuv420p", "yuv420p10le", lossless=False, even_dimensions=True),
-    "x264-lossless": CodecSpec("libx264rgb", "bgr24", "bgr24", lossless=True, even_dimensions=False),
-    "ffv1": CodecSpec("ffv1", "bgr0", "gbrp16le", lossless=True, even_dimensions=False),
-    "png": CodecSpec("png", "rgb24", "rgb48be", lossless=True, even_dimensions=False),
+    "x264": CodecSpec("libx264", "yuv420p", "yuv420p10le", lossless=False),
+    "x265": CodecSpec("libx265", "yuv420p", "yuv420p10le", lossless=False),
+    "x264-lossless": CodecSpec("libx264rgb", "bgr24", "bgr24", lossless=True),
+    "ffv1": CodecSpec("ffv1", "bgr0", "gbrp16le", lossless=True),
+    "png": CodecSpec("png", "rgb24", "rgb48be", lossless=True),
 }
 
 
