@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from farm.storage import Storage, is_url, normalize
+from farm.storage import Storage, is_url, nearest_existing, normalize
 
 Status = Literal["ok", "info", "warn", "fail"]
 
@@ -158,7 +158,7 @@ def check_jobs_root(jobs_root: str) -> Check:
     if not is_url(jobs_root):
         path = normalize(jobs_root)  # as Storage reads it (``file://`` too)
         if not os.path.isdir(path):
-            parent = _nearest_existing(path)
+            parent = nearest_existing(path)
             if os.access(parent, os.W_OK | os.X_OK):
                 return Check(name, "info", f"does not exist yet; `farm submit` creates it under {parent}")
             return Check(name, "fail", f"does not exist, and {parent} is not writable; pass --jobs-root or set FARM_JOBS_ROOT")
@@ -170,12 +170,6 @@ def check_jobs_root(jobs_root: str) -> Check:
     except Exception as exc:  # storage back ends raise many types; the finding is that it fails
         return Check(name, "fail", f"not writable: {exc}")
     return Check(name, "ok", "writable")
-
-
-def _nearest_existing(path: str) -> str:
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
 
 
 def _version(distribution: str) -> str | None:

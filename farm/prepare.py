@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from farm.config import JobConfig, OutputConfig, job_id as make_job_id
+from farm.config import JobConfig, ModelConfig, OutputConfig, job_id as make_job_id
 from farm.enhance import check_weights
 from farm.errors import FarmError, InputError, OutputError, StorageError, UsageError
 from farm.jobs import SUBMIT, JobDir, JobSpec
 from farm.plan import default_shard_frames
-from farm.storage import Storage, is_url, normalize, sha256_file, split_location
+from farm.storage import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
 from farm.video.encode import encodable_size, output_pix_fmt
 from farm.video.geometry import Geometry, plan_geometry
 from farm.video.mux import check_streams_fit, container_for
@@ -69,9 +69,7 @@ def check_output(cfg: JobConfig) -> None:
         return
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
-        above = parent
-        while not os.path.exists(above):
-            above = os.path.dirname(above)
+        above = nearest_existing(parent)
         if not os.path.isdir(above):
             raise OutputError(f"the output {out} is under {above}, which is a file, not a folder; choose another output path")
         raise OutputError(f"the output folder {parent} does not exist; create it first")
@@ -110,9 +108,7 @@ def free_bytes(location: str) -> tuple[int, int] | None:
     ``location``; None for object storage, whose space farm cannot know."""
     if is_url(location):
         return None
-    path = location
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
+    path = nearest_existing(location)
     return shutil.disk_usage(path).free, os.stat(path).st_dev
 
 
@@ -165,13 +161,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     geometry = plan_geometry(source.width, source.height, model_scale, model.scale, model.target)
     if encodable_size(*geometry.canvas, pix_fmt) != geometry.canvas:
         log.warning("%s needs even sides: the %dx%d output loses its last odd row or column", pix_fmt, *geometry.canvas)
-    model = dataclasses.replace(
-        model,
-        sr_weights_sha256=sha256_file(model.sr_weights) if model.sr_weights else None,
-        face_weights_sha256=sha256_file(model.face_weights) if model.face and model.face_weights else None,
-    )
-    fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
-    job_id = make_job_id(source.location, fingerprint, model)
+    model, fingerprint, job_id = _identity(model, source)
     jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
     job = JobDir(jobs_root, job_id)
     check_disk_space(cfg, job, source, geometry)
@@ -212,16 +202,21 @@ def _size(location: str) -> int:
 def identify(cfg: JobConfig) -> str | None:
     """The job id ``cfg`` will have, when the input (and any own weights) are readable here."""
     try:
-        source = probe(cfg.input)
-        model = dataclasses.replace(
-            cfg.model,
-            sr_weights_sha256=sha256_file(cfg.model.sr_weights) if cfg.model.sr_weights else None,
-            face_weights_sha256=sha256_file(cfg.model.face_weights) if cfg.model.face and cfg.model.face_weights else None,
-        )
-        fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
-        return make_job_id(source.location, fingerprint, model)
+        return _identity(cfg.model, probe(cfg.input))[2]
     except (FarmError, OSError):
         return None
+
+
+def _identity(model: ModelConfig, source: SourceInfo) -> tuple[ModelConfig, str, str]:
+    """``model`` with the hashes of a user's own weights files, the input's fingerprint, and the
+    job id they give: the same input, settings and weights always make the same job."""
+    model = dataclasses.replace(
+        model,
+        sr_weights_sha256=sha256_file(model.sr_weights) if model.sr_weights else None,
+        face_weights_sha256=sha256_file(model.face_weights) if model.face and model.face_weights else None,
+    )
+    fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
+    return model, fingerprint, make_job_id(source.location, fingerprint, model)
 
 
 def load_submit(jobs_root: str, job_id: str) -> dict[str, Any]:

@@ -167,6 +167,13 @@ def fsync_dir(path: str | Path) -> None:
             os.close(fd)
 
 
+def nearest_existing(path: str) -> str:
+    """``path``, or its closest ancestor that exists (a local path)."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def open_location(location: str) -> IO | str:
     """What PyAV should open for ``location``: the path itself when local, else a file object."""
     location = normalize(location)

@@ -61,8 +61,9 @@ class EnhanceWorker:
         self.enhancer: Enhancer | None = None
         self.progress_state = ShardProgress()
         self._lock = threading.Lock()
-        self.metrics = WorkerMetrics(job_id, "?", worker_id)
-        self.node = "?"
+        self.node = _node_id()
+        self.host = socket.gethostname()
+        self.metrics = WorkerMetrics(job_id, self.node[:8], worker_id)
 
     def __repr__(self) -> str:  # Ray shows it, once, in the dashboard's actor list
         return f"EnhanceWorker({self.worker_id} of job {self.job.job_id})"
@@ -94,18 +95,15 @@ class EnhanceWorker:
 
         if self.enhancer is None:
             self.enhancer = self._setup()
-        host = socket.gethostname()
         try:
             with open_input(self.spec.source.location):
                 pass
         except FarmError as exc:
-            raise StorageError(f"worker {self.worker_id} on {host} cannot read the input: {exc}") from None
-        self.job.check_writable(f"worker {self.worker_id} on {host}")
-        self.node = _node_id()
-        self.metrics = WorkerMetrics(self.job.job_id, self.node[:8], self.worker_id)
+            raise StorageError(f"worker {self.worker_id} on {self.host} cannot read the input: {exc}") from None
+        self.job.check_writable(f"worker {self.worker_id} on {self.host}")
         info = {
             "worker": self.worker_id,
-            "host": host,
+            "host": self.host,
             "node_id": self.node,
             "pid": os.getpid(),
             "python": platform.python_version(),
@@ -179,7 +177,7 @@ class EnhanceWorker:
             "faces": faces,
             "worker": self.worker_id,
             "node": self.node,
-            "host": socket.gethostname(),
+            "host": self.host,
             "attempt": attempt,
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
@@ -284,7 +282,7 @@ class EnhanceWorker:
             "frames": [start, stop],
             "attempt": attempt,
             "worker": self.worker_id,
-            "host": socket.gethostname(),
+            "host": self.host,
             "node": self.node,
             "device": self.device,
             "started": round(t0, 3),
