@@ -11,7 +11,7 @@ import av
 import numpy as np
 
 from farm.errors import DecodeError
-from farm.video.index import FrameIndex
+from farm.video.index import FrameIndex, decode_packet, open_filter
 from farm.video.probe import open_input
 
 #: Seeks that overshoot the shard's first frame are retried from keyframes 1, 2, 4, 8 further back;
@@ -51,18 +51,18 @@ def decode_frames(
         raise ValueError(f"frames [{start}, {stop}) are outside [0, {len(index)})")
     target = index.pts[start]
     damaged: list[int | None] = []  # seek points whose first frames could not be decoded
-    for seek_pts in _seek_plan(index, target):
+    for seek_pts in _seek_plan(index, start):
         with open_input(location) as container:
-            frames = _decoded(container, stream_index, index, seek_pts, "AUTO")
+            frames = _numbered(_decoded(container, stream_index, index, seek_pts, "AUTO", location), index, start, location)
             try:
                 first = next(frames, None)
             except _Undecodable:
                 damaged.append(seek_pts)  # a seek into the middle of a damaged GOP; try further back
                 continue
-            if first is None or first.pts is None or first.pts > target:
+            if first is None or first[0] > start:
                 continue
             try:
-                yield from _take(itertools.chain([first], frames), index, start, stop)
+                yield from _take(itertools.chain([first], frames), index, start, stop, location)
             except _Undecodable:
                 # Frame threads report an error a few frames late; find the damaged frame itself.
                 raise _locate_damage(location, stream_index, index, seek_pts) from None
@@ -70,8 +70,8 @@ def decode_frames(
     if damaged:
         raise _locate_damage(location, stream_index, index, damaged[-1])
     raise DecodeError(
-        f"frame {start} (pts {target}) cannot be reached: even decoding from the start of the file "
-        "begins after it; the file is damaged there"
+        f"frame {start} (pts {target}) of {location} cannot be reached: even decoding from the start of the file "
+        "begins after it; the file is damaged there: repair or re-encode it"
     )
 
 
@@ -79,45 +79,81 @@ class _Undecodable(DecodeError):
     """The decoder refused a packet; raised with the packet's frame, which frame threading may blur."""
 
 
-def _decoded(container, stream_index: int, index: FrameIndex, seek_pts: int | None, threads: str) -> Iterator[av.VideoFrame]:
-    """Frames from ``seek_pts`` (None: the start) on, decoding packet by packet so that a packet
-    the decoder refuses is named by its frame."""
+def _decoded(
+    container, stream_index: int, index: FrameIndex, seek_pts: int | None, threads: str, location: str
+) -> Iterator[av.VideoFrame]:
+    """Frames from ``seek_pts`` (None: the start) on, decoding packet by packet (through the
+    index's bitstream filter) so that a packet the decoder refuses is named by its frame."""
     stream = container.streams[stream_index]
     stream.thread_type = threads
     if seek_pts is not None:
         container.seek(seek_pts, stream=stream, backward=True)
+    bsf = open_filter(stream, index.bitstream_filter)
     for packet in container.demux(stream):  # ends with an empty packet that drains the decoder
         try:
-            frames = packet.decode()
+            frames = list(decode_packet(stream, packet, bsf))
         except av.error.FFmpegError as exc:
-            raise _Undecodable(_damage_message(index, packet.pts, exc)) from None
+            raise _Undecodable(_damage_message(index, packet.pts, exc, location)) from None
         yield from frames
 
 
-def _damage_message(index: FrameIndex, pts: int | None, exc: av.error.FFmpegError) -> str:
+def _numbered(
+    frames: Iterator[av.VideoFrame], index: FrameIndex, start: int, location: str
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``(frame number, picture)``: by the decoder's tag, or by count where the index is not
+    seekable (every read then starts at the file's start). Pictures the index does not hold
+    and that precede the shard (a seek's leading pictures) are numbered -1."""
+    if not index.seekable:
+        yield from enumerate(frames)
+        return
+    numbers = index.frame_of_tags()
+    before = index.tags[start] if index.decoder_pts is None else None
+    for frame in frames:
+        tag = frame.pts
+        if tag is None:
+            raise DecodeError(f"the decoder produced a frame without a timestamp near frame {start} of {location}; "
+                              "the stream is damaged there: repair or re-encode it")
+        number = numbers.get(tag)
+        if number is None:
+            if before is not None and tag < before:
+                number = -1
+            else:
+                raise DecodeError(
+                    f"the decoder produced a picture tagged {tag}, which is not in the index, at or after frame {start} "
+                    f"of {location}; the stream is damaged there: repair or re-encode it"
+                )
+        yield number, frame
+
+
+def _damage_message(index: FrameIndex, pts: int | None, exc: av.error.FFmpegError, location: str) -> str:
     reason = getattr(exc, "strerror", None) or str(exc)
+    fix = f"the file is damaged there; repair or re-encode {location}"
     if pts is None:
-        where = "a packet without a timestamp"
+        return f"a packet without a timestamp cannot be decoded ({reason}): {fix}"
+    if index.decoder_pts is not None:
+        i = index.frame_of_tags().get(pts)
+        where = f"frame {i} (pts {index.pts[i]})" if i is not None else f"the packet at pts {pts}"
     else:
         i = bisect.bisect_left(index.pts, pts)
         where = f"frame {i} (pts {pts})" if i < len(index) and index.pts[i] == pts else f"the packet at pts {pts}, before frame {i},"
-    return f"{where} cannot be decoded ({reason}): the file is damaged there; repair or re-encode the source"
+    return f"{where} cannot be decoded ({reason}): {fix}"
 
 
 def _locate_damage(location: str, stream_index: int, index: FrameIndex, seek_pts: int | None) -> DecodeError:
     """Decode again without threads, up to the packet the decoder refuses, and name its frame."""
     with open_input(location) as container:
         try:
-            for _ in _decoded(container, stream_index, index, seek_pts, "NONE"):
+            for _ in _decoded(container, stream_index, index, seek_pts, "NONE", location):
                 pass
         except _Undecodable as exc:
             return DecodeError(exc.message)
-    return DecodeError("the decoder failed with threads but not without; the file is damaged near this shard")
+    return DecodeError(f"the decoder failed with threads but not without; {location} is damaged near this shard")
 
 
-def _seek_plan(index: FrameIndex, target: int) -> Iterator[int | None]:
-    """Seek positions to try, nearest first; None means decoding from the start of the file."""
-    points = [k for k in index.keyframe_pts if k <= target]
+def _seek_plan(index: FrameIndex, start: int) -> Iterator[int | None]:
+    """Seek positions to try for frame ``start``, nearest first; None means decoding from the
+    start of the file."""
+    points = index.seek_points(start)
     tried: set[int] = set()
     for step in BACKOFF_STEPS:
         if step >= len(points):
@@ -130,35 +166,32 @@ def _seek_plan(index: FrameIndex, target: int) -> Iterator[int | None]:
 
 
 def _take(
-    frames: Iterator[av.VideoFrame], index: FrameIndex, start: int, stop: int
+    frames: Iterator[tuple[int, av.VideoFrame]], index: FrameIndex, start: int, stop: int, location: str
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     expected = start
-    target = index.pts[start]
-    for frame in frames:
-        pts = frame.pts
-        if pts is None:
-            raise DecodeError(f"the decoder produced a frame without a timestamp near frame {expected}")
-        if pts < target:
+    for number, frame in frames:
+        if number < start:
             continue
-        if pts != index.pts[expected]:
-            raise _mismatch(index, expected, pts)
+        if number != expected:
+            raise _mismatch(index, expected, number, location)
         yield expected, frame
         expected += 1
         if expected == stop:
             return
     raise DecodeError(
-        f"the decoder ended before frame {expected} (pts {index.pts[expected]}); "
-        f"frames [{expected}, {stop}) could not be decoded: the file may be truncated"
+        f"the decoder ended before frame {expected} (pts {index.pts[expected]}) of {location}; "
+        f"frames [{expected}, {stop}) could not be decoded: the file may be truncated; repair or re-encode it"
     )
 
 
-def _mismatch(index: FrameIndex, expected: int, pts: int) -> DecodeError:
-    if pts > index.pts[expected]:
+def _mismatch(index: FrameIndex, expected: int, number: int, location: str) -> DecodeError:
+    if number > expected:
         return DecodeError(
-            f"frame {expected} (pts {index.pts[expected]}) was not produced by the decoder "
-            f"(next decoded pts {pts}); the stream is damaged there"
+            f"frame {expected} (pts {index.pts[expected]}) of {location} was not produced by the decoder "
+            f"(the next picture was frame {number}, pts {index.pts[number]}); the stream is damaged there: "
+            "repair or re-encode it"
         )
     return DecodeError(
-        f"the decoder produced a frame at pts {pts}, which is not in the index, before frame {expected}; "
-        "the stream is damaged there"
+        f"the decoder presented frame {number} (pts {index.pts[number]}) of {location} again before frame {expected}; "
+        "the stream is damaged there: repair or re-encode it"
     )

@@ -1,30 +1,72 @@
-"""The frame index: every presented frame's pts, read from the container's packets without decoding.
-Frame i of a video is the i-th pts of this list; nothing in farm derives frame numbers from fps."""
+"""The frame index: every presented frame's pts. Frame i of a video is the i-th picture a sequential
+decode presents, at the i-th pts of this list; nothing in farm derives frame numbers from fps.
+
+How the index is built (``FrameIndex.method``), decided by :func:`index_method`:
+
+- ``packets`` (MP4, MKV, WebM, MPEG-TS, ...): the container's packet pts are presentation times,
+  so the sorted packet pts are the frames, read without decoding.
+- ``decode``: the packet pts cannot be trusted, so the index is what a sequential decode presents,
+  in its order, with the sorted presentation times, as ffmpeg numbers them:
+  * AVI: packet timestamps are decode-order counters. With B-frames, and worse with DivX-style
+    packed B-frames, the pictures come out carrying those counters out of order (0, 2, 1, 4, 3).
+  * MPEG-4 part 2 (``mpeg4``) in any container: packed B-frames survive a stream-copy remux.
+  * Raw elementary streams (demuxers h264, hevc, m4v, mpegvideo, ...): no container timestamps.
+  * MPEG-PS and FLV when their packets lack a pts or repeat one (a cheap check in the packet pass).
+  ``decoder_pts[i]`` is then the tag the decoder attaches to the i-th presented picture; shard
+  decoding matches pictures by it and seeks by keyframe packet timestamps. Where the decoder's
+  pictures carry no unique tags, or the container has no seek index (raw streams), the index is
+  not ``seekable``: every shard decodes from the start and counts pictures.
+
+MPEG-4 part 2 streams are read through FFmpeg's ``mpeg4_unpack_bframes`` filter (a no-op on
+unpacked streams), in the index pass and in every shard (``FrameIndex.bitstream_filter``)."""
 
 from __future__ import annotations
 
 import bisect
+import logging
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Iterator, Literal
 
 import av
 
 from farm.errors import ProbeError
 
+log = logging.getLogger(__name__)
+
+Method = Literal["packets", "decode"]
+
+#: Demuxers of raw elementary streams: no timestamps, no seek index.
+RAW_STREAM_FORMATS = frozenset({"h261", "h263", "h264", "hevc", "m4v", "mpegvideo", "cavsvideo", "vvc", "evc"})
+#: Containers whose packet pts are decode-order counters.
+COUNTER_FORMATS = frozenset({"avi"})
+#: Containers whose packet pts are often missing or repeated: checked, and decoded if they are.
+SUSPECT_FORMATS = frozenset({"mpeg", "flv", "live_flv"})
+#: Codecs read through a bitstream filter, and why.
+BITSTREAM_FILTERS = {"mpeg4": "mpeg4_unpack_bframes"}
+
 
 @dataclass(frozen=True, slots=True)
 class FrameIndex:
-    """Sorted presentation timestamps of a video stream, in ``time_base`` units."""
+    """Sorted presentation timestamps of a video stream, in ``time_base`` units, and how to find
+    each frame in a decode."""
 
     time_base: Fraction
-    pts: tuple[int, ...]
-    keyframe_pts: tuple[int, ...]  # seek points, discard keyframes included (edit lists need them)
+    pts: tuple[int, ...]  # presentation times, sorted: what the output carries
+    keyframe_pts: tuple[int, ...]  # seek points (packet pts), discard keyframes included (edit lists need them)
+    decoder_pts: tuple[int, ...] | None = None  # tag of the i-th presented picture; None: equal to pts
+    method: Method = "packets"
+    reason: str = ""  # why the index was decoded ("" for packets)
+    seekable: bool = True  # False: shards decode from the start and count pictures
+    bitstream_filter: str | None = None  # applied to the packets before decoding, in every read
 
     def __post_init__(self) -> None:
         if not self.pts:
             raise ValueError("a frame index needs at least one frame")
         if any(b <= a for a, b in zip(self.pts, self.pts[1:])):
             raise ValueError("frame pts must be strictly increasing")
+        if self.decoder_pts is not None and (len(self.decoder_pts) != len(self.pts) or len(set(self.decoder_pts)) != len(self.pts)):
+            raise ValueError("decoder_pts must hold one distinct tag per frame")
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -32,26 +74,105 @@ class FrameIndex:
     def seconds(self, frame: int) -> float:
         return float(self.pts[frame] * self.time_base)
 
+    @property
+    def tags(self) -> tuple[int, ...]:
+        """The tag the decoder attaches to each frame, in frame order."""
+        return self.pts if self.decoder_pts is None else self.decoder_pts
+
+    def frame_of_tags(self) -> dict[int, int]:
+        """``{decoder tag: frame number}``."""
+        return {tag: i for i, tag in enumerate(self.tags)}
+
     def keyframe_at_or_before(self, pts: int) -> int | None:
         """The last seek point at or before ``pts``, or None if there is none."""
         i = bisect.bisect_right(self.keyframe_pts, pts)
         return self.keyframe_pts[i - 1] if i else None
+
+    def seek_points(self, frame: int) -> list[int]:
+        """Seek points from which a decode presents ``frame`` or an earlier one, in file order."""
+        if not self.seekable:
+            return []
+        if self.decoder_pts is None:
+            return [k for k in self.keyframe_pts if k <= self.pts[frame]]
+        frames = self.frame_of_tags()
+        return [k for k in self.keyframe_pts if k in frames and frames[k] <= frame]
+
+    def describe(self) -> str:
+        """One line for `farm status`: how the frames were numbered."""
+        if self.method == "packets":
+            return "container timestamps"
+        how = "decoded" + (f" ({self.reason})" if self.reason else "")
+        return how + ("" if self.seekable else "; shards decode from the start")
 
     def to_json(self) -> dict:
         return {
             "time_base": [self.time_base.numerator, self.time_base.denominator],
             "pts": list(self.pts),
             "keyframe_pts": list(self.keyframe_pts),
+            "decoder_pts": None if self.decoder_pts is None else list(self.decoder_pts),
+            "method": self.method,
+            "reason": self.reason,
+            "seekable": self.seekable,
+            "bitstream_filter": self.bitstream_filter,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> FrameIndex:
         num, den = data["time_base"]
-        return cls(Fraction(num, den), tuple(data["pts"]), tuple(data["keyframe_pts"]))
+        tags = data.get("decoder_pts")
+        return cls(
+            Fraction(num, den),
+            tuple(data["pts"]),
+            tuple(data["keyframe_pts"]),
+            decoder_pts=None if tags is None else tuple(tags),
+            method=data.get("method", "packets"),
+            reason=data.get("reason", ""),
+            seekable=data.get("seekable", True),
+            bitstream_filter=data.get("bitstream_filter"),
+        )
+
+
+def index_method(format_name: str, codec: str) -> tuple[Method, str]:
+    """Which way to index a stream, and why, from the container and codec alone (MPEG-PS and
+    FLV are indexed by packets unless their packets then prove unusable).
+
+    Returns:
+        ``(method, reason)``; the reason is "" for ``packets``.
+    """
+    formats = set(format_name.split(","))
+    if formats & RAW_STREAM_FORMATS:
+        return "decode", "raw stream: no container timestamps"
+    if formats & COUNTER_FORMATS:
+        return "decode", "AVI timestamps not trusted"
+    if codec == "mpeg4":
+        return "decode", "MPEG-4 part 2 may pack B-frames"
+    return "packets", ""
+
+
+def build_index(location: str, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> FrameIndex:
+    """Index ``stream`` of ``container`` (freshly opened at ``location``) the way
+    :func:`index_method` says; MPEG-PS/FLV whose packets prove unusable are decoded instead.
+
+    Raises:
+        ProbeError: the stream has no frames, its timestamps are unusable, or it cannot be decoded.
+    """
+    from farm.video.probe import open_input
+
+    method, reason = index_method(container.format.name, stream.codec_context.name)
+    if method == "packets":
+        try:
+            return index_stream(container, stream)
+        except ProbeError as exc:
+            if not set(container.format.name.split(",")) & SUSPECT_FORMATS:
+                raise
+            reason = f"{container.format.name} packet timestamps unusable: {exc.message.split(';')[0]}"
+    raw = bool(set(container.format.name.split(",")) & RAW_STREAM_FORMATS)
+    with open_input(location) as fresh:
+        return decode_index(fresh, fresh.streams[stream.index], reason, seekable=not raw)
 
 
 def index_stream(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> FrameIndex:
-    """Demux ``stream`` from the start of ``container`` and index its frames.
+    """Demux ``stream`` from the start of ``container`` and index its frames by packet pts.
 
     Packets without a pts (the flush packet, or broken muxing) and discard packets are not frames;
     discard keyframes stay as seek points. Duplicate pts are a broken file, not two frames.
@@ -91,4 +212,90 @@ def index_stream(container: av.container.InputContainer, stream: av.video.stream
         )
     if stream.time_base is None:
         raise ProbeError("the video stream has no time base")
-    return FrameIndex(Fraction(stream.time_base), tuple(pts), tuple(sorted(set(keyframes))))
+    return FrameIndex(Fraction(stream.time_base), tuple(pts), tuple(sorted(set(keyframes))), bitstream_filter=_filter_for(stream))
+
+
+def decode_index(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, reason: str, *, seekable: bool = True
+) -> FrameIndex:
+    """Index ``stream`` by decoding it from the start: frame i is the i-th picture presented.
+
+    Output times are the decoder's tags, sorted; pictures without unique tags (raw H.264) are
+    timed ``i / frame rate`` and the index is not seekable.
+
+    Raises:
+        ProbeError: the stream holds no frames or cannot be decoded to its end.
+    """
+    filter_name = _filter_for(stream)
+    bsf = open_filter(stream, filter_name)
+    tags: list[int | None] = []
+    keyframes: list[int] = []
+    stream.thread_type = "AUTO"
+    try:
+        for packet in container.demux(stream):
+            if packet.is_keyframe and packet.pts is not None:
+                keyframes.append(packet.pts)
+            tags += [f.pts for f in decode_packet(stream, packet, bsf)]
+    except av.error.FFmpegError as exc:
+        reason_text = getattr(exc, "strerror", None) or str(exc)
+        raise ProbeError(
+            f"the video cannot be decoded after its frame {len(tags)} ({reason_text}); the file is damaged there: "
+            "repair or re-encode it"
+        ) from None
+    if not tags:
+        raise ProbeError("the video stream holds no frames, so there is nothing to upscale; check that the file plays")
+    known = [t for t in tags if t is not None]
+    if len(known) == len(tags) and len(set(known)) == len(known) and stream.time_base is not None:
+        order = tuple(known)
+        pts = tuple(sorted(known))
+        log.info("indexed %d frames by decoding (%s)", len(pts), reason)
+        return FrameIndex(
+            Fraction(stream.time_base),
+            pts,
+            tuple(sorted(set(keyframes))) if seekable else (),
+            decoder_pts=None if order == pts else order,
+            method="decode",
+            reason=reason,
+            seekable=seekable,
+            bitstream_filter=filter_name,
+        )
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    log.info("indexed %d frames by decoding (%s); the pictures carry no usable timestamps, timed at %s fps", len(tags), reason, rate)
+    return FrameIndex(
+        1 / Fraction(rate),
+        tuple(range(len(tags))),
+        (),
+        method="decode",
+        reason=reason + "; timed by frame rate",
+        seekable=False,
+        bitstream_filter=filter_name,
+    )
+
+
+def _filter_for(stream: av.video.stream.VideoStream) -> str | None:
+    return BITSTREAM_FILTERS.get(stream.codec_context.name)
+
+
+def open_filter(stream: av.video.stream.VideoStream, name: str | None) -> av.bitstream.BitStreamFilterContext | None:
+    """The bitstream filter ``name`` set up for ``stream``, or None."""
+    return None if name is None else av.bitstream.BitStreamFilterContext(name, stream)
+
+
+def decode_packet(stream, packet: av.Packet, bsf) -> Iterator[av.VideoFrame]:
+    """The pictures ``packet`` completes, after the bitstream filter (a name or an open context)
+    if any; the demuxer's empty last packet drains the filter and the decoder.
+
+    Raises:
+        av.error.FFmpegError: the decoder refused the packet.
+    """
+    if bsf is None:
+        yield from packet.decode()
+        return
+    if isinstance(bsf, str):
+        raise TypeError("open the filter once per read with open_filter()")
+    ctx = stream.codec_context
+    last = packet.size == 0
+    for filtered in bsf.filter(None if last else packet):
+        yield from ctx.decode(filtered)
+    if last:
+        yield from ctx.decode(None)

@@ -12,7 +12,7 @@ import av
 
 from farm.errors import InputError, ProbeError
 from farm.storage import is_url, normalize, open_location
-from farm.video.index import FrameIndex, index_stream
+from farm.video.index import FrameIndex, build_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ def probe(location: str) -> SourceInfo:
     with open_input(location) as container:
         stream = pick_video_stream(container)
         try:
-            index = index_stream(container, stream)
+            index = build_index(location, container, stream)
         except ProbeError as exc:
             raise ProbeError(f"input {location}: {exc}") from None
         with open_input(location) as fresh:  # decode from the start, not from where indexing ended
