@@ -3,7 +3,12 @@
 The coordinator actor feeds it events (a worker joined, a shard finished or failed, a worker was
 lost, time passed), persists what it returns by :meth:`Ledger.to_json`, and hands the returned
 instructions to the driver. Every scheduling rule (leases, retries on another node, node
-blocklists, giving up) lives here and is tested with plain lists of events."""
+blocklists, giving up) lives here and is tested with plain lists of events.
+
+Failures name their cause: a shard that fails with the same error on two nodes, or on every
+attempt, is the input's fault (a damaged frame), so the job fails at once with that error. Only
+failures that differ by node count toward blocking a node (a failure its shard repeats elsewhere
+does not), and the last node with workers is never blocked: its shards' own retries decide."""
 
 from __future__ import annotations
 
@@ -143,6 +148,7 @@ class FailureRecord:
     error: str
     attempt: int
     at: float
+    reported: bool = True  # the worker reported the error (False: worker lost, lease expired)
 
 
 @dataclass(slots=True)
@@ -184,6 +190,7 @@ class Ledger:
     _queue: list[int] | None = field(default=None, repr=False, compare=False)  # heap; may hold stale entries
     _failed_on: dict[int, set[str]] | None = field(default=None, repr=False, compare=False)
     _node_failures: Counter | None = field(default=None, repr=False, compare=False)
+    _same: dict[tuple[int, str], list[str]] | None = field(default=None, repr=False, compare=False)  # nodes per (shard, error)
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -209,18 +216,36 @@ class Ledger:
         return self._node_failures
 
     def _build_failure_index(self) -> None:
-        if self._failed_on is None or self._node_failures is None:
-            self._failed_on, self._node_failures = {}, Counter()
+        if self._failed_on is None or self._node_failures is None or self._same is None:
+            self._failed_on, self._node_failures, self._same = {}, Counter(), {}
             for f in self.failures:
-                self._failed_on.setdefault(f.shard, set()).add(f.node)
-                self._node_failures[f.node] += 1
+                self._index_failure(f)
+
+    def _index_failure(self, f: FailureRecord) -> None:
+        """Count ``f`` toward its node unless its shard failed the same way before (and then the
+        earlier failure stops counting too: the error is the shard's, not the node's)."""
+        assert self._failed_on is not None and self._node_failures is not None and self._same is not None
+        self._failed_on.setdefault(f.shard, set()).add(f.node)
+        if not f.reported:
+            self._node_failures[f.node] += 1
+            return
+        nodes = self._same.setdefault((f.shard, f.error), [])
+        nodes.append(f.node)
+        if len(nodes) == 1:
+            self._node_failures[f.node] += 1
+        elif len(nodes) == 2:
+            self._node_failures[nodes[0]] -= 1
+
+    def same_failures(self, shard: int, error: str) -> list[str]:
+        """The nodes (one per attempt) on which ``shard`` failed with exactly ``error``."""
+        self._build_failure_index()
+        assert self._same is not None
+        return self._same.get((shard, error), [])
 
     def _add_failure(self, record: FailureRecord) -> None:
         self._build_failure_index()
-        assert self._failed_on is not None and self._node_failures is not None
         self.failures.append(record)
-        self._failed_on.setdefault(record.shard, set()).add(record.node)
-        self._node_failures[record.node] += 1
+        self._index_failure(record)
 
     def _requeue(self, shard: int) -> None:
         if self._queue is not None:
@@ -283,7 +308,9 @@ class Ledger:
         if shard is None or shard in self.done or self.state != "running":
             return []
         self.losses[shard] += 1
-        self._add_failure(FailureRecord(shard, node or "?", event.worker, f"worker lost: {event.reason}", self.attempts[shard], event.now))
+        self._add_failure(
+            FailureRecord(shard, node or "?", event.worker, f"worker lost: {event.reason}", self.attempts[shard], event.now, reported=False)
+        )
         self._requeue(shard)
         if self.losses[shard] >= self.policy.max_losses:
             return self._abort(self._report(shard, f"{self.losses[shard]} workers were lost while running it"))
@@ -300,22 +327,31 @@ class Ledger:
             )
         return []
 
-    def _shard_failed(self, event: ShardFailed) -> list[Instruction]:
+    def _shard_failed(self, event: ShardFailed, reported: bool = True) -> list[Instruction]:
         node = self.workers.get(event.worker, "?")
         self._release(event.worker)
         if event.shard in self.done or self.state != "running":
             return []
-        self._add_failure(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], event.now))
+        self._add_failure(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], event.now, reported))
         self._requeue(event.shard)
         out: list[Instruction] = []
-        if self.node_failure_counts()[node] >= self.policy.node_failure_limit and node not in self.blocked_nodes:
+        others_live = any(n != node and n not in self.blocked_nodes for n in self.workers.values())
+        if self.node_failure_counts()[node] >= self.policy.node_failure_limit and node not in self.blocked_nodes and others_live:
             self.blocked_nodes.add(node)
             out += [StopWorker(w, f"node {node} failed {self.policy.node_failure_limit} shards") for w, n in self.workers.items() if n == node]
+        same = self.same_failures(event.shard, event.error) if reported else []
         if not event.retryable:
             return out + self._abort(self._report(event.shard, "the error cannot be fixed by a retry"))
+        if len(set(same)) >= 2 or (len(same) >= 2 and self.attempts[event.shard] >= self.policy.max_attempts and self._all_same(event.shard)):
+            return out + self._abort(self._report(event.shard, f"all {len(same)} attempts failed the same way"))
         if self.attempts[event.shard] >= self.policy.max_attempts:
             return out + self._abort(self._report(event.shard, f"all {self.policy.max_attempts} attempts failed"))
         return out
+
+    def _all_same(self, shard: int) -> bool:
+        """This run's attempts of ``shard`` all failed with one reported error."""
+        recent = [f for f in self.failures if f.shard == shard][-self.attempts[shard] :]
+        return all(f.reported for f in recent) and len({f.error for f in recent}) == 1
 
     def _expire_leases(self, now: float) -> list[Instruction]:
         out: list[Instruction] = []
@@ -324,7 +360,7 @@ class Ledger:
                 idle = now - lease.renewed
                 out.append(StopWorker(lease.worker, f"no progress on shard {shard} for {idle:.0f} s"))
                 out += self._shard_failed(
-                    ShardFailed(shard, lease.worker, now, f"lease expired: no progress for {idle:.0f} s", retryable=True)
+                    ShardFailed(shard, lease.worker, now, f"lease expired: no progress for {idle:.0f} s", retryable=True), reported=False
                 )
                 self.workers.pop(lease.worker, None)
         return out
@@ -353,7 +389,8 @@ class Ledger:
         idle = [w for w in self.workers if w not in self.busy and self.workers[w] not in self.blocked_nodes]
         if not idle:
             if self.workers and not any(n not in self.blocked_nodes for n in self.workers.values()) and self.pending():
-                return self._abort(f"every node with workers is blocked after repeated failures: {', '.join(sorted(self.blocked_nodes))}")
+                last = f"; last error: {self.failures[-1].error}" if self.failures else ""
+                return self._abort(f"every node with workers is blocked after repeated failures: {', '.join(sorted(self.blocked_nodes))}{last}")
             return out
         live_nodes = {n for n in self.workers.values() if n not in self.blocked_nodes}
         for worker in idle:

@@ -127,11 +127,68 @@ def test_node_with_too_many_failures_gets_no_more_work():
 
 
 def test_all_nodes_blocked_aborts():
+    """A node is blocked while another can take its work; when that other node's worker is lost,
+    only blocked nodes have workers left, and the job gives up naming the last error."""
     lg = ledger(3, node_failure_limit=1, max_attempts=5)
-    lg.handle(WorkerJoined("a", "n1", 0))
-    out = lg.handle(ShardFailed(0, "a", 1, "x"))
-    assert any(isinstance(i, Abort) for i in out)
-    assert "blocked" in lg.reason
+    lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n2", 0))
+    assert lg.handle(ShardFailed(0, "a", 1, "x")) == [StopWorker("a", "node n1 failed 1 shards")]
+    assert lg.handle(WorkerLost("b", 2)) == [
+        Abort("every node with workers is blocked after repeated failures: n1; last error: worker lost: worker died")
+    ]
+    assert lg.state == "failed"
+
+
+def test_the_only_node_is_never_blocked_and_a_shard_failing_the_same_way_every_attempt_fails_the_job():
+    """A damaged source on a one-node cluster with two workers: every shard fails, each with its
+    own decode error. The node is not blocked (no other node could do better); the first shard
+    to fail the same way on all its attempts ends the job with that error."""
+    lg = ledger(3)  # node_failure_limit=3, max_attempts=3
+    e0, e1 = "frame 3 (pts 4) cannot be decoded", "frame 12 (pts 13) cannot be decoded"
+    assert lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n1", 0)) == [Assign(0, "a", 1), Assign(1, "b", 1)]
+    assert lg.handle(ShardFailed(0, "a", 1, e0)) == [Assign(0, "a", 2)]
+    assert lg.handle(ShardFailed(1, "b", 2, e1)) == [Assign(1, "b", 2)]
+    assert lg.handle(ShardFailed(0, "a", 3, e0)) == [Assign(0, "a", 3)]
+    assert lg.handle(ShardFailed(1, "b", 4, e1)) == [Assign(1, "b", 3)]
+    assert lg.node_failure_counts()["n1"] == 0  # both errors repeated by their shards: not the node's
+    assert lg.handle(ShardFailed(0, "a", 5, e0)) == [
+        Abort(f"shard 0 [0, 10) failed: all 3 attempts failed the same way; nodes tried: n1; last error: {e0}")
+    ]
+    assert lg.blocked_nodes == set() and lg.state == "failed"
+
+
+def test_shard_failing_the_same_way_on_two_nodes_fails_the_job_at_once():
+    """The same decode error from two machines is the file's fault: no third attempt, and no
+    node is blocked for it."""
+    lg = ledger(3, max_attempts=5, node_failure_limit=1)
+    err = "frame 6 (pts 7) of in.avi was not produced by the decoder"
+    assert lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n2", 0)) == [Assign(0, "a", 1), Assign(1, "b", 1)]
+    assert lg.handle(ShardFailed(0, "a", 1, err)) == [StopWorker("a", "node n1 failed 1 shards")]
+    assert lg.handle(done(1, "b", 2)) == [Assign(0, "b", 2)]
+    assert lg.handle(ShardFailed(0, "b", 3, err)) == [
+        Abort(f"shard 0 [0, 10) failed: all 2 attempts failed the same way; nodes tried: n1, n2; last error: {err}")
+    ]
+    assert (lg.node_failure_counts()["n1"], lg.node_failure_counts()["n2"]) == (0, 0)
+
+
+def test_different_errors_on_two_nodes_are_retried():
+    """Two nodes failing one shard in different ways (a driver bug on one, a timeout on the
+    other) say nothing certain about the input: the shard is retried."""
+    lg = ledger(2, max_attempts=3)
+    assert lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n2", 0)) == [Assign(0, "a", 1), Assign(1, "b", 1)]
+    assert lg.handle(ShardFailed(0, "a", 1, "CUDA error: an illegal memory access")) == []
+    assert lg.handle(done(1, "b", 2)) == [Assign(0, "b", 2)]
+    assert lg.handle(ShardFailed(0, "b", 3, "read timed out")) == [Assign(0, "a", 3)]
+    assert (lg.node_failure_counts()["n1"], lg.node_failure_counts()["n2"]) == (1, 1)
+
+
+def test_lost_workers_never_count_as_the_same_failure():
+    """Two preempted machines lose the same shard with the same words: that is not the input's
+    fault, so the shard is simply run again."""
+    lg = ledger(1, max_attempts=5)
+    lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n2", 0))
+    assert lg.handle(WorkerLost("a", 1)) == [Assign(0, "b", 2)]
+    assert lg.handle(WorkerLost("b", 2)) == []
+    assert lg.state == "running" and lg.pending() == [0]
 
 
 def test_lost_worker_requeues_its_shard_without_spending_an_attempt():
