@@ -50,6 +50,7 @@ def job_status(jobs_root: str, job_id: str) -> dict[str, Any]:
     info.update(
         {
             "input": spec.source.location,
+            "index": spec.source.index.describe(),
             "created": spec.created,
             "job_dir": job.location,
             "model": spec.model.model if not spec.model.sr_weights else spec.model.sr_weights,
@@ -78,6 +79,7 @@ def render_status(info: dict[str, Any]) -> str:
     lines = [
         f"job      {info['job_id']}  ({info['state']})",
         f"input    {info['input']}",
+        f"index    {info.get('index', 'container timestamps')}",
         f"output   {info.get('output')}",
         f"frames   {info['frames_done']}/{info['frames_total']}   shards {info['shards_done']}/{info['shards_total']}   retries {info['retries']}",
         f"job dir  {info['job_dir']}",
