@@ -227,7 +227,7 @@ def test_source_damaged_in_every_shard_fails_with_the_decoders_error(tmp_path, l
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     line = lines[0]
-    assert re.search(r"all 3 attempts failed the same way; .*last error: frame (2|6|10) \(pts \d+\) cannot be decoded", line), line
+    assert re.search(r"all 3 attempts failed the same way; .*last error: (shard \d+ \[\d+, \d+\): )?frame (2|6|10) \(pts \d+\) cannot be decoded", line), line
     assert f"repair or re-encode {source}" in line and "blocked" not in line, line
     assert not os.path.exists(out)
     (job_id,) = os.listdir(jobs)
