@@ -164,6 +164,24 @@ def test_packed_pictures_are_the_encoded_ones(clips, tmp_path):
     assert nearest == list(range(30))  # each frame is the picture encoded at its place
 
 
+def test_flv_with_repeated_timestamps_is_numbered_by_decoding(tmp_path):
+    """A 1500 fps capture in FLV, whose millisecond timestamps repeat: instead of refusing the
+    file, farm numbers what the decoder presents (timed by the frame rate, each shard decoding
+    from the start), and shards equal the sequential decode."""
+    from farm.video.decode import decode_shard
+    from farm.video.probe import probe
+
+    path = make_test_clip(str(tmp_path / "fast.flv"), frames=12, size=(32, 24), fps=1500, gop=6, bframes=0, audio=False)
+    src = probe(path)
+    _, pictures = sequential(path)
+    assert (len(src.index), src.index.method, src.index.seekable) == (12, "decode", False)
+    assert src.index.reason.startswith("flv packet timestamps unusable: 4 video frames share a timestamp")
+    for start, stop in ((0, 12), (5, 9), (11, 12)):
+        got = list(decode_shard(path, src.video_stream, src.index, start, stop))
+        assert [i for i, _ in got] == list(range(start, stop))
+        assert all(np.array_equal(pixels, pictures[i]) for i, pixels in got)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
     import torch
