@@ -26,7 +26,7 @@ import bisect
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, Literal
+from typing import Iterator, Literal, cast
 
 import av
 
@@ -168,7 +168,7 @@ def build_index(location: str, container: av.container.InputContainer, stream: a
             reason = f"{container.format.name} packet timestamps unusable: {exc.message.split(';')[0]}"
     raw = bool(set(container.format.name.split(",")) & RAW_STREAM_FORMATS)
     with open_input(location) as fresh:
-        return decode_index(fresh, fresh.streams[stream.index], reason, seekable=not raw)
+        return decode_index(fresh, cast("av.video.stream.VideoStream", fresh.streams[stream.index]), reason, seekable=not raw)
 
 
 def index_stream(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> FrameIndex:
@@ -231,6 +231,7 @@ def decode_index(
     tags: list[int | None] = []
     keyframes: list[int] = []
     stream.thread_type = "AUTO"
+    log.info("indexing the video by decoding it once (%s)", reason)
     try:
         for packet in container.demux(stream):
             if packet.is_keyframe and packet.pts is not None:
@@ -248,7 +249,7 @@ def decode_index(
     if len(known) == len(tags) and len(set(known)) == len(known) and stream.time_base is not None:
         order = tuple(known)
         pts = tuple(sorted(known))
-        log.info("indexed %d frames by decoding (%s)", len(pts), reason)
+        log.info("indexed %d frames", len(pts))
         return FrameIndex(
             Fraction(stream.time_base),
             pts,
@@ -281,18 +282,18 @@ def open_filter(stream: av.video.stream.VideoStream, name: str | None) -> av.bit
     return None if name is None else av.bitstream.BitStreamFilterContext(name, stream)
 
 
-def decode_packet(stream, packet: av.Packet, bsf) -> Iterator[av.VideoFrame]:
-    """The pictures ``packet`` completes, after the bitstream filter (a name or an open context)
-    if any; the demuxer's empty last packet drains the filter and the decoder.
+def decode_packet(
+    stream: av.video.stream.VideoStream, packet: av.Packet, bsf: av.bitstream.BitStreamFilterContext | None
+) -> Iterator[av.VideoFrame]:
+    """The pictures ``packet`` completes, after the bitstream filter (from :func:`open_filter`,
+    one per read) if any; the demuxer's empty last packet drains the filter and the decoder.
 
     Raises:
         av.error.FFmpegError: the decoder refused the packet.
     """
     if bsf is None:
-        yield from packet.decode()
+        yield from packet.decode()  # type: ignore[misc]
         return
-    if isinstance(bsf, str):
-        raise TypeError("open the filter once per read with open_filter()")
     ctx = stream.codec_context
     last = packet.size == 0
     for filtered in bsf.filter(None if last else packet):
