@@ -223,7 +223,7 @@ def test_packed_divx_avi_upscaled_end_to_end(clips, tmp_path, tiny_x4, local_ray
 
 @pytest.mark.ray
 def test_source_damaged_in_every_shard_fails_with_the_decoders_error(tmp_path, local_ray):
-    """A screen recording damaged in each of its first three shards, two workers on one machine:
+    """A screen recording damaged in each of its first three shards, three workers on one machine:
     instead of blocking the machine and ending "every node is blocked", the job fails after the
     first shard fails the same way on all its attempts, with one line naming the input, the frame,
     its pts and what to do; the failures on record are all decode errors."""
@@ -240,7 +240,7 @@ def test_source_damaged_in_every_shard_fails_with_the_decoders_error(tmp_path, l
     out = str(tmp_path / "out.mkv")
     jobs = str(tmp_path / ".farm-jobs")
     result = CliRunner().invoke(main, ["submit", source, "-o", out, "--model", "fake", "--codec", "ffv1", "--shard-frames", "4",
-                                       "--workers", "2", "--device", "cpu", "--jobs-root", jobs, "--quiet"])
+                                       "--workers", "3", "--device", "cpu", "--jobs-root", jobs, "--quiet"])
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
