@@ -173,6 +173,11 @@ def mux(
             out.metadata.update(src.metadata)
             video = _add_video_stream(out, spec, segments[0], size, source)
             video.codec_context.sample_aspect_ratio = Fraction(*sample_aspect_ratio)
+            if tuple(sample_aspect_ratio) != (1, 1) and fmt == "matroska" and spec.codec == SEGMENT_CODEC:
+                # Matroska takes the aspect from AVStream.sample_aspect_ratio, which PyAV cannot set,
+                # and FFV1 has no other place for it (H.264/H.265 carry it in the bitstream).
+                log.warning("FFV1 in Matroska cannot carry the sample aspect ratio %d:%d; players will show "
+                            "the wrong aspect: use an .mp4/.mov output, or --square-pixels", *sample_aspect_ratio)
             tag(video, source.colour)
             copies = {}
             for stream in src.streams:
