@@ -21,9 +21,11 @@ import logging
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,8 @@ def colour_of(source: av.VideoFrame | av.video.stream.VideoStream, height: int |
     tagged = (MATRICES.get(ctx.colorspace), RANGES.get(ctx.color_range),
               PRIMARIES.get(ctx.color_primaries), TRANSFERS.get(ctx.color_trc))
     matrix, rng, primaries, transfer = tagged
-    if fmt.startswith(("gbr", "rgb", "bgr")):
-        matrix, rng = "gbr", "pc"
+    if fmt and _is_rgb(fmt):  # decoded without a matrix; a YUV output gets the one players assume
+        matrix = rng = None
     if height >= HD_LINES:
         guess = ("bt709", "bt709", "bt709")
     else:  # BT.601: 625-line (PAL, 576 lines) or 525-line (NTSC, 480) primaries, as mpv guesses
@@ -99,6 +101,8 @@ def colour_of(source: av.VideoFrame | av.video.stream.VideoStream, height: int |
     primaries = primaries or guess[1]
     transfer = transfer or guess[2]
     rng = rng or ("pc" if fmt.startswith("yuvj") else "tv")
+    if matrix == "gbr":  # a YUV-coded stream tagged RGB (rare, broken): read it as players guess
+        matrix = guess[0]
     mastering = light = None
     if isinstance(source, av.VideoFrame):
         mastering, light = _hdr_metadata(source)
@@ -108,27 +112,32 @@ def colour_of(source: av.VideoFrame | av.video.stream.VideoStream, height: int |
 def _hdr_metadata(frame: av.VideoFrame) -> tuple[str | None, str | None]:
     """x265's ``master-display`` and ``max-cll`` strings from the frame's side data, if any."""
     mastering = light = None
-    for sd in frame.side_data:
-        data = bytes(sd)
-        if sd.type == av.sidedata.sidedata.Type.MASTERING_DISPLAY_METADATA and len(data) >= 88:
-            # AVMasteringDisplayMetadata: primaries[3][2], white[2], min, max (AVRational each), has_*.
-            r = struct.unpack("<20i2i", data[:88])
-            q = [Fraction(r[2 * i], r[2 * i + 1] or 1) for i in range(10)]
-            has_primaries, has_luminance = r[20], r[21]
-            if has_primaries and has_luminance:
-                (rx, ry), (gx, gy), (bx, by) = q[0:2], q[2:4], q[4:6]
-                c = lambda v: round(v * 50000)  # noqa: E731  (chromaticity in 0.00002 units)
-                lum = lambda v: round(v * 10000)  # noqa: E731  (luminance in 0.0001 cd/m²)
-                mastering = (f"G({c(gx)},{c(gy)})B({c(bx)},{c(by)})R({c(rx)},{c(ry)})"
-                             f"WP({c(q[6])},{c(q[7])})L({lum(q[9])},{lum(q[8])})")
-        elif sd.type == av.sidedata.sidedata.Type.CONTENT_LIGHT_LEVEL and len(data) >= 8:
-            max_cll, max_fall = struct.unpack("<2I", data[:8])
-            light = f"{max_cll},{max_fall}"
+    side: Any = frame.side_data  # a SideDataContainer (PyAV's stub says a TypedDict)
+    md = bytes(side[SideDataType.MASTERING_DISPLAY_METADATA]) if SideDataType.MASTERING_DISPLAY_METADATA in side else b""
+    if len(md) >= 88:
+        # AVMasteringDisplayMetadata: primaries[3][2], white[2], min, max (AVRational each), has_*.
+        r = struct.unpack("<20i2i", md[:88])
+        q = [Fraction(r[2 * i], r[2 * i + 1] or 1) for i in range(10)]
+        if r[20] and r[21]:  # has_primaries, has_luminance
+            def c(v: Fraction) -> int:  # chromaticity, in x265's 0.00002 units
+                return round(v * 50000)
+
+            def lum(v: Fraction) -> int:  # luminance, in x265's 0.0001 cd/m² units
+                return round(v * 10000)
+
+            mastering = (f"G({c(q[2])},{c(q[3])})B({c(q[4])},{c(q[5])})R({c(q[0])},{c(q[1])})"
+                         f"WP({c(q[6])},{c(q[7])})L({lum(q[9])},{lum(q[8])})")
+    cll = bytes(side[SideDataType.CONTENT_LIGHT_LEVEL]) if SideDataType.CONTENT_LIGHT_LEVEL in side else b""
+    if len(cll) >= 8:
+        light = "{},{}".format(*struct.unpack("<2I", cll[:8]))  # MaxCLL, MaxFALL
     return mastering, light
 
 
 def _is_rgb(pix_fmt: str) -> bool:
-    return pix_fmt.startswith(("gbr", "rgb", "bgr"))
+    """Not YUV: RGB, palette and grey formats have no matrix to convert with (grey is read as
+    swscale reads it, as before)."""
+    fmt = av.VideoFormat(pix_fmt)
+    return fmt.is_rgb or len(fmt.components) < 3
 
 
 def to_bgr(frame: av.VideoFrame, colour: Colour | None, high_bit_depth: bool) -> np.ndarray:
