@@ -142,3 +142,14 @@ def test_square_pixels_is_part_of_the_job_identity():
     plain = ModelConfig(scale=2.0)
     assert "square_pixels" not in plain.identity()
     assert job_id("a.mp4", "x", plain) != job_id("a.mp4", "x", ModelConfig(scale=2.0, square_pixels=True))
+
+
+def test_square_pixels_option_reaches_the_model_config():
+    """`farm submit dvd.mp4 -o out.mkv --scale 2 --square-pixels` asks for square pixels."""
+    from farm.cli import build_config, main
+
+    params = dict(main.commands["submit"].make_context("submit", ["dvd.mp4", "-o", "out.mkv", "--scale", "2", "--square-pixels"]).params)
+    cfg = build_config(params.pop("input"), params.pop("output"), **params)
+    assert (cfg.model.scale, cfg.model.square_pixels) == (2.0, True)
+    params = dict(main.commands["submit"].make_context("submit", ["dvd.mp4", "-o", "out.mkv"]).params)
+    assert build_config(params.pop("input"), params.pop("output"), **params).model.square_pixels is False
