@@ -51,7 +51,7 @@ def make_bars(path: str, codec: str = "libx264", pix_fmt: str = "yuv444p", size=
     return path
 
 
-def as_player(path: str) -> tuple[tuple[int, int, int, int], list[np.ndarray]]:
+def as_player(path: str, fmt: str = "bgr24") -> tuple[tuple[int, int, int, int], list[np.ndarray]]:
     """(matrix, range, primaries, transfer) of the first frame, and every frame converted to BGR by
     those tags the way players do: untagged means BT.601 below 720 lines, BT.709 from there, limited
     range unless the format is full range (yuvj)."""
@@ -62,7 +62,7 @@ def as_player(path: str) -> tuple[tuple[int, int, int, int], list[np.ndarray]]:
                 tags = (frame.colorspace, frame.color_range, frame.color_primaries, frame.color_trc)
             matrix = frame.colorspace if frame.colorspace in SWS else (1 if frame.height >= 720 else 5)
             rng = frame.color_range or (2 if frame.format.name.startswith("yuvj") else 1)
-            frames.append(frame.reformat(format="bgr24", src_colorspace=SWS[matrix], src_color_range=rng).to_ndarray())
+            frames.append(frame.reformat(format=fmt, src_colorspace=SWS[matrix], src_color_range=rng).to_ndarray())
     return tags, frames
 
 
@@ -133,6 +133,11 @@ def test_hdr10_keeps_its_transfer_and_mastering_metadata(tmp_path, caplog):
     output = probe(str(tmp_path / "out.mkv"))
     assert output.pix_fmt == "yuv420p10le"
     assert output.colour == source.colour
-    run_job(clip, str(tmp_path / "out.mp4"), codec="x264")
-    assert as_player(str(tmp_path / "out.mp4"))[0] == (9, 1, 9, 16)
-    assert probe(str(tmp_path / "out.mp4")).colour == Colour("bt2020nc", "tv", "bt2020", "smpte2084")
+    out = str(tmp_path / "out.mp4")
+    run_job(clip, out, codec="x264", out_cfg={"crf": 0, "pix_fmt": "yuv444p10le"})
+    assert as_player(out)[0] == (9, 1, 9, 16)
+    assert probe(out).colour == Colour("bt2020nc", "tv", "bt2020", "smpte2084")
+    # The PQ signal itself is carried, read with the BT.2020 matrix both ways (±2 in 8-bit terms).
+    src, got = as_player(clip, "bgr48le")[1], as_player(out, "bgr48le")[1]
+    for i, (frame, out_frame) in enumerate(zip(src, got)):
+        assert max_abs_diff(out_frame, fake_output(frame, 2, None)) <= 2 * 257, f"frame {i}"
