@@ -54,6 +54,7 @@ class ModelConfig:
     weights_dir: str | None = None
     scale: float | None = None  # output scale; None means the model's own
     target: tuple[int, int] | None = None  # fit inside and pad
+    square_pixels: bool = False  # with --scale: resample anamorphic sources to square pixels
     tile: int = 0
     precision: Precision = "auto"
     device: Device = "auto"
@@ -82,8 +83,9 @@ class ModelConfig:
         data = asdict(self)
         for name in ("weights_dir", "trust_weights", "sr_weights", "face_weights"):
             data.pop(name)
-        if not self.compile:  # so that jobs created before the option keep their ids
-            data.pop("compile")
+        for name in ("compile", "square_pixels"):
+            if not data[name]:  # so that jobs created before the option keep their ids
+                data.pop(name)
         if not self.face:
             for name in ("face_model", "face_weight", "face_detector", "face_weights_sha256"):
                 data.pop(name)

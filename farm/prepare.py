@@ -158,7 +158,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     pix_fmt = output_pix_fmt(cfg.out.codec, cfg.out.pix_fmt, source.high_bit_depth)
     model = cfg.model
     model_scale = check_weights(model)
-    geometry = plan_geometry(source.width, source.height, model_scale, model.scale, model.target)
+    geometry = plan_geometry(source.width, source.height, model_scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels)
     if encodable_size(*geometry.canvas, pix_fmt) != geometry.canvas:
         log.warning("%s needs even sides: the %dx%d output loses its last odd row or column", pix_fmt, *geometry.canvas)
     model, fingerprint, job_id = _identity(model, source)

@@ -14,6 +14,7 @@ from farm.config import OutputConfig
 from farm.errors import MuxError, OutputError
 from farm.jobs import JobDir
 from farm.storage import Storage, is_url, split_location
+from farm.video.geometry import output_sar
 from farm.video.mux import SegmentRef, mux, remove_output, verify, write_png_sequence
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segmen
     storage = Storage(parent)
     scratch = storage.scratch_file(name)
     try:
-        mux(spec.source, refs, scratch, out, size)
+        mux(spec.source, refs, scratch, out, size, output_sar(spec.source.sample_aspect_ratio, spec.model.target, spec.model.square_pixels))
         shift = verify(scratch, spec.source)
         nbytes = os.path.getsize(scratch)
         storage.commit_file(scratch, name)

@@ -81,7 +81,7 @@ class EnhanceWorker:
         check_node_weights(model)
         return build_enhancer(
             model,
-            lambda model_scale: plan_geometry(source.width, source.height, model_scale, model.scale, model.target),
+            lambda model_scale: plan_geometry(source.width, source.height, model_scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels),
             self.device,
         )
 
@@ -196,7 +196,7 @@ class EnhanceWorker:
 
         def produce() -> Iterator:
             t = time.perf_counter()
-            for item in decode_shard(source.location, source.video_stream, source.index, start, stop, high_bit_depth=source.high_bit_depth):
+            for item in decode_shard(source.location, source.video_stream, source.index, start, stop, high_bit_depth=source.high_bit_depth, colour=source.colour):
                 timings["decode_s"] += time.perf_counter() - t
                 yield item
                 t = time.perf_counter()
@@ -210,7 +210,7 @@ class EnhanceWorker:
                 return
             number, pixels = first
             h, w = pixels.shape[:2]
-            with SegmentWriter(scratch, w, h, pixels.dtype.itemsize > 1) as writer:
+            with SegmentWriter(scratch, w, h, pixels.dtype.itemsize > 1, colour=source.colour) as writer:
                 item = first
                 while item is not _END:
                     t = time.perf_counter()

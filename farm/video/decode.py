@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from farm.errors import DecodeError
+from farm.video.color import Colour, to_bgr
 from farm.video.index import FrameIndex, decode_packet, open_filter
 from farm.video.probe import open_input
 
@@ -19,9 +20,10 @@ from farm.video.probe import open_input
 BACKOFF_STEPS = (0, 1, 2, 4, 8)
 
 
-def frame_to_array(frame: av.VideoFrame, high_bit_depth: bool) -> np.ndarray:
-    """BGR pixels (uint8, or uint16 for high bit depth sources), the layout RealESRGANer takes."""
-    return frame.to_ndarray(format="bgr48le" if high_bit_depth else "bgr24")
+def frame_to_array(frame: av.VideoFrame, high_bit_depth: bool, colour: Colour | None = None) -> np.ndarray:
+    """BGR pixels (uint8, or uint16 for high bit depth sources), the layout RealESRGANer takes,
+    read with the source's ``colour`` (its matrix and range) as a player reads them."""
+    return to_bgr(frame, colour, high_bit_depth)
 
 
 def decode_shard(
@@ -32,6 +34,7 @@ def decode_shard(
     stop: int,
     *,
     high_bit_depth: bool = False,
+    colour: Colour | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_number, bgr_pixels)`` for frames ``[start, stop)`` of the indexed stream.
 
@@ -40,7 +43,7 @@ def decode_shard(
             match the index (a frame would otherwise be dropped or duplicated).
     """
     for number, frame in decode_frames(location, stream_index, index, start, stop):
-        yield number, frame_to_array(frame, high_bit_depth)
+        yield number, frame_to_array(frame, high_bit_depth, colour)
 
 
 def decode_frames(

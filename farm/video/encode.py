@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from farm.errors import EncodeError, UsageError
+from farm.video.color import Colour, tag
 
 Codec = Literal["x264", "x265", "x264-lossless", "ffv1", "png"]
 CODECS: tuple[str, ...] = ("x264", "x265", "x264-lossless", "ffv1", "png")
@@ -83,7 +84,7 @@ class SegmentWriter:
     """Writes one shard's frames, losslessly, to a local file. Use as a context manager; leaving
     it by an exception closes the file without finishing it, and the caller discards it."""
 
-    def __init__(self, path: str, width: int, height: int, high_bit_depth: bool) -> None:
+    def __init__(self, path: str, width: int, height: int, high_bit_depth: bool, colour: Colour | None = None) -> None:
         self.path = path
         self.frames = 0
         try:
@@ -95,6 +96,7 @@ class SegmentWriter:
             # Intra-only with per-slice CRCs: any frame decodes alone and damage is detected.
             self._stream.options = {"level": "3", "g": "1", "slicecrc": "1"}
             self._stream.thread_type = "AUTO"
+            tag(self._stream, colour)  # RGB: the source's primaries and transfer travel with the pixels
         except (av.error.FFmpegError, OSError) as exc:
             raise EncodeError(f"cannot create segment {path}: {exc}") from exc
 

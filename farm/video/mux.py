@@ -20,6 +20,7 @@ import av
 
 from farm.config import OutputConfig
 from farm.errors import MuxError, OutputError
+from farm.video.color import encoder_options, from_bgr, tag
 from farm.video.encode import CODEC_SPECS, SEGMENT_CODEC, encodable_size, output_pix_fmt
 from farm.video.index import FrameIndex, index_stream
 from farm.video.probe import SourceInfo, open_input
@@ -156,8 +157,10 @@ def mux(
     output_path: str,
     spec: OutputConfig,
     size: tuple[int, int],
+    sample_aspect_ratio: tuple[int, int] = (1, 1),
 ) -> None:
-    """Assemble ``segments`` and the source's other streams into the local file ``output_path``.
+    """Assemble ``segments`` and the source's other streams into the local file ``output_path``,
+    its video tagged with the source's colour and with ``sample_aspect_ratio``.
 
     Raises:
         MuxError: a segment is missing frames or the container refuses a stream.
@@ -169,6 +172,13 @@ def mux(
         with open_input(source.location) as src, av.open(output_path, "w", format=fmt) as out:
             out.metadata.update(src.metadata)
             video = _add_video_stream(out, spec, segments[0], size, source)
+            video.codec_context.sample_aspect_ratio = Fraction(*sample_aspect_ratio)
+            if tuple(sample_aspect_ratio) != (1, 1) and fmt == "matroska" and spec.codec == SEGMENT_CODEC:
+                # Matroska takes the aspect from AVStream.sample_aspect_ratio, which PyAV cannot set,
+                # and FFV1 has no other place for it (H.264/H.265 carry it in the bitstream).
+                log.warning("FFV1 in Matroska cannot carry the sample aspect ratio %d:%d; players will show "
+                            "the wrong aspect: use an .mp4/.mov output, or --square-pixels", *sample_aspect_ratio)
+            tag(video, source.colour)
             copies = {}
             for stream in src.streams:
                 if stream.index == source.video_stream:
@@ -241,6 +251,7 @@ def _add_video_stream(out, spec: OutputConfig, first: SegmentRef, size: tuple[in
         options["qp"] = "0"
     if spec.codec == "x265" and len(source.index) <= X265_FEW_FRAMES:
         options["bf"] = "0"  # see X265_FEW_FRAMES
+    options.update(encoder_options(codec.encoder, source.colour))
     stream.options = options
     stream.thread_type = "AUTO"
     return stream
@@ -311,7 +322,7 @@ def _encoded_packets(
                     raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds too many frames")
                 if (frame.width, frame.height) != (video.width, video.height):
                     frame = _crop(frame, video.width, video.height)
-                out_frame = frame.reformat(format=video.pix_fmt)
+                out_frame = from_bgr(frame, video.pix_fmt, source.colour)
                 out_frame.pts = index.pts[frame_no]
                 out_frame.time_base = tb
                 yield from timed(video.encode(out_frame))

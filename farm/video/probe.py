@@ -12,6 +12,7 @@ import av
 
 from farm.errors import InputError, ProbeError
 from farm.storage import is_url, normalize, open_location
+from farm.video.color import Colour, colour_of
 from farm.video.index import FrameIndex, build_index
 
 
@@ -42,6 +43,10 @@ class SourceInfo:
     index: FrameIndex
     other_streams: tuple[StreamInfo, ...] = field(default=())
     num_chapters: int = 0
+    # Width:height of one coded pixel on screen (the codec's, or the container's display size).
+    sample_aspect_ratio: tuple[int, int] = (1, 1)
+    # None only in jobs probed before farm read colour: decoded by the frame's tags, output untagged.
+    colour: Colour | None = None
 
     @property
     def num_frames(self) -> int:
@@ -61,6 +66,8 @@ class SourceInfo:
         data = dict(data)
         data["index"] = FrameIndex.from_json(data["index"])
         data["other_streams"] = tuple(StreamInfo(**s) for s in data["other_streams"])
+        data["sample_aspect_ratio"] = tuple(data.get("sample_aspect_ratio", (1, 1)))
+        data["colour"] = Colour.from_json(data.get("colour"))
         return cls(**data)
 
 
@@ -162,7 +169,18 @@ def probe(location: str) -> SourceInfo:
             index=index,
             other_streams=others,
             num_chapters=len(container.chapters()),
+            sample_aspect_ratio=sample_aspect_ratio(stream),
+            colour=colour_of(first, first.height),
         )
+
+
+def sample_aspect_ratio(stream: av.video.stream.VideoStream) -> tuple[int, int]:
+    """The stream's SAR as (num, den): the container's (e.g. an MP4 display size or a Matroska
+    DisplayWidth) where it sets one, else the codec's; (1, 1) when neither says."""
+    for sar in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if sar is not None and sar > 0:
+            return sar.numerator, sar.denominator
+    return 1, 1
 
 
 def _decode_first_frame(container, stream, location: str) -> av.VideoFrame:
