@@ -90,17 +90,19 @@ def _check_writable(folder: str, what: str) -> None:
         raise OutputError(f"{what} {folder} is not writable ({exc.strerror or exc}); choose another location") from None
 
 
-#: Bytes per output pixel assumed when estimating disk space. The lossless RGB intermediate (FFV1)
-#: of real video takes about 1.3 bytes per pixel at 8 bits; 2 leaves room for grain and noise,
-#: which compress worse. Lossless outputs are about as large again; lossy ones much smaller.
-INTERMEDIATE_BYTES_PER_PIXEL = 2.0
-OUTPUT_BYTES_PER_PIXEL = {"ffv1": 2.0, "x264-lossless": 2.0, "png": 2.0, "x264": 0.1, "x265": 0.1}
+#: Bytes per output pixel assumed when estimating disk space. Lossless RGB (FFV1) of real video
+#: takes about 1.3 bytes per pixel at 8 bits; 2 leaves room for grain and noise, which compress
+#: worse; lossy codecs take much less. Chunks are in the output codec, so the job's chunks take
+#: about what the output takes.
+OUTPUT_BYTES_PER_PIXEL = {"ffv1": 2.0, "x264-lossless": 2.0, "png": 2.0, "x264": 0.1, "x265": 0.1, "av1": 0.1}
 
 
 def estimate_bytes(frames: int, canvas: tuple[int, int], high_bit_depth: bool, codec: str) -> tuple[int, int]:
-    """Conservative sizes of a job's segments and of its output, in bytes (16-bit doubles both)."""
+    """Conservative sizes of a job's chunks and of its output, in bytes (16-bit doubles both).
+    The chunks are the output's packets, so both are about the same size."""
     pixels = frames * canvas[0] * canvas[1] * (2 if high_bit_depth else 1)
-    return int(pixels * INTERMEDIATE_BYTES_PER_PIXEL), int(pixels * OUTPUT_BYTES_PER_PIXEL[codec])
+    size = int(pixels * OUTPUT_BYTES_PER_PIXEL[codec])
+    return size, size
 
 
 def free_bytes(location: str) -> tuple[int, int] | None:
@@ -184,6 +186,7 @@ def prepare(cfg: JobConfig) -> Prepared:
             shard_frames=cfg.shard_frames or default_shard_frames(source.num_frames),
             input_fingerprint=fingerprint,
             created=time.time(),
+            out=cfg.out,
         )
         job.write_spec(spec)
     # The spec keeps the model settings it was created with; weights paths may have moved since.
