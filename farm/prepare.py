@@ -170,6 +170,11 @@ def prepare(cfg: JobConfig) -> Prepared:
     resumed = False
     if job.exists() and cfg.restart:
         job.clear()
+    elif job.exists() and job.read_spec().out != cfg.out:
+        # Chunks are encoded in the output codec: other output settings cannot reuse them. (Until
+        # the job id follows the output settings, the old job's chunks are dropped here.)
+        log.warning("job %s was encoded with other output settings; its chunks are redone", job_id)
+        job.clear()
     elif job.exists():
         spec = job.read_spec()
         if cfg.shard_frames is not None and cfg.shard_frames != spec.shard_frames:
