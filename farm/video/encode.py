@@ -32,10 +32,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import platform
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Sequence, cast
 
 import av
 import numpy as np
@@ -43,6 +44,9 @@ import numpy as np
 from farm.errors import EncodeError, UsageError
 
 log = logging.getLogger(__name__)
+#: SVT-AV1 prints its whole configuration to stderr each time an encoder opens (once per chunk and
+#: in the driver's container check) unless told otherwise; errors only, unless the user set it.
+os.environ.setdefault("SVT_LOG", "1")
 
 Codec = Literal["x264", "x265", "av1", "x264-lossless", "ffv1", "png"]
 CODECS: tuple[str, ...] = ("x264", "x265", "av1", "x264-lossless", "ffv1", "png")
@@ -179,7 +183,7 @@ class ChunkSettings:
         }
 
 
-def mean_rate(pts: list[int], time_base: Fraction) -> Fraction:
+def mean_rate(pts: Sequence[int], time_base: Fraction) -> Fraction:
     """The mean frame rate of the whole video (25 when it cannot be told)."""
     if len(pts) < 2:
         return Fraction(25)
@@ -194,7 +198,7 @@ def chunk_settings(
     pix_fmt: str | None,
     frame_size: tuple[int, int],
     high_bit_depth: bool,
-    pts: list[int],
+    pts: Sequence[int],
     time_base: Fraction,
 ) -> ChunkSettings:
     """The encoder settings of every chunk of a job with output ``codec`` and the model's output
@@ -253,7 +257,7 @@ class ChunkWriter:
         self._order: list[int] = []  # encoder pts of the packets, in decode order
         try:
             self._container = av.open(path, "w", format=CHUNK_FORMAT, container_options={"fflags": "+bitexact"})
-            stream = self._container.add_stream(settings.encoder, rate=settings.rate)
+            stream = cast("av.video.stream.VideoStream", self._container.add_stream(settings.encoder, rate=settings.rate))
             stream.width, stream.height, stream.pix_fmt = settings.width, settings.height, settings.pix_fmt
             stream.codec_context.time_base = settings.time_base
             stream.time_base = settings.time_base
@@ -282,6 +286,7 @@ class ChunkWriter:
 
     def _mux(self, packets) -> None:
         for packet in packets:
+            assert packet.pts is not None, "encoders give every packet a pts"
             self._order.append(packet.pts)
             self._container.mux(packet)
 
@@ -299,10 +304,10 @@ class ChunkWriter:
             params = chunk_params(stream)
             first = next((p for p in chunk.demux(stream) if p.size), None)
             shift = 0
-            if first is not None and self._order:
+            if first is not None and first.pts is not None and self._order:
                 # NUT stores no negative timestamps: its muxer shifts a chunk whose first dts is
                 # negative (B-frames) by a constant; the tail takes it off again.
-                shift = int(first.pts * stream.time_base / self.settings.time_base) - self._order[0]
+                shift = int(first.pts * Fraction(stream.time_base or self.settings.time_base) / self.settings.time_base) - self._order[0]
         return {
             **params,
             "reorder_delay": reorder_delay(self._order),
@@ -334,7 +339,7 @@ def chunk_params(stream) -> dict[str, Any]:
     }
 
 
-def reorder_delay(decode_order_pts: list[int]) -> int:
+def reorder_delay(decode_order_pts: Sequence[int]) -> int:
     """How many packets a frame can come after the first frame it precedes in presentation: the
     smallest D with sorted_pts[k - D] <= pts[k] for every decode position k."""
     rank = {p: r for r, p in enumerate(sorted(decode_order_pts))}
