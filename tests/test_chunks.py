@@ -145,17 +145,22 @@ def test_multithreaded_encode_is_byte_identical(codec, tmp_path):
     assert digests[0] == digests[1]
 
 
-def test_chunk_encoded_differently_is_refused_naming_it(clip, tmp_path):
+@pytest.mark.parametrize("change, difference", [
+    ("size", "(width 62, first 64)"),
+    ("crf", "(extradata_sha256 "),
+])
+def test_chunk_encoded_differently_is_refused_naming_it(clip, tmp_path, change, difference):
     """One chunk was written with other settings (a worker of an older farm, a hand edit, another
-    size): the tail refuses with one line naming that chunk instead of writing a file that breaks
-    in players at that point."""
+    size or CRF): the tail refuses with one line naming that chunk instead of writing a file that
+    breaks in players at that point."""
     out = str(tmp_path / "out.mp4")
     p, _, receipts, _ = run_job(clip, out, "x264", str(tmp_path / "jobs"))
     forged = receipts[3]
     path = os.path.join(p.job.location, "segments", forged["segment"])
     tb = p.spec.source.index.time_base
     pts = p.spec.source.index.pts
-    settings = chunk_settings("x264", 18, None, None, (62, 48), False, pts, tb)
+    size, crf = ((62, 48), 18) if change == "size" else ((64, 48), 30)
+    settings = chunk_settings("x264", crf, None, None, size, False, pts, tb)
     _, src_frames = decode_all(clip)
     with ChunkWriter(path, settings) as w:
         for i in range(forged["start"], forged["stop"]):
@@ -166,7 +171,7 @@ def test_chunk_encoded_differently_is_refused_naming_it(clip, tmp_path):
         assemble(p.job.jobs_root, p.job.job_id, out, p.spec.out, segments)
     message = str(err.value)
     assert "\n" not in message
-    assert f"chunk {forged['segment']} (frames [18, 24)) was encoded differently from the first chunk (width 62, first 64)" in message
+    assert f"chunk {forged['segment']} (frames [18, 24)) was encoded differently from the first chunk {difference}" in message
     assert not os.path.exists(out)
 
 
@@ -199,3 +204,23 @@ def test_resumed_output_is_the_same_file(tmp_path):
     for path in committed:  # chunks committed before the kill were kept, not redone
         with open(path) as f:
             assert json.load(f)["attempt"] == 1
+
+
+def test_png_output_is_the_workers_png_files(clip, tmp_path):
+    """`--codec png` for an editor that wants frames: every frame is a PNG file of exactly the
+    model's output (the workers encoded them; the tail only wrote their bytes out), named by frame
+    number, with the source's presentation times in timestamps.txt."""
+    out = str(tmp_path / "frames")
+    p, _, receipts, _ = run_job(clip, out, "png", str(tmp_path / "jobs"))
+    names = sorted(os.listdir(out))
+    assert names == [f"{i:06d}.png" for i in range(36)] + ["timestamps.txt"]
+    _, src_frames = decode_all(clip)
+    for i, frame in enumerate(src_frames):
+        with av.open(os.path.join(out, f"{i:06d}.png")) as c:
+            got = next(c.decode(video=0)).to_ndarray(format="bgr24")
+        assert np.array_equal(got, fake_output(frame, 2, None)), i
+    times, _ = decode_all(clip)
+    with open(os.path.join(out, "timestamps.txt")) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "# timestamp format v2"
+    assert [float(v) for v in lines[1:]] == pytest.approx([float(t * 1000) for t in times], abs=1e-6)

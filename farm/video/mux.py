@@ -245,6 +245,17 @@ def check_same_params(chunk: ChunkRef, params: dict[str, Any], reference: dict[s
             )
 
 
+def _settings(chunk: ChunkRef) -> dict[str, Any]:
+    """The encoder settings the chunk's receipt records, less x264's SIMD pin (``asm=``), which a
+    node without AVX2 leaves out while its bitstream still concatenates."""
+    settings = dict(chunk.video.get("settings", {}))
+    options = dict(settings.get("options", {}))
+    if "x264-params" in options:
+        options["x264-params"] = ":".join(p for p in options["x264-params"].split(":") if not p.startswith("asm="))
+    settings["options"] = options
+    return settings
+
+
 def _chunk_frames(chunk: ChunkRef, container, index: FrameIndex) -> Iterator[tuple[int, av.Packet]]:
     """``(frame number, packet)`` of every packet of ``chunk`` in decode order, the frame found
     from the packet's source pts; checks the chunk holds exactly its frames, keyframe first."""
@@ -281,6 +292,7 @@ def _concat_packets(
     for chunk in chunks:
         with _open(chunk) as container:
             check_same_params(chunk, chunk_params(container.streams.video[0]), reference)
+            check_same_params(chunk, {"settings": _settings(chunk)}, {"settings": _settings(chunks[0])})
             for frame, packet in _chunk_frames(chunk, container, index):
                 dts = pts[k - delay] if k >= delay else pts[0] - (delay - k) * step
                 if dts > pts[frame]:
