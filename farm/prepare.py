@@ -19,7 +19,7 @@ from farm.errors import FarmError, InputError, OutputError, StorageError, UsageE
 from farm.jobs import SUBMIT, JobDir, JobSpec
 from farm.plan import default_shard_frames
 from farm.storage import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
-from farm.video.encode import encodable_size, output_pix_fmt
+from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
 from farm.video.geometry import Geometry, plan_geometry
 from farm.video.mux import check_streams_fit, container_for
 from farm.video.probe import SourceInfo, probe
@@ -163,6 +163,9 @@ def prepare(cfg: JobConfig) -> Prepared:
     geometry = plan_geometry(source.width, source.height, model_scale, model.scale, model.target)
     if encodable_size(*geometry.canvas, pix_fmt) != geometry.canvas:
         log.warning("%s needs even sides: the %dx%d output loses its last odd row or column", pix_fmt, *geometry.canvas)
+    out = cfg.out
+    check_encoder(chunk_settings(out.codec, out.crf, out.preset, out.pix_fmt, geometry.canvas, source.high_bit_depth,
+                                 source.index.pts, source.index.time_base))
     model, fingerprint, job_id = _identity(model, source)
     jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
     job = JobDir(jobs_root, job_id)

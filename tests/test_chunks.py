@@ -224,3 +224,15 @@ def test_png_output_is_the_workers_png_files(clip, tmp_path):
         lines = f.read().splitlines()
     assert lines[0] == "# timestamp format v2"
     assert [float(v) for v in lines[1:]] == pytest.approx([float(t * 1000) for t in times], abs=1e-6)
+
+
+def test_preset_the_encoder_refuses_is_refused_before_work(clip, tmp_path):
+    """`--codec av1 --preset medium` (an x264 preset name; SVT-AV1 takes 0-13): refused in one
+    line before any shard runs, instead of failing every shard on every worker."""
+    from farm.errors import UsageError
+
+    cfg = JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False),
+                    out=OutputConfig(codec="av1", preset="medium"), jobs_root=str(tmp_path / "jobs"))
+    with pytest.raises(UsageError, match=r"^--codec av1 refuses these settings \(\{'preset': 'medium', 'crf': '18'\}\): .*; check --preset and --crf$"):
+        prepare(cfg)
+    assert not os.path.exists(tmp_path / "jobs")

@@ -344,3 +344,24 @@ def reorder_delay(decode_order_pts: Sequence[int]) -> int:
     smallest D with sorted_pts[k - D] <= pts[k] for every decode position k."""
     rank = {p: r for r, p in enumerate(sorted(decode_order_pts))}
     return max([0] + [k - rank[p] for k, p in enumerate(decode_order_pts)])
+
+
+def check_encoder(settings: ChunkSettings) -> None:
+    """Open the encoder once with ``settings`` before any work, so that an option it refuses
+    (``--preset`` of another codec's names, a CRF outside its range) is one line now, not a
+    failure of every shard later.
+
+    Raises:
+        UsageError: naming the codec, the settings and FFmpeg's reason.
+    """
+    ctx = av.CodecContext.create(settings.encoder, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = settings.width, settings.height, settings.pix_fmt  # type: ignore[attr-defined]
+    ctx.time_base = settings.time_base
+    ctx.framerate = settings.rate  # type: ignore[attr-defined]
+    ctx.options = dict(settings.options)
+    try:
+        ctx.open()
+    except (av.error.FFmpegError, ValueError) as exc:
+        shown = {k: v for k, v in settings.options.items() if k in ("preset", "crf", "qp")}
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"--codec {settings.codec} refuses these settings ({shown}): {reason}; check --preset and --crf") from None
