@@ -175,11 +175,12 @@ def test_chunk_encoded_differently_is_refused_naming_it(clip, tmp_path, change, 
     assert not os.path.exists(out)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_resumed_output_is_the_same_file(tmp_path):
     """`farm submit` killed (SIGKILL of its process group) after some chunks, then run again: the
     output file is byte for byte the file an uninterrupted run writes (bit-exact muxing, no dates or
     random UIDs, identical chunks)."""
-    pytest.importorskip("ray")
     clip = make_test_clip(str(tmp_path / "clip.mp4"), frames=36, size=(32, 24), vfr=True, audio_tracks=2)
     common = ["--model", "fake:scale=2,ms=150", "--no-face", "--codec", "x264", "--workers", "1", "--shard-frames", "6", "--quiet"]
     reference = str(tmp_path / "reference.mkv")
