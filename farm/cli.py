@@ -92,7 +92,7 @@ def job_options(fn):
         click.option("--scale", type=float, help="Output scale (default: the model's, e.g. 4)."),
         click.option("--target", default="none", show_default=True, help="Fit inside and pad: none, 720p, 1080p, 1440p, 2160p, or WxH."),
         click.option("--square-pixels", is_flag=True, help="Anamorphic sources (e.g. 16:9 DVDs): resample to square pixels at the display aspect instead of keeping the source's pixel aspect tag."),
-        click.option("--codec", type=click.Choice(list(CODECS)), default="x264", show_default=True, help="x264/x265 (CRF), x264-lossless, ffv1 (lossless RGB), png (a directory of frames)."),
+        click.option("--codec", type=click.Choice(list(CODECS)), default="x264", show_default=True, help="x264/x265/av1 (CRF; av1 is SVT-AV1), x264-lossless, ffv1 (lossless RGB), png (a directory of frames)."),
         click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True),
         click.option("--preset", help="Encoder preset, e.g. slow, medium, veryfast."),
         click.option("--pix-fmt", help="Output pixel format, e.g. yuv420p10le (default: 8-bit, or 10-bit for high bit depth sources)."),

@@ -3,7 +3,7 @@
     <jobs-root>/<job-id>/
       job.json                  spec: input, probe + frame index, model settings, shard plan
       ledger.json               done shards, attempts, failures (the coordinator's snapshot)
-      segments/000042-<t>.mkv   one lossless segment per finished shard attempt
+      segments/000042-<t>.nut   one chunk per finished shard attempt, in the output codec
       segments/000042-<t>.json  its receipt, written after the segment; no receipt, not done
       logs/000042-<t>.json      each shard attempt's log (timings, faces, error)
       control.json              requests from `farm cancel`
@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from farm import __version__
-from farm.config import ModelConfig
+from farm.config import ModelConfig, OutputConfig
 from farm.errors import StorageError
 from farm.plan import Shard, plan_shards
 from farm.storage import TMP_MARK, Storage
+from farm.video.encode import CHUNK_SUFFIX
 from farm.video.probe import SourceInfo
 
 SPEC = "job.json"
@@ -45,6 +46,8 @@ class JobSpec:
     input_fingerprint: str
     created: float
     farm_version: str = __version__
+    #: How every chunk is encoded (workers read it); jobs written before it existed get the default.
+    out: OutputConfig = field(default_factory=OutputConfig)
 
     def shards(self) -> list[Shard]:
         return plan_shards(self.source.num_frames, self.shard_frames)
@@ -58,6 +61,7 @@ class JobSpec:
             "input_fingerprint": self.input_fingerprint,
             "created": self.created,
             "farm_version": self.farm_version,
+            "out": self.out.to_json(),
         }
 
     @classmethod
@@ -70,6 +74,7 @@ class JobSpec:
             input_fingerprint=data["input_fingerprint"],
             created=float(data["created"]),
             farm_version=data.get("farm_version", "?"),
+            out=OutputConfig(**data["out"]) if "out" in data else OutputConfig(),
         )
 
 
@@ -123,7 +128,7 @@ class JobDir:
 
     @staticmethod
     def segment_name(index: int, token: str) -> str:
-        return f"{index:06d}-{token}.mkv"
+        return f"{index:06d}-{token}{CHUNK_SUFFIX}"
 
     @staticmethod
     def segment_rel(name: str) -> str:
@@ -188,9 +193,9 @@ class JobDir:
 
     def clean_segments(self, keep: set[str]) -> None:
         """Remove segments (and receipts, and scratch files) not in ``keep``."""
+        stems = {name.rsplit(".", 1)[0] for name in keep}
         for name in self.storage.list(SEGMENTS):
-            stem = name.rsplit(".", 1)[0]
-            if f"{stem}.mkv" in keep and TMP_MARK not in name:
+            if name.rsplit(".", 1)[0] in stems and TMP_MARK not in name:
                 continue
             self.storage.remove(f"{SEGMENTS}/{name}")
 

@@ -19,7 +19,7 @@ from farm.errors import FarmError, InputError, OutputError, StorageError, UsageE
 from farm.jobs import SUBMIT, JobDir, JobSpec
 from farm.plan import default_shard_frames
 from farm.storage import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
-from farm.video.encode import encodable_size, output_pix_fmt
+from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
 from farm.video.geometry import Geometry, plan_geometry
 from farm.video.mux import check_streams_fit, container_for
 from farm.video.probe import SourceInfo, probe
@@ -90,17 +90,19 @@ def _check_writable(folder: str, what: str) -> None:
         raise OutputError(f"{what} {folder} is not writable ({exc.strerror or exc}); choose another location") from None
 
 
-#: Bytes per output pixel assumed when estimating disk space. The lossless RGB intermediate (FFV1)
-#: of real video takes about 1.3 bytes per pixel at 8 bits; 2 leaves room for grain and noise,
-#: which compress worse. Lossless outputs are about as large again; lossy ones much smaller.
-INTERMEDIATE_BYTES_PER_PIXEL = 2.0
-OUTPUT_BYTES_PER_PIXEL = {"ffv1": 2.0, "x264-lossless": 2.0, "png": 2.0, "x264": 0.1, "x265": 0.1}
+#: Bytes per output pixel assumed when estimating disk space. Lossless RGB (FFV1) of real video
+#: takes about 1.3 bytes per pixel at 8 bits; 2 leaves room for grain and noise, which compress
+#: worse; lossy codecs take much less. Chunks are in the output codec, so the job's chunks take
+#: about what the output takes.
+OUTPUT_BYTES_PER_PIXEL = {"ffv1": 2.0, "x264-lossless": 2.0, "png": 2.0, "x264": 0.1, "x265": 0.1, "av1": 0.1}
 
 
 def estimate_bytes(frames: int, canvas: tuple[int, int], high_bit_depth: bool, codec: str) -> tuple[int, int]:
-    """Conservative sizes of a job's segments and of its output, in bytes (16-bit doubles both)."""
+    """Conservative sizes of a job's chunks and of its output, in bytes (16-bit doubles both).
+    The chunks are the output's packets, so both are about the same size."""
     pixels = frames * canvas[0] * canvas[1] * (2 if high_bit_depth else 1)
-    return int(pixels * INTERMEDIATE_BYTES_PER_PIXEL), int(pixels * OUTPUT_BYTES_PER_PIXEL[codec])
+    size = int(pixels * OUTPUT_BYTES_PER_PIXEL[codec])
+    return size, size
 
 
 def free_bytes(location: str) -> tuple[int, int] | None:
@@ -161,12 +163,20 @@ def prepare(cfg: JobConfig) -> Prepared:
     geometry = plan_geometry(source.width, source.height, model_scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels)
     if encodable_size(*geometry.canvas, pix_fmt) != geometry.canvas:
         log.warning("%s needs even sides: the %dx%d output loses its last odd row or column", pix_fmt, *geometry.canvas)
+    out = cfg.out
+    check_encoder(chunk_settings(out.codec, out.crf, out.preset, out.pix_fmt, geometry.canvas, source.high_bit_depth,
+                                 source.index.pts, source.index.time_base))
     model, fingerprint, job_id = _identity(model, source)
     jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
     job = JobDir(jobs_root, job_id)
     check_disk_space(cfg, job, source, geometry)
     resumed = False
     if job.exists() and cfg.restart:
+        job.clear()
+    elif job.exists() and job.read_spec().out != cfg.out:
+        # Chunks are encoded in the output codec: other output settings cannot reuse them. (Until
+        # the job id follows the output settings, the old job's chunks are dropped here.)
+        log.warning("job %s was encoded with other output settings; its chunks are redone", job_id)
         job.clear()
     elif job.exists():
         spec = job.read_spec()
@@ -184,6 +194,7 @@ def prepare(cfg: JobConfig) -> Prepared:
             shard_frames=cfg.shard_frames or default_shard_frames(source.num_frames),
             input_fingerprint=fingerprint,
             created=time.time(),
+            out=cfg.out,
         )
         job.write_spec(spec)
     # The spec keeps the model settings it was created with; weights paths may have moved since.

@@ -221,27 +221,27 @@ def test_rotation_is_read_from_the_display_matrix(tmp_path, degrees):
 
 def test_x265_output_of_a_two_frame_video_has_sane_timestamps(tmp_path):
     """x265 with B-frames allowed sometimes returns a garbage dts (about -6e13) for a one- or
-    two-frame video, which MP4 refuses; farm's x265 output of such a video has no B-frames, and
-    every packet's dts lies at or before its pts, near the source's. (Twenty encodes: without the
-    fix, about one in ten failed here.)"""
-    from farm.config import OutputConfig
+    two-frame video, which MP4 refuses; farm's x265 chunks of such a video have no B-frames, and
+    the output's every packet has its source pts and a dts at or before it, near the source's.
+    (Twenty encodes: without the fix, about one in ten failed here.)"""
     from farm.testing import make_test_clip
-    from farm.video.mux import _add_video_stream
+    from farm.video.encode import ChunkWriter, chunk_settings
+    from farm.video.mux import ChunkRef, mux
     from farm.video.probe import probe
 
     source = probe(make_test_clip(str(tmp_path / "two.mkv"), frames=2, size=(32, 24), audio=False))
+    settings = chunk_settings("x265", 18, None, None, (32, 24), False, source.index.pts, source.index.time_base)
+    assert "bframes=0" in settings.options["x265-params"]
     for attempt in range(20):
-        out = av.open(str(tmp_path / f"out{attempt}.mp4"), "w")
-        stream = _add_video_stream(out, OutputConfig(codec="x265"), None, (32, 24), source)  # type: ignore[arg-type]
-        stream.options = {**stream.options, "x265-params": "log-level=error"}
-        out.start_encoding()
-        packets = []
-        for number, pts in enumerate(source.index.pts):
-            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 40 * number, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = pts, source.index.time_base
-            packets += stream.encode(frame)
-        packets += stream.encode(None)
-        assert sorted(p.pts for p in packets) == list(source.index.pts)
-        assert all(p.dts is not None and p.pts - 10 * len(packets) <= p.dts <= p.pts for p in packets), [(p.pts, p.dts) for p in packets]
-        out.mux(packets)
-        out.close()
+        chunk = str(tmp_path / f"chunk{attempt}.nut")
+        with ChunkWriter(chunk, settings) as writer:
+            for number, pts in enumerate(source.index.pts):
+                writer.write(np.full((24, 32, 3), 40 * number, np.uint8), pts)
+        out = str(tmp_path / f"out{attempt}.mp4")
+        mux(source, [ChunkRef(opener=lambda c=chunk: c, start=0, stop=2, name="c", video=writer.info)], out)
+        with av.open(out) as c:
+            s = c.streams.video[0]
+            packets = [(p.pts, p.dts) for p in c.demux(s) if p.size]
+        expected = [round(p * source.index.time_base / s.time_base) for p in source.index.pts]
+        assert sorted(p for p, _ in packets) == expected
+        assert all(d is not None and pts - 10 * len(packets) <= d <= pts for pts, d in packets), packets

@@ -362,5 +362,5 @@ def test_worker_enhances_consecutive_frames_in_batches(tmp_path):
     assert len(got) == 7
     for frame, out in zip(src[7:14], got):
         assert np.array_equal(out, fake_output(frame, 2, None))
-    with open(os.path.join(p.job.location, "segments", receipt["segment"].replace(".mkv", ".json"))) as f:
+    with open(os.path.join(p.job.location, "segments", receipt["segment"].rsplit(".", 1)[0] + ".json")) as f:
         assert json.load(f)["frames"] == 7

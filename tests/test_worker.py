@@ -35,7 +35,7 @@ def test_run_shard_commits_segment_and_receipt(tmp_path):
     seg_dir = os.path.join(p.job.location, "segments")
     segment = os.path.join(seg_dir, receipt["segment"])
     assert os.path.getsize(segment) == receipt["bytes"]
-    with open(os.path.join(seg_dir, receipt["segment"].replace(".mkv", ".json"))) as f:
+    with open(os.path.join(seg_dir, receipt["segment"].rsplit(".", 1)[0] + ".json")) as f:
         assert json.load(f) == receipt
     _, src = decode_all(clip)
     _, got = decode_all(segment)

@@ -1,5 +1,6 @@
-"""The final task: assemble the done segments into the output, verify it, and only then put it
-at the output path (a temporary name until verified, so a failed mux leaves nothing behind)."""
+"""The final task: concatenate the done chunks into the output (packets copied, nothing encoded),
+verify it, and only then put it at the output path (a temporary name until verified, so a failed
+mux leaves nothing behind)."""
 
 from __future__ import annotations
 
@@ -14,28 +15,35 @@ from farm.config import OutputConfig
 from farm.errors import MuxError, OutputError
 from farm.jobs import JobDir
 from farm.storage import Storage, is_url, split_location
-from farm.video.geometry import output_sar
-from farm.video.mux import SegmentRef, mux, remove_output, verify, write_png_sequence
+from farm.video.mux import ChunkRef, mux, remove_output, verify, write_png_sequence
 
 log = logging.getLogger(__name__)
 
 
-def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segments: list[tuple[str, int, int]], size: tuple[int, int]) -> dict[str, Any]:
-    """Write ``output`` from ``segments`` (``(name, start, stop)`` in frame order).
+def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segments: list[tuple[str, int, int]], size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Write ``output`` from the chunks ``segments`` (``(name, start, stop)`` in frame order).
+
+    ``out`` must be the settings the chunks were encoded with (the job spec's); ``size`` is not
+    needed any more (the chunks carry it) and is accepted for old callers.
 
     Raises:
         MuxError, OutputError: nothing is left at ``output``.
     """
     job = JobDir(jobs_root, job_id)
     spec = job.read_spec()
-    refs = [SegmentRef(opener=functools.partial(job.open_segment, name), start=start, stop=stop) for name, start, stop in segments]
+    if out != spec.out:
+        raise MuxError(
+            f"job {job_id}'s chunks were encoded as --codec {spec.out.codec} --crf {spec.out.crf}, not as asked "
+            f"(--codec {out.codec} --crf {out.crf}); submit with the job's settings, or pass --restart"
+        )
+    refs = [_chunk_ref(job, name, start, stop) for name, start, stop in segments]
     if out.codec == "png":
         return _png(spec, refs, output)
     parent, name = split_location(output)
     storage = Storage(parent)
     scratch = storage.scratch_file(name)
     try:
-        mux(spec.source, refs, scratch, out, size, output_sar(spec.source.sample_aspect_ratio, spec.model.target, spec.model.square_pixels))
+        mux(spec.source, refs, scratch)
         shift = verify(scratch, spec.source)
         nbytes = os.path.getsize(scratch)
         storage.commit_file(scratch, name)
@@ -46,7 +54,7 @@ def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segmen
     return {"output": output, "frames": spec.source.num_frames, "bytes": nbytes, "shift": shift}
 
 
-def _png(spec, refs: list[SegmentRef], output: str) -> dict[str, Any]:
+def _png(spec, refs: list[ChunkRef], output: str) -> dict[str, Any]:
     if is_url(output):
         raise OutputError("--codec png writes a local directory; give a local path as the output")
     output = output.rstrip("/")
@@ -55,7 +63,7 @@ def _png(spec, refs: list[SegmentRef], output: str) -> dict[str, Any]:
     parent = os.path.dirname(os.path.abspath(output))
     scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
     try:
-        write_png_sequence(spec.source, refs, scratch, spec.source.high_bit_depth)
+        write_png_sequence(spec.source, refs, scratch)
         written = sorted(n for n in os.listdir(scratch) if n.endswith(".png"))
         if len(written) != spec.source.num_frames:
             raise MuxError(f"wrote {len(written)} PNG files for {spec.source.num_frames} frames")
@@ -66,3 +74,14 @@ def _png(spec, refs: list[SegmentRef], output: str) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return {"output": output, "frames": spec.source.num_frames, "bytes": 0, "shift": 0}
+
+
+def _chunk_ref(job: JobDir, name: str, start: int, stop: int) -> ChunkRef:
+    """A chunk and what its worker recorded about it (its receipt's ``video``)."""
+    try:
+        receipt = job.storage.read_json(job.receipt_rel(name))
+    except FileNotFoundError:
+        raise MuxError(f"chunk {name} (frames [{start}, {stop})) has no receipt; pass --restart to redo the job") from None
+    if "video" not in receipt:
+        raise MuxError(f"chunk {name} (frames [{start}, {stop})) was written by an older farm; pass --restart to redo the job")
+    return ChunkRef(opener=functools.partial(job.open_segment, name), start=start, stop=stop, name=name, video=receipt["video"])

@@ -1,9 +1,12 @@
-"""The enhance worker: holds one loaded model on one device and turns shards into segments.
+"""The enhance worker: holds one loaded model on one device and turns shards into chunks.
 
 A plain class (Ray wraps it when the driver spawns it, see :mod:`farm.driver`): it decodes only its
-shard, enhances every frame, encodes a lossless segment to a scratch file, and commits it to the
-job directory with a receipt. Decoding, enhancing and encoding run in three threads joined by
-small queues, so the device is not kept waiting by I/O."""
+shard, enhances every frame, encodes a chunk in the job's OUTPUT codec (the spec's ``out``, with
+the settings every chunk of the job shares, :func:`farm.video.encode.chunk_settings`) to a scratch
+file, and commits it to the job directory with a receipt recording what the tail needs
+(``video``: codec parameters, reorder delay, pts shift, encoder settings). Decoding, enhancing and
+encoding run in three threads joined by small queues, so the device is not kept waiting by I/O or
+by the encoder."""
 
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ from farm.actors.metrics import WorkerMetrics
 from farm.jobs import JobDir, JobSpec
 from farm.storage import sha256_file
 from farm.video.decode import decode_shard
-from farm.video.encode import SegmentWriter
-from farm.video.geometry import plan_geometry
+from farm.video.encode import ChunkWriter, chunk_settings
+from farm.video.geometry import output_sar, plan_geometry
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +153,7 @@ class EnhanceWorker:
         timings = {"decode_s": 0.0, "enhance_s": 0.0, "encode_s": 0.0}
         faces_before = getattr(self.enhancer, "faces_found", 0)
         try:
-            frames = self._encode(scratch, index, start, stop, timings)
+            frames, video = self._encode(scratch, index, start, stop, timings)
             size = os.path.getsize(scratch)
             digest = sha256_file(scratch)
             self.job.storage.commit_file(scratch, self.job.segment_rel(name))
@@ -175,6 +178,7 @@ class EnhanceWorker:
             "sha256": digest,
             "seconds": round(time.time() - t0, 3),
             "faces": faces,
+            "video": video,
             "worker": self.worker_id,
             "node": self.node,
             "host": self.host,
@@ -188,7 +192,7 @@ class EnhanceWorker:
             self.progress_state.shards_done += 1
         return receipt
 
-    def _encode(self, scratch: str, index: int, start: int, stop: int, timings: dict[str, float]) -> int:
+    def _encode(self, scratch: str, index: int, start: int, stop: int, timings: dict[str, float]) -> tuple[int, dict[str, Any]]:
         source = self.spec.source
         decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)
         enhanced: queue.Queue = queue.Queue(QUEUE_FRAMES)
@@ -210,14 +214,21 @@ class EnhanceWorker:
                 return
             number, pixels = first
             h, w = pixels.shape[:2]
-            with SegmentWriter(scratch, w, h, pixels.dtype.itemsize > 1, colour=source.colour) as writer:
+            out = self.spec.out
+            # Decided by the job alone (codec, frame size, the whole video's timing): every chunk
+            # gets the same settings, so chunks concatenate and a redone chunk is identical.
+            settings = chunk_settings(out.codec, out.crf, out.preset, out.pix_fmt, (w, h), pixels.dtype.itemsize > 1,
+                                      source.index.pts, source.index.time_base, colour=source.colour,
+                                      sample_aspect_ratio=output_sar(source.sample_aspect_ratio, self.spec.model.target, self.spec.model.square_pixels))
+            with ChunkWriter(scratch, settings) as writer:
                 item = first
                 while item is not _END:
                     t = time.perf_counter()
-                    writer.write(item[1])
+                    writer.write(item[1], source.index.pts[item[0]])
                     timings["encode_s"] += time.perf_counter() - t
                     item = _get(enhanced, stop_event)
-                writer_result["frames"] = writer.frames
+            writer_result["frames"] = writer.frames
+            writer_result["video"] = writer.info
 
         encoder = _Thread(consume)
         enhancer = self.enhancer
@@ -267,8 +278,8 @@ class EnhanceWorker:
             raise
         frames = writer_result.get("frames", 0)
         if frames != stop - start:
-            raise StorageError(f"segment holds {frames} frames, expected {stop - start}")
-        return frames
+            raise StorageError(f"chunk holds {frames} frames, expected {stop - start}")
+        return frames, writer_result["video"]
 
     def _finish_progress(self, t0: float) -> None:
         with self._lock:

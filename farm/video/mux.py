@@ -1,8 +1,10 @@
-"""Final assembly: the segments' frames, each given its source pts from the index, interleaved with
-every other stream of the source copied packet for packet, then checked against the index.
+"""Final assembly: the chunks' packets, copied in order (no decode, no encode), each given its source
+pts from the index and a dts of farm's own, interleaved with every other stream of the source
+copied packet for packet, then checked against the index.
 
-The lossless intermediate is remuxed untouched when the requested codec is the intermediate's;
-otherwise frames are encoded once, here, with their source timestamps (never at a fixed rate)."""
+The tail's time grows with the bytes copied, not with pixels: every chunk was encoded by its
+worker in the output codec (:mod:`farm.video.encode`). Chunks must share one codec header; a chunk
+that differs from the first is refused, naming it."""
 
 from __future__ import annotations
 
@@ -12,16 +14,15 @@ import io
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 import av
 
-from farm.config import OutputConfig
 from farm.errors import MuxError, OutputError
-from farm.video.color import encoder_options, from_bgr, tag
-from farm.video.encode import CODEC_SPECS, SEGMENT_CODEC, encodable_size, output_pix_fmt
+from farm.video.encode import CODEC_SPECS, X265_FEW_FRAMES, chunk_params  # noqa: F401 (X265_FEW_FRAMES: re-exported)
+from farm.video.color import tag
 from farm.video.index import FrameIndex, index_stream
 from farm.video.probe import SourceInfo, open_input
 
@@ -41,12 +42,18 @@ CONTAINERS = {
 
 
 @dataclass(frozen=True, slots=True)
-class SegmentRef:
-    """A finished shard's segment: where to read it and which frames it holds."""
+class ChunkRef:
+    """A finished shard's chunk: where to read it, which frames it holds, and what its worker
+    recorded about it (the receipt's ``video``: ``reorder_delay``, ``pts_shift``, parameters)."""
 
     opener: Callable[[], IO | str]
     start: int
     stop: int
+    name: str = ""
+    video: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"chunk {self.name or '?'} (frames [{self.start}, {self.stop}))"
 
 
 def container_for(output: str) -> str:
@@ -151,34 +158,36 @@ def _suggest(ext: str, encoder: str, templates: list) -> str:
     return "remove the stream first (e.g. `ffmpeg -i IN -map 0 -map -0:N -c copy OUT.mkv`)"
 
 
-def mux(
-    source: SourceInfo,
-    segments: Sequence[SegmentRef],
-    output_path: str,
-    spec: OutputConfig,
-    size: tuple[int, int],
-    sample_aspect_ratio: tuple[int, int] = (1, 1),
-) -> None:
-    """Assemble ``segments`` and the source's other streams into the local file ``output_path``,
-    its video tagged with the source's colour and with ``sample_aspect_ratio``.
+def mux(source: SourceInfo, chunks: Sequence[ChunkRef], output_path: str) -> None:
+    """Concatenate ``chunks`` (in frame order) and the source's other streams into the local file
+    ``output_path``. Frame i gets the source's pts ``index.pts[i]``; the k-th video packet in
+    decode order gets dts ``index.pts[k - D]`` (D: the largest reorder delay of any chunk;
+    extrapolated below ``index.pts[0]`` for k < D), which increases strictly across chunk
+    boundaries and never exceeds the packet's pts. The file is muxed bit-exactly (no random UIDs,
+    no dates), so the same chunks always give the same bytes.
 
     Raises:
-        MuxError: a segment is missing frames or the container refuses a stream.
+        MuxError: a chunk is missing frames, holds others, differs from the first chunk's
+            parameters, or the container refuses a stream.
     """
-    _check_coverage(segments, source.num_frames)
+    _check_coverage(chunks, source.num_frames)
     fmt = container_for(output_path)
     index = source.index
     try:
-        with open_input(source.location) as src, av.open(output_path, "w", format=fmt) as out:
+        with open_input(source.location) as src, av.open(
+            output_path, "w", format=fmt, container_options={"fflags": "+bitexact"}
+        ) as out:
             out.metadata.update(src.metadata)
-            video = _add_video_stream(out, spec, segments[0], size, source)
-            video.codec_context.sample_aspect_ratio = Fraction(*sample_aspect_ratio)
-            if tuple(sample_aspect_ratio) != (1, 1) and fmt == "matroska" and spec.codec == SEGMENT_CODEC:
-                # Matroska takes the aspect from AVStream.sample_aspect_ratio, which PyAV cannot set,
-                # and FFV1 has no other place for it (H.264/H.265 carry it in the bitstream).
-                log.warning("FFV1 in Matroska cannot carry the sample aspect ratio %d:%d; players will show "
-                            "the wrong aspect: use an .mp4/.mov output, or --square-pixels", *sample_aspect_ratio)
+            with _open(chunks[0]) as first:
+                # opaque: copy the codec parameters only (AV1 has a decoder here, libdav1d, but no
+                # encoder of that name, which a non-opaque copy looks for).
+                video = out.add_stream_from_template(first.streams.video[0], opaque=True)
+                reference = chunk_params(first.streams.video[0])
+            video.time_base = index.time_base
+            # The chunks' bitstreams carry the tags where the codec has room for them (H.264/HEVC
+            # VUI); the container's copy comes from here, so FFV1 and PNG-free outputs keep them too.
             tag(video, source.colour)
+            _warn_lost_aspect(fmt, video)
             copies = {}
             for stream in src.streams:
                 if stream.index == source.video_stream:
@@ -196,11 +205,7 @@ def mux(
                 video.set_display_rotation(source.rotation)
             out.start_encoding()
 
-            video_packets = (
-                _remux_packets(segments, index, video)
-                if spec.codec == SEGMENT_CODEC
-                else _encoded_packets(segments, index, video, source)
-            )
+            video_packets = _concat_packets(chunks, index, video, reference)
             other_packets = _source_packets(src, copies)
             for _, packet in heapq.merge(video_packets, other_packets, key=lambda item: item[0]):
                 out.mux(packet)
@@ -208,14 +213,23 @@ def mux(
         raise MuxError(f"cannot write the output: {exc}") from exc
 
 
-def _check_coverage(segments: Sequence[SegmentRef], num_frames: int) -> None:
+def _warn_lost_aspect(fmt: str, video) -> None:
+    """Matroska takes the pixel aspect from AVStream.sample_aspect_ratio, which PyAV cannot set,
+    and FFV1 carries none in its bitstream: such an output would play at the wrong aspect."""
+    sar = video.codec_context.sample_aspect_ratio
+    if fmt == "matroska" and video.codec_context.name == "ffv1" and sar is not None and sar not in (0, 1):
+        log.warning("FFV1 in Matroska cannot carry the %s pixel aspect: players will show the wrong aspect; "
+                    "use an .mp4/.mov output, or --square-pixels", sar)
+
+
+def _check_coverage(chunks: Sequence[ChunkRef], num_frames: int) -> None:
     expected = 0
-    for seg in segments:
-        if seg.start != expected:
-            raise MuxError(f"segments do not cover the video: frames [{expected}, {seg.start}) are missing")
-        expected = seg.stop
+    for chunk in chunks:
+        if chunk.start != expected:
+            raise MuxError(f"chunks do not cover the video: frames [{expected}, {chunk.start}) are missing")
+        expected = chunk.stop
     if expected != num_frames:
-        raise MuxError(f"segments do not cover the video: frames [{expected}, {num_frames}) are missing")
+        raise MuxError(f"chunks do not cover the video: frames [{expected}, {num_frames}) are missing")
 
 
 def _attachment(stream) -> dict:
@@ -227,117 +241,82 @@ def _attachment(stream) -> dict:
     }
 
 
-def _add_video_stream(out, spec: OutputConfig, first: SegmentRef, size: tuple[int, int], source: SourceInfo):
-    time_base = source.index.time_base
-    if spec.codec == SEGMENT_CODEC:
-        with _open(first) as seg:
-            stream = out.add_stream_from_template(seg.streams.video[0])
-        stream.time_base = time_base
-        return stream
-    codec = CODEC_SPECS[spec.codec]
-    stream = out.add_stream(codec.encoder, rate=_average_rate(source.index))
-    stream.pix_fmt = output_pix_fmt(spec.codec, spec.pix_fmt, source.high_bit_depth)
-    stream.width, stream.height = encodable_size(*size, stream.pix_fmt)
-    if (stream.width, stream.height) != tuple(size):
-        log.info("cropping %dx%d frames to %dx%d for %s", *size, stream.width, stream.height, stream.pix_fmt)
-    stream.codec_context.time_base = time_base
-    stream.time_base = time_base
-    options: dict[str, str] = {}
-    if spec.preset:
-        options["preset"] = spec.preset
-    if spec.codec in ("x264", "x265"):
-        options["crf"] = str(spec.crf)
-    elif spec.codec == "x264-lossless":
-        options["qp"] = "0"
-    if spec.codec == "x265" and len(source.index) <= X265_FEW_FRAMES:
-        options["bf"] = "0"  # see X265_FEW_FRAMES
-    options.update(encoder_options(codec.encoder, source.colour))
-    stream.options = options
-    stream.thread_type = "AUTO"
-    return stream
-
-
-#: x265 given this few frames with B-frames allowed sometimes returns a packet with a garbage dts
-#: (about -6e13, seen in 1 of 10 two-frame encodes here), which MP4 refuses ("pts/dts pair
-#: unsupported") and other containers would store. A video that short gains nothing from B-frames.
-X265_FEW_FRAMES = 2
-
-
-def _average_rate(index: FrameIndex) -> Fraction:
-    """The mean frame rate, as a hint to rate control; timestamps still come from the index."""
-    if len(index) < 2:
-        return Fraction(25)
-    span = (index.pts[-1] - index.pts[0]) * index.time_base
-    return Fraction(len(index) - 1) / span if span > 0 else Fraction(25)
-
-
-def _open(seg: SegmentRef):
-    target = seg.opener()
+def _open(chunk: ChunkRef):
+    target = chunk.opener()
     try:
         return av.open(target, "r")
     except av.error.FFmpegError as exc:
-        raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) is unreadable: {exc}") from exc
+        raise MuxError(f"{chunk} is unreadable: {exc}; pass --restart to redo the job") from exc
 
 
-def _remux_packets(segments: Sequence[SegmentRef], index: FrameIndex, video) -> Iterator[tuple[Fraction, av.Packet]]:
-    extradata = None
-    for seg in segments:
-        with _open(seg) as container:
-            stream = container.streams.video[0]
-            data = bytes(stream.codec_context.extradata or b"")
-            if extradata is None:
-                extradata = data
-            elif data != extradata:
-                raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) was encoded differently from the first")
-            frame = seg.start
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                if frame >= seg.stop:
-                    raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds too many frames")
-                packet.stream = video
-                packet.time_base = index.time_base
-                packet.pts = packet.dts = index.pts[frame]
-                yield index.pts[frame] * index.time_base, packet
-                frame += 1
-            if frame != seg.stop:
-                raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds only {frame - seg.start} frames")
+def check_same_params(chunk: ChunkRef, params: dict[str, Any], reference: dict[str, Any]) -> None:
+    """Refuse a chunk whose codec header differs from the first chunk's (one line, naming it)."""
+    for key, want in reference.items():
+        if params.get(key) != want:
+            raise MuxError(
+                f"{chunk} was encoded differently from the first chunk ({key} {params.get(key)!r}, "
+                f"first {want!r}); delete it (and its .json receipt) to have it redone, or pass --restart"
+            )
 
 
-def _encoded_packets(
-    segments: Sequence[SegmentRef], index: FrameIndex, video, source: SourceInfo
+def _settings(chunk: ChunkRef) -> dict[str, Any]:
+    """The encoder settings the chunk's receipt records, less x264's SIMD pin (``asm=``), which a
+    node without AVX2 leaves out while its bitstream still concatenates."""
+    settings = dict(chunk.video.get("settings", {}))
+    options = dict(settings.get("options", {}))
+    if "x264-params" in options:
+        options["x264-params"] = ":".join(p for p in options["x264-params"].split(":") if not p.startswith("asm="))
+    settings["options"] = options
+    return settings
+
+
+def _chunk_frames(chunk: ChunkRef, container, index: FrameIndex) -> Iterator[tuple[int, av.Packet]]:
+    """``(frame number, packet)`` of every packet of ``chunk`` in decode order, the frame found
+    from the packet's source pts; checks the chunk holds exactly its frames, keyframe first."""
+    stream = container.streams.video[0]
+    shift = int(chunk.video.get("pts_shift", 0))
+    ratio = Fraction(stream.time_base) / index.time_base
+    frame_of = {index.pts[i]: i for i in range(chunk.start, chunk.stop)}
+    first = True
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue
+        if packet.pts is None:
+            raise MuxError(f"{chunk} holds a packet without a timestamp; pass --restart to redo the job")
+        source_pts = packet.pts * ratio - shift
+        frame = frame_of.pop(int(source_pts), None) if source_pts.denominator == 1 else None
+        if frame is None:
+            raise MuxError(f"{chunk} holds a frame at pts {source_pts} that is not one of its frames (or twice)")
+        if first and not packet.is_keyframe:
+            raise MuxError(f"{chunk} does not start with a keyframe; pass --restart to redo the job")
+        first = False
+        yield frame, packet
+    if frame_of:
+        raise MuxError(f"{chunk} holds only {chunk.stop - chunk.start - len(frame_of)} of its {chunk.stop - chunk.start} frames")
+
+
+def _concat_packets(
+    chunks: Sequence[ChunkRef], index: FrameIndex, video, reference: dict[str, Any]
 ) -> Iterator[tuple[Fraction, av.Packet]]:
     tb = index.time_base
-
-    def timed(packets):
-        for packet in packets:
-            when = packet.dts if packet.dts is not None else packet.pts
-            yield when * packet.time_base, packet
-
-    for seg in segments:
-        with _open(seg) as container:
-            frame_no = seg.start
-            for frame in container.decode(video=0):
-                if frame_no >= seg.stop:
-                    raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds too many frames")
-                if (frame.width, frame.height) != (video.width, video.height):
-                    frame = _crop(frame, video.width, video.height)
-                out_frame = from_bgr(frame, video.pix_fmt, source.colour)
-                out_frame.pts = index.pts[frame_no]
-                out_frame.time_base = tb
-                yield from timed(video.encode(out_frame))
-                frame_no += 1
-            if frame_no != seg.stop:
-                raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds only {frame_no - seg.start} frames")
-    yield from timed(video.encode(None))
-
-
-def _crop(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
-    """The top-left ``width`` x ``height`` of ``frame`` (an odd last row or column dropped)."""
-    high = frame.format.components[0].bits > 8
-    fmt = "bgr48le" if high else "bgr24"
-    pixels = frame.to_ndarray(format=fmt)[:height, :width]
-    return av.VideoFrame.from_ndarray(pixels.copy(), format=fmt)
+    pts = index.pts
+    delay = max(int(c.video.get("reorder_delay", 0)) for c in chunks)
+    step = pts[1] - pts[0] if len(pts) > 1 else 1
+    k = 0  # the packet's position in decode order over the whole output
+    for chunk in chunks:
+        with _open(chunk) as container:
+            check_same_params(chunk, chunk_params(container.streams.video[0]), reference)
+            check_same_params(chunk, {"settings": _settings(chunk)}, {"settings": _settings(chunks[0])})
+            for frame, packet in _chunk_frames(chunk, container, index):
+                dts = pts[k - delay] if k >= delay else pts[0] - (delay - k) * step
+                if dts > pts[frame]:
+                    raise MuxError(f"{chunk} reorders frames deeper than its receipt says ({delay}); pass --restart")
+                packet.stream = video
+                packet.time_base = tb
+                packet.pts = pts[frame]
+                packet.dts = dts
+                yield dts * tb, packet
+                k += 1
 
 
 def _source_packets(src, copies: dict) -> Iterator[tuple[Fraction, av.Packet]]:
@@ -398,25 +377,22 @@ def _round_half_away(x: Fraction) -> int:
     return r if x >= 0 else -r
 
 
-def write_png_sequence(
-    source: SourceInfo, segments: Sequence[SegmentRef], directory: str, high_bit_depth: bool
-) -> None:
+def write_png_sequence(source: SourceInfo, chunks: Sequence[ChunkRef], directory: str) -> None:
     """Write every frame as ``<frame>.png`` in ``directory`` (created), plus ``timestamps.txt`` in
-    mkvmerge's v2 format (one presentation time in milliseconds per frame)."""
-    _check_coverage(segments, source.num_frames)
+    mkvmerge's v2 format (one presentation time in milliseconds per frame). The chunks' packets
+    are PNG files already (the workers encoded them): their bytes are written, nothing decoded."""
+    _check_coverage(chunks, source.num_frames)
     os.makedirs(directory, exist_ok=True)
-    fmt = CODEC_SPECS["png"].pix_fmt_high if high_bit_depth else CODEC_SPECS["png"].pix_fmt_8bit
     digits = max(6, len(str(source.num_frames - 1)))
-    for seg in segments:
-        with _open(seg) as container:
-            frame_no = seg.start
-            for frame in container.decode(video=0):
-                if frame_no >= seg.stop:
-                    raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds too many frames")
-                frame.reformat(format=fmt).save(os.path.join(directory, f"{frame_no:0{digits}d}.png"))
-                frame_no += 1
-            if frame_no != seg.stop:
-                raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds only {frame_no - seg.start} frames")
+    reference = None
+    for chunk in chunks:
+        with _open(chunk) as container:
+            params = chunk_params(container.streams.video[0])
+            reference = reference or params
+            check_same_params(chunk, params, reference)
+            for frame_no, packet in _chunk_frames(chunk, container, source.index):
+                with open(os.path.join(directory, f"{frame_no:0{digits}d}.png"), "wb") as f:
+                    f.write(bytes(packet))
     index = source.index
     with open(os.path.join(directory, "timestamps.txt"), "w") as f:
         f.write("# timestamp format v2\n")
