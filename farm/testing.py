@@ -156,8 +156,9 @@ def pattern_frame(number: int, width: int, height: int, seed: int = 0) -> np.nda
     return img
 
 
-#: Flat colours the scenes of :func:`scene_frame` are tinted with (BGR): far apart in luma.
-SCENE_TINTS = ((20, 20, 20), (230, 230, 230), (40, 200, 90), (200, 60, 30))
+#: Flat colours the scenes of :func:`scene_frame` are tinted with (BGR), in an order where each
+#: (cyclically) is at least 80 luma levels from the next: 20, 230, 67, 149.
+SCENE_TINTS = ((20, 20, 20), (230, 230, 230), (200, 60, 30), (40, 200, 90))
 
 
 def scene_frame(number: int, width: int, height: int, cuts: Sequence[int]) -> np.ndarray:
