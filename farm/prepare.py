@@ -108,11 +108,12 @@ def output_bytes_per_pixel(codec: str, crf: int, high_bit_depth: bool) -> float:
 
     Lossless codecs: :data:`LOSSLESS_BYTES_PER_PIXEL` (twice that for 16-bit RGB). Lossy codecs:
     :data:`LOSSY_BITS_PER_PIXEL_AT_CRF18`, doubled for every :data:`CRF_DOUBLING_STEP` below 18
-    (halved above), never more than a lossless codec's. A codec in neither table counts as lossless.
+    (halved above), never more than a lossless codec's; CRF 0 (lossless in x264) and a codec in
+    neither table count as lossless.
     """
     lossless = LOSSLESS_BYTES_PER_PIXEL * (2 if high_bit_depth else 1)
     bits = LOSSY_BITS_PER_PIXEL_AT_CRF18.get(codec)
-    if bits is None:
+    if bits is None or crf <= 0:
         return lossless
     return min(lossless, bits / 8 * 2 ** ((18 - crf) / CRF_DOUBLING_STEP))
 
