@@ -7,8 +7,9 @@ The content is synthetic: farm.testing.scene_frame scenes (a moving pattern per 
 tint per scene) with cuts at seeded random places, plus optional grain. Sizes are the encoders'
 packet bytes (no container overhead).
 
-    python scripts/bench_chunk_cost.py                       # 600 frames 640x360, about a minute
-    python scripts/bench_chunk_cost.py --size 1280x720 --shard-frames 240 --frames 1200
+    python scripts/bench_chunk_cost.py                  # 1200 frames 640x360, 240-frame shards: ~1 min
+    python scripts/bench_chunk_cost.py --size 1280x720  # the same at 720p (1.6 GB of frames in memory)
+    python scripts/bench_chunk_cost.py --frames 600 --shard-frames 120   # twice the boundaries
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from farm.video.scenes import cuts_in, frame_differences
 
 def make_frames(count: int, width: int, height: int, cuts: list[int], noise: float, seed: int) -> list[av.VideoFrame]:
     """The benchmark's frames as yuv420p VideoFrames, made once and kept in memory (count x
-    width x height x 1.5 bytes: 200 MB for the default, 1.6 GB for 1200 frames of 720p)."""
+    width x height x 1.5 bytes: 400 MB for the default, 1.6 GB for 1200 frames of 720p)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
@@ -66,13 +67,13 @@ def encode_bytes(frames, ranges: list[tuple[int, int]], make) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--frames", type=int, default=1200)
     ap.add_argument("--size", default="640x360", help="WxH (default 640x360; 1280x720 for the real figure)")
     ap.add_argument("--fps", type=int, default=24)
-    ap.add_argument("--shard-frames", type=int, default=120)
+    ap.add_argument("--shard-frames", type=int, default=240, help="240: the default shard size of any video over 10 minutes")
     ap.add_argument("--crf", type=int, default=18)
     ap.add_argument("--preset", default="medium")
-    ap.add_argument("--scene-mean", type=int, default=90, help="mean frames between scene cuts")
+    ap.add_argument("--scene-mean", type=int, default=120, help="mean frames between scene cuts (films: 4-6 s shots)")
     ap.add_argument("--noise", type=float, default=2.0, help="grain: standard deviation in 8-bit levels (0: none)")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
