@@ -1,7 +1,9 @@
 """What chunking costs in size: the same frames encoded once serially with libx264, and again as
 independent chunks (each its own encoder, so each starts with an IDR frame), cut (a) at the plain
 plan's boundaries and (b) at the scene-aware plan's boundaries (farm.plan with the cuts that
-farm.video.scenes finds). Prints the chunked/serial size ratios.
+farm.video.scenes finds). Prints the chunked/serial size ratios, and each encode's luma PSNR
+(x264 at CRF keeps quality roughly, not exactly, so a size difference of a few tenths of a
+percent with a PSNR difference of a few hundredths of a dB is noise).
 
 The content is synthetic: farm.testing.scene_frame scenes (a moving pattern per scene, a flat
 tint per scene) with cuts at seeded random places, plus optional grain. Sizes are the encoders'
@@ -15,6 +17,7 @@ packet bytes (no container overhead).
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 from fractions import Fraction
@@ -52,17 +55,26 @@ def encoder(width: int, height: int, fps: int, crf: int, preset: str) -> av.Code
     return ctx
 
 
-def encode_bytes(frames, ranges: list[tuple[int, int]], make) -> int:
-    """Bytes of the packets of ``frames`` encoded as one stream per range of ``ranges``."""
-    total = 0
-    ends = {stop for _, stop in ranges}
-    ctx = make()
-    for i, frame in enumerate(frames):
-        total += sum(p.size for p in ctx.encode(frame))
-        if i + 1 in ends:
-            total += sum(p.size for p in ctx.encode(None))
-            ctx = make()
-    return total
+def encode_bytes(frames: list[av.VideoFrame], ranges: list[tuple[int, int]], make) -> tuple[int, float]:
+    """Bytes of the packets of ``frames`` encoded as one stream per range of ``ranges``, and the
+    luma PSNR (dB, over all frames) of what they decode to: at CRF, sizes alone can trade bits
+    for quality at chunk ends, so both are shown."""
+    total, squared = 0, 0.0
+    for start, stop in ranges:
+        ctx, packets = make(), []
+        for frame in frames[start:stop]:
+            packets += ctx.encode(frame)
+        packets += ctx.encode(None)
+        total += sum(p.size for p in packets)
+        decoder = av.CodecContext.create("h264", "r")
+        decoded = [f for p in [*packets, None] for f in decoder.decode(p)]
+        assert len(decoded) == stop - start, (len(decoded), start, stop)
+        h = frames[0].height
+        for src, got in zip(frames[start:stop], decoded):
+            diff = src.to_ndarray()[:h].astype(np.float32) - got.to_ndarray()[:h].astype(np.float32)
+            squared += float((diff * diff).mean())
+    mse = squared / len(frames)
+    return total, 10 * math.log10(255**2 / mse) if mse else float("inf")
 
 
 def main() -> None:
@@ -103,21 +115,21 @@ def main() -> None:
 
     def run(ranges):
         t = time.perf_counter()
-        size = encode_bytes(frames, ranges, make)
-        return size, time.perf_counter() - t
+        size, psnr = encode_bytes(frames, ranges, make)
+        return size, psnr, time.perf_counter() - t
 
-    serial, serial_s = run([(0, n)])
-    plain_b, plain_s = run([(s.start, s.stop) for s in plain])
-    aware_b, aware_s = run([(s.start, s.stop) for s in aware])
+    serial, serial_q, serial_s = run([(0, n)])
+    plain_b, plain_q, plain_s = run([(s.start, s.stop) for s in plain])
+    aware_b, aware_q, aware_s = run([(s.start, s.stop) for s in aware])
 
     print(f"{n} frames {width}x{height} @ {a.fps} fps, libx264 CRF {a.crf} preset {a.preset}, grain {a.noise}")
     print(f"scene cuts (true):    {cuts}")
     print(f"scene cuts (found):   {sorted(found)}  (near boundaries only, window ±{window} frames, {detect_s:.1f} s)")
     print(f"plain boundaries:     {[s.start for s in plain[1:]]}")
     print(f"scene-aware:          {[s.start for s in aware[1:]]}")
-    print(f"serial:               {serial:>10d} bytes  ({serial_s:.1f} s)")
-    print(f"chunked, plain:       {plain_b:>10d} bytes  {100 * (plain_b / serial - 1):+.2f} %  ({plain_s:.1f} s)")
-    print(f"chunked, scene-aware: {aware_b:>10d} bytes  {100 * (aware_b / serial - 1):+.2f} %  ({aware_s:.1f} s)")
+    print(f"serial:               {serial:>10d} bytes            Y-PSNR {serial_q:.3f} dB  ({serial_s:.1f} s)")
+    print(f"chunked, plain:       {plain_b:>10d} bytes  {100 * (plain_b / serial - 1):+6.2f} %  Y-PSNR {plain_q:.3f} dB  ({plain_s:.1f} s)")
+    print(f"chunked, scene-aware: {aware_b:>10d} bytes  {100 * (aware_b / serial - 1):+6.2f} %  Y-PSNR {aware_q:.3f} dB  ({aware_s:.1f} s)")
 
 
 if __name__ == "__main__":
