@@ -1,7 +1,9 @@
 """The job's settings as frozen dataclasses, checked on construction, and the job id they imply.
 
-ModelConfig holds everything that changes output pixels (it keys the job); OutputConfig only
-changes the final encode, so changing it on a finished job re-runs the mux alone."""
+ModelConfig holds everything that changes output pixels; OutputConfig the encode settings. Both
+key the job: workers encode each shard straight into the output codec, so the encode settings are
+part of what a finished chunk is, and a job with other settings is another job. The output path
+is not part of the identity: another ``-o`` with the same settings re-concatenates the kept chunks."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Literal
 
 from farm.errors import UsageError
 from farm.models import DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL
-from farm.video.encode import CODECS
+from farm.video.encode import CODEC_SPECS, CODECS
 
 Precision = Literal["auto", "fp16", "fp32"]
 Device = Literal["auto", "cuda", "cpu"]
@@ -117,8 +119,20 @@ class OutputConfig:
         if not 0 <= self.crf <= 51:
             raise UsageError(f"--crf must be between 0 and 51, got {self.crf}")
 
+    def identity(self) -> dict:
+        """The encode settings that change the chunks, for the job id: all of them, but the CRF
+        of a lossless codec (which ignores it)."""
+        data = asdict(self)
+        if CODEC_SPECS[self.codec].lossless:
+            data.pop("crf")
+        return data
+
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> OutputConfig:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +164,9 @@ class JobConfig:
             raise UsageError(f"--lease-timeout must be positive, got {self.lease_timeout_s}")
 
 
-def job_id(input_name: str, input_fingerprint: str, model: ModelConfig) -> str:
-    """``<input stem>-<hash>``: the same input and pixel settings always give the same id."""
+def job_id(input_name: str, input_fingerprint: str, model: ModelConfig, out: OutputConfig) -> str:
+    """``<input stem>-<hash>``: the same input, pixel settings and encode settings always give the
+    same id, and any other encode settings (codec, CRF, preset, pixel format) another one."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", input_name.rsplit("/", 1)[-1].rsplit(".", 1)[0])[:40] or "video"
-    blob = json.dumps({"input": input_fingerprint, "model": model.identity()}, sort_keys=True)
+    blob = json.dumps({"input": input_fingerprint, "model": model.identity(), "out": out.identity()}, sort_keys=True)
     return f"{stem}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

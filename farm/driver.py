@@ -344,6 +344,10 @@ class Run:
                 self.inflight.clear()
                 return self._mux()
             elif isinstance(ins, Finish):
+                if not self._output_current():  # finished for another submit's -o: write ours
+                    pool.shutdown()
+                    self.inflight.clear()
+                    return self._mux()
                 return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done"}
         if self.cancelling:
             raise JobCancelled(f"job {self.p.job.job_id} cancelled; what was done is kept (`farm resume {self.p.job.job_id}` continues it)")
@@ -366,6 +370,7 @@ class Run:
         except RayTaskError as exc:
             self._handle([MuxFailed(time.time(), _cause(exc))])
             raise JobFailed(f"job {self.p.job.job_id}: {_cause(exc)}") from None
+        self._record_output()
         instructions = self._handle([MuxDone(time.time())])
         self.p.job.clean_segments({segment for segment, _, _ in segments})
         self.snapshot = ray.get(self.coord.snapshot.remote())
@@ -376,15 +381,30 @@ class Run:
                 "coordinator_ms_per_shard": round(1000 * self.coordinator_s / shards_run, 3)}
 
     def _output_current(self) -> bool:
-        """A finished job whose output is present and verifies needs no new mux."""
+        """This submit's output needs no new concatenation: this job wrote it, with these encode
+        settings, it is unchanged since (size and mtime) and it still verifies. A file at ``-o``
+        that the job did not write (another job's, or an older run's with other settings) is not
+        current, nor is a PNG directory or an object-store output (not checked here)."""
         out = normalize(self.cfg.output)
         if is_url(out) or self.cfg.out.codec == "png" or not os.path.isfile(out):
+            return False
+        record = self.p.job.outputs().get(out)
+        st = os.stat(out)
+        if record is None or record.get("out") != self.cfg.out.to_json() or (record.get("bytes"), record.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
             return False
         try:
             verify(out, self.p.spec.source)
         except FarmError:
             return False
         return True
+
+    def _record_output(self) -> None:
+        """Note what this submit wrote, for :meth:`_output_current` of the next submit."""
+        out = normalize(self.cfg.output)
+        if is_url(out) or not os.path.isfile(out):
+            return
+        st = os.stat(out)
+        self.p.job.record_output(out, self.cfg.out, st.st_size, st.st_mtime_ns)
 
     def _poll_progress(self) -> None:
         pool = self.pool
@@ -451,6 +471,8 @@ class Run:
             self._emit(message=f"following the driver on {holder.get('host')} (pid {holder.get('pid')})")
             state = self.snapshot["state"]
             if state == "done":
+                if not self._output_current():  # the other driver wrote its own -o, not ours
+                    return self.execute()
                 return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done", "followed": True}
             if state in ("failed", "cancelled"):
                 raise JobFailed(f"job {self.p.job.job_id} {state}: {self.snapshot.get('reason')}")

@@ -1,8 +1,10 @@
 """The job directory on shared storage, and the job spec every actor reads from it.
 
     <jobs-root>/<job-id>/
-      job.json                  spec: input, probe + frame index, model settings, shard plan
+      job.json                  spec: input, probe + frame index, model and output settings,
+                                shard size and the scene cuts its boundaries snap to
       ledger.json               done shards, attempts, failures (the coordinator's snapshot)
+      outputs.json              each output written: path -> encode settings, bytes, mtime
       segments/000042-<t>.nut   one chunk per finished shard attempt, in the output codec
       segments/000042-<t>.json  its receipt, written after the segment; no receipt, not done
       logs/000042-<t>.json      each shard attempt's log (timings, faces, error)
@@ -13,6 +15,7 @@ Nothing that matters lives only in actor memory: a job resumes from this directo
 
 from __future__ import annotations
 
+import bisect
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from typing import IO, Any
 from farm import __version__
 from farm.config import ModelConfig, OutputConfig
 from farm.errors import StorageError
-from farm.plan import Shard, plan_shards
+from farm.plan import Shard, plan_shards, snap_window
 from farm.storage import TMP_MARK, Storage
 from farm.video.encode import CHUNK_SUFFIX
 from farm.video.probe import SourceInfo
@@ -31,6 +34,7 @@ LEDGER = "ledger.json"
 CONTROL = "control.json"
 LIVE = "live.json"
 SUBMIT = "submit.json"  # the last submit's output settings, for `farm resume JOB`
+OUTPUTS = "outputs.json"  # every output this job wrote: path -> settings, size, mtime
 SEGMENTS = "segments"
 LOGS = "logs"
 
@@ -46,14 +50,26 @@ class JobSpec:
     input_fingerprint: str
     created: float
     farm_version: str = __version__
-    #: How every chunk is encoded (workers read it); jobs written before it existed get the default.
-    out: OutputConfig = field(default_factory=OutputConfig)
+    out: OutputConfig = field(default_factory=OutputConfig)  # the encode settings (they key the job)
+    # Frame numbers of the scene cuts found near the planned boundaries when the job was created;
+    # None for jobs created before scene-aware planning, which keep their plain plan.
+    scene_cuts: tuple[int, ...] | None = None
 
     def shards(self) -> list[Shard]:
-        return plan_shards(self.source.num_frames, self.shard_frames)
+        """The job's plan: a pure function of this spec (see :mod:`farm.plan`)."""
+        n = self.source.num_frames
+        if self.scene_cuts is None:
+            return plan_shards(n, self.shard_frames)
+        return plan_shards(
+            n,
+            self.shard_frames,
+            scene_cuts=self.scene_cuts,
+            keyframes=keyframe_frames(self.source),
+            window=snap_window(self.shard_frames, frames_per_second(self.source)),
+        )
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "job_id": self.job_id,
             "source": self.source.to_json(),
             "model": self.model.to_json(),
@@ -63,6 +79,9 @@ class JobSpec:
             "farm_version": self.farm_version,
             "out": self.out.to_json(),
         }
+        if self.scene_cuts is not None:
+            data["scene_cuts"] = list(self.scene_cuts)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> JobSpec:
@@ -74,8 +93,27 @@ class JobSpec:
             input_fingerprint=data["input_fingerprint"],
             created=float(data["created"]),
             farm_version=data.get("farm_version", "?"),
-            out=OutputConfig(**data["out"]) if "out" in data else OutputConfig(),
+            out=OutputConfig.from_json(data["out"]) if "out" in data else OutputConfig(),
+            scene_cuts=tuple(int(c) for c in data["scene_cuts"]) if data.get("scene_cuts") is not None else None,
         )
+
+
+def frames_per_second(source: SourceInfo) -> float:
+    """The source's average frame rate, from its frame index (0 for a single frame)."""
+    index = source.index
+    span = (index.pts[-1] - index.pts[0]) * index.time_base
+    return float((len(index) - 1) / span) if span > 0 else 0.0
+
+
+def keyframe_frames(source: SourceInfo) -> list[int]:
+    """Frame numbers of the source's keyframes that are frames (not discard-only seek points)."""
+    pts = source.index.pts
+    out = []
+    for k in source.index.keyframe_pts:
+        i = bisect.bisect_left(pts, k)
+        if i < len(pts) and pts[i] == k:
+            out.append(i)
+    return out
 
 
 class JobDir:
@@ -114,6 +152,21 @@ class JobDir:
 
     def write_ledger(self, data: dict) -> None:
         self.storage.write_json(LEDGER, data)
+
+    # -- outputs: what each submit wrote, so a resubmit never takes another file for its own ----
+
+    def record_output(self, location: str, out: OutputConfig, size: int, mtime_ns: int) -> None:
+        """Note that this job wrote ``location`` (normalized) with ``out``, ``size`` bytes, ``mtime_ns``."""
+        records = self.outputs()
+        records[location] = {"out": out.to_json(), "bytes": size, "mtime_ns": mtime_ns, "at": time.time()}
+        self.storage.write_json(OUTPUTS, records)
+
+    def outputs(self) -> dict[str, dict]:
+        """Every output this job wrote (see :meth:`record_output`), by location."""
+        try:
+            return dict(self.storage.read_json(OUTPUTS))
+        except (FileNotFoundError, StorageError):
+            return {}
 
     def write_live(self, data: dict) -> None:
         self.storage.write_json(LIVE, data)

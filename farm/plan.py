@@ -1,9 +1,20 @@
 """Shards: half-open ranges of frame indices, and the pure function that cuts a video into them.
-The plan depends only on the frame count and the shard size, so a resumed job gets the same plan."""
+The plan depends only on the frame count, the shard size and the cut lists recorded in the job
+spec, so a resumed job (and every actor) gets the same plan.
+
+Scene-aware boundaries: each chunk starts with a forced keyframe, which costs bits unless the
+encoder would have put one there anyway. So each planned boundary ``k * shard_frames`` moves to
+the nearest scene cut within ``window`` frames (see :func:`snap_window`: ±2 s or ±25 % of a shard,
+whichever is smaller); with no scene cut in reach, to the nearest source keyframe in reach (the
+source's encoder chose it, and a shard that starts on one also decodes without a seek overshoot);
+with neither, it stays. Scene cuts win over keyframes because periodic keyframes (every GOP) lie
+in nearly every window and say nothing about the content."""
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: Bounds of the default shard size: small enough to spread a short clip over many workers, large
@@ -11,6 +22,10 @@ from dataclasses import dataclass
 MIN_DEFAULT_SHARD_FRAMES = 16
 MAX_DEFAULT_SHARD_FRAMES = 240
 TARGET_SHARDS = 64
+#: How far a boundary may move to a cut: at most this many seconds, and at most this fraction of
+#: a shard (so shards keep roughly their planned size, and moved boundaries never cross).
+SNAP_SECONDS = 2.0
+SNAP_SHARD_FRACTION = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +53,67 @@ def default_shard_frames(num_frames: int) -> int:
     return max(MIN_DEFAULT_SHARD_FRAMES, min(MAX_DEFAULT_SHARD_FRAMES, math.ceil(num_frames / TARGET_SHARDS)))
 
 
-def plan_shards(num_frames: int, shard_frames: int) -> list[Shard]:
-    """Cut ``[0, num_frames)`` into consecutive shards of ``shard_frames`` (the last may be shorter).
+def snap_window(shard_frames: int, frames_per_second: float) -> int:
+    """How many frames a boundary may move: ``SNAP_SECONDS`` of video or ``SNAP_SHARD_FRACTION`` of
+    a shard, whichever is smaller (0 for shards too short to move)."""
+    return max(0, min(int(SNAP_SECONDS * frames_per_second), int(shard_frames * SNAP_SHARD_FRACTION)))
+
+
+def planned_boundaries(num_frames: int, shard_frames: int) -> list[int]:
+    """The first frames of every shard but the first, before any move to a cut."""
+    return list(range(shard_frames, num_frames, shard_frames))
+
+
+def search_ranges(num_frames: int, shard_frames: int, window: int) -> list[tuple[int, int]]:
+    """Frames ``[start, stop)`` to look at for cuts: each planned boundary ± ``window``, plus the
+    frame before (a cut at frame f is a change between frames f-1 and f)."""
+    if window <= 0:
+        return []
+    return [(max(0, b - window - 1), min(num_frames, b + window + 1)) for b in planned_boundaries(num_frames, shard_frames)]
+
+
+def plan_shards(
+    num_frames: int,
+    shard_frames: int,
+    *,
+    scene_cuts: Sequence[int] = (),
+    keyframes: Sequence[int] = (),
+    window: int = 0,
+) -> list[Shard]:
+    """Cut ``[0, num_frames)`` into consecutive shards of about ``shard_frames`` (the last may be
+    shorter); each boundary moves to the nearest of ``scene_cuts`` within ``window`` frames, else
+    to the nearest of ``keyframes`` within it (frame numbers; see the module docstring).
 
     Raises:
-        ValueError: if either argument is not positive.
+        ValueError: if ``num_frames`` or ``shard_frames`` is not positive.
     """
     if num_frames <= 0:
         raise ValueError(f"nothing to plan: {num_frames=}")
     if shard_frames <= 0:
         raise ValueError(f"shard size must be positive: {shard_frames=}")
-    return [
-        Shard(index=i, start=start, stop=min(start + shard_frames, num_frames))
-        for i, start in enumerate(range(0, num_frames, shard_frames))
-    ]
+    window = max(0, min(window, (shard_frames - 1) // 2))  # moved boundaries never meet
+    cuts = sorted({c for c in scene_cuts if 0 < c < num_frames})
+    keys = sorted({k for k in keyframes if 0 < k < num_frames})
+    starts = [0]
+    for planned in planned_boundaries(num_frames, shard_frames):
+        moved = _nearest(cuts, planned, window)
+        if moved is None:
+            moved = _nearest(keys, planned, window)
+        start = planned if moved is None else moved
+        if start > starts[-1]:
+            starts.append(start)
+    stops = starts[1:] + [num_frames]
+    return [Shard(index=i, start=a, stop=b) for i, (a, b) in enumerate(zip(starts, stops))]
+
+
+def _nearest(sorted_frames: list[int], target: int, window: int) -> int | None:
+    """The frame of ``sorted_frames`` nearest ``target`` within ``window`` (the earlier on a tie)."""
+    if window <= 0:
+        return None
+    i = bisect.bisect_left(sorted_frames, target - window)
+    best = None
+    while i < len(sorted_frames) and sorted_frames[i] <= target + window:
+        if best is None or abs(sorted_frames[i] - target) < abs(best - target):
+            best = sorted_frames[i]
+        i += 1
+    return best

@@ -16,13 +16,14 @@ from typing import Any
 from farm.config import JobConfig, ModelConfig, OutputConfig, job_id as make_job_id
 from farm.enhance import check_weights
 from farm.errors import FarmError, InputError, OutputError, StorageError, UsageError
-from farm.jobs import SUBMIT, JobDir, JobSpec
-from farm.plan import default_shard_frames
+from farm.jobs import SUBMIT, JobDir, JobSpec, frames_per_second
+from farm.plan import default_shard_frames, search_ranges, snap_window
 from farm.storage import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
 from farm.video.geometry import Geometry, plan_geometry
 from farm.video.mux import check_streams_fit, container_for
 from farm.video.probe import SourceInfo, probe
+from farm.video.scenes import detect_scene_cuts
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +91,40 @@ def _check_writable(folder: str, what: str) -> None:
         raise OutputError(f"{what} {folder} is not writable ({exc.strerror or exc}); choose another location") from None
 
 
-#: Bytes per output pixel assumed when estimating disk space. Lossless RGB (FFV1) of real video
-#: takes about 1.3 bytes per pixel at 8 bits; 2 leaves room for grain and noise, which compress
-#: worse; lossy codecs take much less. Chunks are in the output codec, so the job's chunks take
-#: about what the output takes.
-OUTPUT_BYTES_PER_PIXEL = {"ffv1": 2.0, "x264-lossless": 2.0, "png": 2.0, "x264": 0.1, "x265": 0.1, "av1": 0.1}
+#: Bits per output pixel of the lossy codecs at CRF 18 (``--crf`` default), for the disk estimate.
+#: Upscaled video is smooth (the model removes noise), so real outputs take less: x264 at CRF 18
+#: gives about 0.05-0.15 bits per pixel on upscaled 1080p film; these values leave about 2x room
+#: for grain, noise and animation. x265 and AV1 reach the same quality with fewer bits.
+LOSSY_BITS_PER_PIXEL_AT_CRF18 = {"x264": 0.3, "x265": 0.2, "av1": 0.2}
+#: Each CRF step of this many down doubles the bitrate (x264's and x265's rule of thumb).
+CRF_DOUBLING_STEP = 6
+#: Bytes per output pixel of the lossless codecs. FFV1 RGB of real video takes about 1.3 bytes per
+#: pixel at 8 bits; 2 leaves room for grain and noise, which compress worse. PNG is about the same.
+LOSSLESS_BYTES_PER_PIXEL = 2.0
 
 
-def estimate_bytes(frames: int, canvas: tuple[int, int], high_bit_depth: bool, codec: str) -> tuple[int, int]:
-    """Conservative sizes of a job's chunks and of its output, in bytes (16-bit doubles both).
-    The chunks are the output's packets, so both are about the same size."""
-    pixels = frames * canvas[0] * canvas[1] * (2 if high_bit_depth else 1)
-    size = int(pixels * OUTPUT_BYTES_PER_PIXEL[codec])
+def output_bytes_per_pixel(codec: str, crf: int, high_bit_depth: bool) -> float:
+    """Expected bytes per output pixel of ``codec`` at ``crf`` (conservative; see the tables).
+
+    Lossless codecs: :data:`LOSSLESS_BYTES_PER_PIXEL` (twice that for 16-bit RGB). Lossy codecs:
+    :data:`LOSSY_BITS_PER_PIXEL_AT_CRF18`, doubled for every :data:`CRF_DOUBLING_STEP` below 18
+    (halved above), never more than a lossless codec's; CRF 0 (lossless in x264) and a codec in
+    neither table count as lossless.
+    """
+    lossless = LOSSLESS_BYTES_PER_PIXEL * (2 if high_bit_depth else 1)
+    bits = LOSSY_BITS_PER_PIXEL_AT_CRF18.get(codec)
+    if bits is None or crf <= 0:
+        return lossless
+    return min(lossless, bits / 8 * 2 ** ((18 - crf) / CRF_DOUBLING_STEP))
+
+
+def estimate_bytes(frames: int, canvas: tuple[int, int], high_bit_depth: bool, codec: str, crf: int = 18) -> tuple[int, int]:
+    """Conservative sizes of a job's chunks and of its output, in bytes.
+
+    The chunks are in the output codec and the output is their concatenation, so both are about
+    ``frames x pixels x`` :func:`output_bytes_per_pixel`.
+    """
+    size = int(frames * canvas[0] * canvas[1] * output_bytes_per_pixel(codec, crf, high_bit_depth))
     return size, size
 
 
@@ -115,24 +138,25 @@ def free_bytes(location: str) -> tuple[int, int] | None:
 
 
 def check_disk_space(cfg: JobConfig, job: JobDir, source: SourceInfo, geometry: Geometry) -> None:
-    """Refuse a job whose segments (and output, on the same disk) would not fit, before any work.
+    """Refuse a job whose chunks (and output, on the same disk) would not fit, before any work.
 
-    Segments already done by an earlier run of the job count as written.
+    Chunks already done by an earlier run of the job count as written.
 
     Raises:
         StorageError: naming the space needed and free, and what to do.
     """
-    segments, output = estimate_bytes(source.num_frames, geometry.canvas, source.high_bit_depth, cfg.out.codec)
+    chunks, output = estimate_bytes(source.num_frames, geometry.canvas, source.high_bit_depth, cfg.out.codec, cfg.out.crf)
     if job.exists() and not cfg.restart:
-        segments = max(0, segments - sum(int(r.get("bytes", 0)) for r in job.receipts()))
+        chunks = max(0, chunks - sum(int(r.get("bytes", 0)) for r in job.receipts()))
     jobs_disk = free_bytes(job.jobs_root)
     out_disk = free_bytes(normalize(cfg.output))
+    log.info("disk needed: about %s for the chunks, %s for the output (%s, CRF %d)", _gb(chunks), _gb(output), cfg.out.codec, cfg.out.crf)
     needs: list[tuple[str, int, int]] = []  # (what, needed, free)
     if jobs_disk is not None and out_disk is not None and jobs_disk[1] == out_disk[1]:
-        needs.append((f"{job.jobs_root} (segments and output)", segments + output, jobs_disk[0]))
+        needs.append((f"{job.jobs_root} (chunks and output)", chunks + output, jobs_disk[0]))
     else:
         if jobs_disk is not None:
-            needs.append((f"{job.jobs_root} (segments)", segments, jobs_disk[0]))
+            needs.append((f"{job.jobs_root} (chunks)", chunks, jobs_disk[0]))
         if out_disk is not None:
             needs.append((f"{os.path.dirname(normalize(cfg.output))} (output)", output, out_disk[0]))
     for where, needed, free in needs:
@@ -166,17 +190,12 @@ def prepare(cfg: JobConfig) -> Prepared:
     out = cfg.out
     check_encoder(chunk_settings(out.codec, out.crf, out.preset, out.pix_fmt, geometry.canvas, source.high_bit_depth,
                                  source.index.pts, source.index.time_base))
-    model, fingerprint, job_id = _identity(model, source)
+    model, fingerprint, job_id = _identity(model, source, cfg.out)
     jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
     job = JobDir(jobs_root, job_id)
     check_disk_space(cfg, job, source, geometry)
     resumed = False
     if job.exists() and cfg.restart:
-        job.clear()
-    elif job.exists() and job.read_spec().out != cfg.out:
-        # Chunks are encoded in the output codec: other output settings cannot reuse them. (Until
-        # the job id follows the output settings, the old job's chunks are dropped here.)
-        log.warning("job %s was encoded with other output settings; its chunks are redone", job_id)
         job.clear()
     elif job.exists():
         spec = job.read_spec()
@@ -187,22 +206,36 @@ def prepare(cfg: JobConfig) -> Prepared:
             )
         resumed = True
     if not resumed:
+        shard_frames = cfg.shard_frames or default_shard_frames(source.num_frames)
         spec = JobSpec(
             job_id=job_id,
             source=source,
             model=model,
-            shard_frames=cfg.shard_frames or default_shard_frames(source.num_frames),
+            shard_frames=shard_frames,
             input_fingerprint=fingerprint,
             created=time.time(),
             out=cfg.out,
+            scene_cuts=find_scene_cuts(source, shard_frames),
         )
         job.write_spec(spec)
     # The spec keeps the model settings it was created with; weights paths may have moved since.
-    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, weights_dir=model.weights_dir, sr_weights=model.sr_weights, face_weights=model.face_weights, trust_weights=model.trust_weights))
+    spec = dataclasses.replace(spec, out=cfg.out, model=dataclasses.replace(spec.model, weights_dir=model.weights_dir, sr_weights=model.sr_weights, face_weights=model.face_weights, trust_weights=model.trust_weights))
     if resumed:
         job.write_spec(spec)
     job.storage.write_json(SUBMIT, {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location})
     return Prepared(cfg, job, spec, geometry, resumed)
+
+
+def find_scene_cuts(source: SourceInfo, shard_frames: int) -> tuple[int, ...]:
+    """The scene cuts near the planned boundaries of a new job (decoded once, stored in its spec)."""
+    window = snap_window(shard_frames, frames_per_second(source))
+    ranges = search_ranges(source.num_frames, shard_frames, window)
+    if not ranges:
+        return ()
+    t = time.perf_counter()
+    cuts = detect_scene_cuts(source.location, source.video_stream, source.index, ranges)
+    log.info("scene cuts near %d boundaries: %d found in %.1f s", len(ranges), len(cuts), time.perf_counter() - t)
+    return cuts
 
 
 def _size(location: str) -> int:
@@ -213,21 +246,22 @@ def _size(location: str) -> int:
 def identify(cfg: JobConfig) -> str | None:
     """The job id ``cfg`` will have, when the input (and any own weights) are readable here."""
     try:
-        return _identity(cfg.model, probe(cfg.input))[2]
+        return _identity(cfg.model, probe(cfg.input), cfg.out)[2]
     except (FarmError, OSError):
         return None
 
 
-def _identity(model: ModelConfig, source: SourceInfo) -> tuple[ModelConfig, str, str]:
+def _identity(model: ModelConfig, source: SourceInfo, out: OutputConfig) -> tuple[ModelConfig, str, str]:
     """``model`` with the hashes of a user's own weights files, the input's fingerprint, and the
-    job id they give: the same input, settings and weights always make the same job."""
+    job id they give: the same input, settings (model and encode) and weights always make the
+    same job."""
     model = dataclasses.replace(
         model,
         sr_weights_sha256=sha256_file(model.sr_weights) if model.sr_weights else None,
         face_weights_sha256=sha256_file(model.face_weights) if model.face and model.face_weights else None,
     )
     fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
-    return model, fingerprint, make_job_id(source.location, fingerprint, model)
+    return model, fingerprint, make_job_id(source.location, fingerprint, model, out)
 
 
 def load_submit(jobs_root: str, job_id: str) -> dict[str, Any]:
@@ -251,7 +285,7 @@ def resume_config(jobs_root: str, job_id: str, **overrides: Any) -> JobConfig:
         input=last["input"],
         output=last["output"],
         model=model,
-        out=OutputConfig(**last["out"]),
+        out=OutputConfig.from_json(last["out"]),
         jobs_root=jobs_root,
         **{k: v for k, v in overrides.items() if v is not None},
     )

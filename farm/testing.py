@@ -156,6 +156,38 @@ def pattern_frame(number: int, width: int, height: int, seed: int = 0) -> np.nda
     return img
 
 
+#: Flat colours the scenes of :func:`scene_frame` are tinted with (BGR), in an order where each
+#: (cyclically) is at least 80 luma levels from the next: 20, 230, 67, 149.
+SCENE_TINTS = ((20, 20, 20), (230, 230, 230), (200, 60, 30), (40, 200, 90))
+
+
+def scene_frame(number: int, width: int, height: int, cuts: Sequence[int]) -> np.ndarray:
+    """A frame of a video whose scene changes at each frame of ``cuts`` (sorted): every scene is
+    its own moving :func:`pattern_frame` blended half and half with its own flat tint, so the luma
+    jumps at a cut and moves smoothly between cuts."""
+    scene = sum(1 for c in cuts if c <= number)
+    tint = np.array(SCENE_TINTS[scene % len(SCENE_TINTS)], np.uint16)
+    pattern = pattern_frame(number, width, height, seed=scene).astype(np.uint16)
+    return ((pattern + tint) // 2).astype(np.uint8)
+
+
+def make_scene_clip(path: str, cuts: Sequence[int], *, frames: int = 72, size: tuple[int, int] = (96, 64), fps: int = 24, gop: int = 250) -> str:
+    """An H.264 clip of :func:`scene_frame` scenes changing at ``cuts``, keyframes every ``gop``
+    frames (x264's own scene-cut keyframes off, so the source's keyframes say nothing of the cuts)."""
+    import av
+
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"g": str(gop), "sc_threshold": "0", "x264-params": "scenecut=0"}
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(scene_frame(i, size[0], size[1], cuts), format="bgr24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 def vfr_pts(frames: int, time_base: Fraction) -> list[int]:
     """Timestamps that change rate twice: ~30 fps, then ~15 fps, then ~24 fps."""
     pts, t = [], Fraction(0)
