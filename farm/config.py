@@ -13,6 +13,7 @@ from typing import Literal
 
 from farm.errors import UsageError
 from farm.models import DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL
+from farm.video.deinterlace import MODES as DEINTERLACE_MODES
 from farm.video.encode import CODECS
 
 Precision = Literal["auto", "fp16", "fp32"]
@@ -59,6 +60,7 @@ class ModelConfig:
     device: Device = "auto"
     trust_weights: bool = False
     compile: bool = False  # torch.compile the upscaler (CUDA: faster frames after minutes of start-up)
+    deinterlace: str = "auto"  # auto | on | off | double, see farm.video.deinterlace
     # Content hashes of user-supplied weights, filled in by the driver so the job id follows them.
     sr_weights_sha256: str | None = None
     face_weights_sha256: str | None = None
@@ -76,6 +78,8 @@ class ModelConfig:
             raise UsageError(f"--device must be auto, cuda or cpu, got {self.device!r}")
         if self.precision == "fp16" and self.device == "cpu":
             raise UsageError("--fp16 needs a CUDA device; use --fp32 (the default on CPU) or --device cuda")
+        if self.deinterlace not in DEINTERLACE_MODES:
+            raise UsageError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {self.deinterlace!r}")
 
     def identity(self) -> dict:
         """The settings that change output pixels, for the job id."""
@@ -84,6 +88,8 @@ class ModelConfig:
             data.pop(name)
         if not self.compile:  # so that jobs created before the option keep their ids
             data.pop("compile")
+        if self.deinterlace == "auto":  # likewise; auto on a source probed before farm recorded
+            data.pop("deinterlace")  # field orders deinterlaces nothing, as those jobs did
         if not self.face:
             for name in ("face_model", "face_weight", "face_detector", "face_weights_sha256"):
                 data.pop(name)

@@ -381,7 +381,7 @@ class Run:
         if is_url(out) or self.cfg.out.codec == "png" or not os.path.isfile(out):
             return False
         try:
-            verify(out, self.p.spec.source)
+            verify(out, self.p.spec.source, index=self.p.spec.output_index)
         except FarmError:
             return False
         return True

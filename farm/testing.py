@@ -515,3 +515,140 @@ def write_face_helper_weights(weights_dir: str, *, find_no_faces: bool = True, s
     det_path = _save(detector, os.path.join(weights_dir, FACE_DETECTOR.file), key=None)
     parse_path = _save(parser, os.path.join(weights_dir, FACE_PARSER.file), key=None)
     return det_path, parse_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Interlaced clips and the legacy corpus (DVD, DV, broadcast, old web and desktop formats)
+
+
+def field_pattern(t: float, width: int, height: int) -> np.ndarray:
+    """An RGB picture at field time ``t`` (in fields): vertical stripes that move 5 pixels per
+    field over a smooth vertical ramp, so two fields of one frame differ wherever they meet."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    stripes = 100 * np.sin(2 * np.pi * (x - 5 * t) / 16)
+    r = 128 + stripes
+    g = 40 + 170 * y / max(1, height - 1)
+    b = 128 - stripes / 2
+    return np.clip(np.stack([r, g, b], axis=-1), 0, 255).astype(np.uint8)
+
+
+def woven_frame(number: int, width: int, height: int, top_first: bool = True) -> np.ndarray:
+    """Frame ``number`` of an interlaced camera: its two fields are pictures taken a field apart
+    (the first in time on the even lines for top field first, on the odd lines otherwise)."""
+    first, second = field_pattern(2 * number, width, height), field_pattern(2 * number + 1, width, height)
+    frame = first.copy()
+    if top_first:
+        frame[1::2] = second[1::2]
+    else:
+        frame[0::2] = second[0::2]
+    return frame
+
+
+def comb_measure(picture: np.ndarray) -> float:
+    """Mean absolute difference of adjacent lines over that of lines two apart (the same field):
+    about 0.5 for smooth progressive pictures, well above 1 for a woven pair of moving fields."""
+    p = picture.astype(np.float64)
+    adjacent = np.abs(p[1:] - p[:-1]).mean()
+    same_field = np.abs(p[2:] - p[:-2]).mean()
+    return float(adjacent / same_field) if same_field else 0.0
+
+
+def _mark_fields(frames: list, field_order: str) -> list:
+    """The frames flagged interlaced with ``field_order`` (``tff`` or ``bff``), as a capture card
+    flags them (PyAV cannot set the flags; FFmpeg's setfield filter does)."""
+    import av
+
+    first = frames[0]
+    graph = av.filter.Graph()
+    src = graph.add_buffer(width=first.width, height=first.height, format=first.format.name, time_base=first.time_base)
+    mark = graph.add("setfield", field_order)
+    sink = graph.add("buffersink")
+    src.link_to(mark)
+    mark.link_to(sink)
+    graph.configure()
+    out = []
+    for frame in frames:
+        graph.push(frame)
+        out.append(graph.pull())
+    return out
+
+
+def make_interlaced_clip(
+    path: str,
+    *,
+    frames: int = 12,
+    size: tuple[int, int] = (64, 48),
+    fps: int = 25,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    top_first: bool = True,
+    format: str | None = None,
+    options: dict[str, str] | None = None,
+    sample_aspect_ratio: Fraction | None = None,
+    audio: dict | None = None,
+) -> str:
+    """An interlaced video with real combing (see :func:`woven_frame`), frames flagged and the
+    encoder told the field order. ``audio``: ``{"codec": .., "rate": .., "layout": ..}``."""
+    import av
+
+    width, height = size
+    tb = Fraction(1, fps)
+    out = av.open(path, "w", format=format)
+    try:
+        video = cast("av.video.stream.VideoStream", out.add_stream(codec, rate=fps))
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.codec_context.time_base = tb
+        video.codec_context.field_order = 2 if top_first else 3
+        if sample_aspect_ratio is not None:
+            video.codec_context.sample_aspect_ratio = sample_aspect_ratio
+        opts: dict[str, str] = {"flags": "+ildct+ilme"}
+        if codec == "libx264":
+            opts.update({"x264-params": f"{'tff' if top_first else 'bff'}=1", "preset": "veryfast", "crf": "8", "bf": "2", "g": "6"})
+        opts.update(options or {})
+        video.options = opts
+        sound = None
+        if audio:
+            sound = cast("av.audio.stream.AudioStream", out.add_stream(audio["codec"], rate=audio.get("rate", 48000)))
+            sound.layout = audio.get("layout", "stereo")
+        out.start_encoding()
+        pictures = []
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(woven_frame(i, width, height, top_first), format="rgb24").reformat(format=pix_fmt)
+            frame.pts, frame.time_base = i, tb
+            pictures.append(frame)
+        for frame in _mark_fields(pictures, "tff" if top_first else "bff"):
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if sound is not None:
+            _write_audio(out, sound, frames / fps)
+    finally:
+        out.close()
+    return path
+
+
+def _write_audio(out, stream, duration_s: float, hz: float = 440.0) -> None:
+    """A tone in the stream's own sample format and layout (legacy encoders take few formats)."""
+    import av
+
+    ctx = stream.codec_context
+    rate = ctx.sample_rate
+    fmt = ctx.format.name
+    channels = ctx.layout.nb_channels
+    frame_size = ctx.frame_size or 1024
+    total, done = int(rate * duration_s), 0
+    while done < total:
+        n = min(frame_size, total - done) if ctx.frame_size == 0 else frame_size
+        wave = 0.2 * np.sin(2 * np.pi * hz * np.arange(done, done + n) / rate)
+        if fmt.startswith("s16"):
+            data = (wave * 32767).astype(np.int16)
+        elif fmt.startswith("s32"):
+            data = (wave * 2**31).astype(np.int32)
+        else:
+            data = wave.astype(np.float32)
+        planar = fmt.endswith("p")
+        samples = np.tile(data, (channels, 1)) if planar else np.repeat(data, channels)[None]
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format=fmt, layout=ctx.layout.name)
+        frame.sample_rate, frame.pts, frame.time_base = rate, done, Fraction(1, rate)
+        out.mux(stream.encode(frame))
+        done += n
+    out.mux(stream.encode(None))

@@ -20,29 +20,32 @@ log = logging.getLogger(__name__)
 
 
 def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segments: list[tuple[str, int, int]], size: tuple[int, int]) -> dict[str, Any]:
-    """Write ``output`` from ``segments`` (``(name, start, stop)`` in frame order).
+    """Write ``output`` from ``segments`` (``(name, start, stop)`` in frame order, source frames;
+    a segment holds output frames ``[k start, k stop)``, k = 2 for ``--deinterlace double``).
 
     Raises:
         MuxError, OutputError: nothing is left at ``output``.
     """
     job = JobDir(jobs_root, job_id)
     spec = job.read_spec()
-    refs = [SegmentRef(opener=functools.partial(job.open_segment, name), start=start, stop=stop) for name, start, stop in segments]
+    k = spec.frames_per_source_frame
+    refs = [SegmentRef(opener=functools.partial(job.open_segment, name), start=k * start, stop=k * stop) for name, start, stop in segments]
     if out.codec == "png":
         return _png(spec, refs, output)
     parent, name = split_location(output)
     storage = Storage(parent)
     scratch = storage.scratch_file(name)
     try:
-        mux(spec.source, refs, scratch, out, size)
-        shift = verify(scratch, spec.source)
+        index = spec.output_index
+        mux(spec.source, refs, scratch, out, size, index=index, field_order=spec.output_field_order)
+        shift = verify(scratch, spec.source, index=index)
         nbytes = os.path.getsize(scratch)
         storage.commit_file(scratch, name)
     except BaseException:
         remove_output(scratch)
         raise
     log.info("wrote %s (%d bytes)", output, nbytes)
-    return {"output": output, "frames": spec.source.num_frames, "bytes": nbytes, "shift": shift}
+    return {"output": output, "frames": len(index), "bytes": nbytes, "shift": shift}
 
 
 def _png(spec, refs: list[SegmentRef], output: str) -> dict[str, Any]:
@@ -54,14 +57,15 @@ def _png(spec, refs: list[SegmentRef], output: str) -> dict[str, Any]:
     parent = os.path.dirname(os.path.abspath(output))
     scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
     try:
-        write_png_sequence(spec.source, refs, scratch, spec.source.high_bit_depth)
+        index = spec.output_index
+        write_png_sequence(spec.source, refs, scratch, spec.source.high_bit_depth, index=index)
         written = sorted(n for n in os.listdir(scratch) if n.endswith(".png"))
-        if len(written) != spec.source.num_frames:
-            raise MuxError(f"wrote {len(written)} PNG files for {spec.source.num_frames} frames")
+        if len(written) != len(index):
+            raise MuxError(f"wrote {len(written)} PNG files for {len(index)} frames")
         if os.path.isdir(output):
             os.rmdir(output)
         os.replace(scratch, output)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return {"output": output, "frames": spec.source.num_frames, "bytes": 0, "shift": 0}
+    return {"output": output, "frames": len(index), "bytes": 0, "shift": 0}

@@ -20,6 +20,7 @@ import av
 
 from farm.config import OutputConfig
 from farm.errors import MuxError, OutputError
+from farm.video.deinterlace import FIELD_ORDER_CODES
 from farm.video.encode import CODEC_SPECS, SEGMENT_CODEC, encodable_size, output_pix_fmt
 from farm.video.index import FrameIndex, index_stream
 from farm.video.probe import SourceInfo, open_input
@@ -156,19 +157,26 @@ def mux(
     output_path: str,
     spec: OutputConfig,
     size: tuple[int, int],
+    index: FrameIndex | None = None,
+    field_order: str | None = None,
 ) -> None:
     """Assemble ``segments`` and the source's other streams into the local file ``output_path``.
+
+    ``index`` is the output's frames (default: the source's; segments are ranges of it) and
+    ``field_order`` the video's field order tag (default: none written).
 
     Raises:
         MuxError: a segment is missing frames or the container refuses a stream.
     """
-    _check_coverage(segments, source.num_frames)
+    index = index if index is not None else source.index
+    _check_coverage(segments, len(index))
     fmt = container_for(output_path)
-    index = source.index
     try:
         with open_input(source.location) as src, av.open(output_path, "w", format=fmt) as out:
             out.metadata.update(src.metadata)
-            video = _add_video_stream(out, spec, segments[0], size, source)
+            video = _add_video_stream(out, spec, segments[0], size, source, index)
+            if field_order is not None:
+                video.codec_context.field_order = FIELD_ORDER_CODES[field_order]
             copies = {}
             for stream in src.streams:
                 if stream.index == source.video_stream:
@@ -217,15 +225,16 @@ def _attachment(stream) -> dict:
     }
 
 
-def _add_video_stream(out, spec: OutputConfig, first: SegmentRef, size: tuple[int, int], source: SourceInfo):
-    time_base = source.index.time_base
+def _add_video_stream(out, spec: OutputConfig, first: SegmentRef, size: tuple[int, int], source: SourceInfo, index: FrameIndex | None = None):
+    index = index if index is not None else source.index
+    time_base = index.time_base
     if spec.codec == SEGMENT_CODEC:
         with _open(first) as seg:
             stream = out.add_stream_from_template(seg.streams.video[0])
         stream.time_base = time_base
         return stream
     codec = CODEC_SPECS[spec.codec]
-    stream = out.add_stream(codec.encoder, rate=_average_rate(source.index))
+    stream = out.add_stream(codec.encoder, rate=_average_rate(index))
     stream.pix_fmt = output_pix_fmt(spec.codec, spec.pix_fmt, source.high_bit_depth)
     stream.width, stream.height = encodable_size(*size, stream.pix_fmt)
     if (stream.width, stream.height) != tuple(size):
@@ -239,7 +248,7 @@ def _add_video_stream(out, spec: OutputConfig, first: SegmentRef, size: tuple[in
         options["crf"] = str(spec.crf)
     elif spec.codec == "x264-lossless":
         options["qp"] = "0"
-    if spec.codec == "x265" and len(source.index) <= X265_FEW_FRAMES:
+    if spec.codec == "x265" and len(index) <= X265_FEW_FRAMES:
         options["bf"] = "0"  # see X265_FEW_FRAMES
     stream.options = options
     stream.thread_type = "AUTO"
@@ -343,8 +352,9 @@ def _source_packets(src, copies: dict) -> Iterator[tuple[Fraction, av.Packet]]:
         yield last, packet
 
 
-def verify(output_path: str, source: SourceInfo) -> int:
-    """Check that the written file's video frames have exactly the source's timestamps.
+def verify(output_path: str, source: SourceInfo, index: FrameIndex | None = None) -> int:
+    """Check that the written file's video frames have exactly the timestamps of ``index`` (the
+    output's frames; default: the source's).
 
     A container that cannot store negative timestamps (Matroska) shifts every stream by the same
     amount when the source's audio starts before its video (AAC priming in MP4); such a uniform
@@ -362,7 +372,7 @@ def verify(output_path: str, source: SourceInfo) -> int:
             got = index_stream(out, stream)
     except Exception as exc:  # any failure to read back is a failed verification
         raise MuxError(f"the written output cannot be read back: {exc}") from exc
-    expected = rescale(source.index, got.time_base)
+    expected = rescale(index if index is not None else source.index, got.time_base)
     if len(got.pts) != len(expected):
         raise MuxError(f"the output has {len(got.pts)} frames, the source {len(expected)}")
     shift = got.pts[0] - expected[0]
@@ -388,14 +398,16 @@ def _round_half_away(x: Fraction) -> int:
 
 
 def write_png_sequence(
-    source: SourceInfo, segments: Sequence[SegmentRef], directory: str, high_bit_depth: bool
+    source: SourceInfo, segments: Sequence[SegmentRef], directory: str, high_bit_depth: bool, index: FrameIndex | None = None
 ) -> None:
     """Write every frame as ``<frame>.png`` in ``directory`` (created), plus ``timestamps.txt`` in
-    mkvmerge's v2 format (one presentation time in milliseconds per frame)."""
-    _check_coverage(segments, source.num_frames)
+    mkvmerge's v2 format (one presentation time in milliseconds per frame of ``index``, the
+    output's frames; default: the source's)."""
+    index = index if index is not None else source.index
+    _check_coverage(segments, len(index))
     os.makedirs(directory, exist_ok=True)
     fmt = CODEC_SPECS["png"].pix_fmt_high if high_bit_depth else CODEC_SPECS["png"].pix_fmt_8bit
-    digits = max(6, len(str(source.num_frames - 1)))
+    digits = max(6, len(str(len(index) - 1)))
     for seg in segments:
         with _open(seg) as container:
             frame_no = seg.start
@@ -406,7 +418,6 @@ def write_png_sequence(
                 frame_no += 1
             if frame_no != seg.stop:
                 raise MuxError(f"segment for frames [{seg.start}, {seg.stop}) holds only {frame_no - seg.start} frames")
-    index = source.index
     with open(os.path.join(directory, "timestamps.txt"), "w") as f:
         f.write("# timestamp format v2\n")
         for p in index.pts:

@@ -12,6 +12,7 @@ import av
 
 from farm.errors import InputError, ProbeError
 from farm.storage import is_url, normalize, open_location
+from farm.video.deinterlace import detect_field_order
 from farm.video.index import FrameIndex, index_stream
 
 
@@ -42,6 +43,9 @@ class SourceInfo:
     index: FrameIndex
     other_streams: tuple[StreamInfo, ...] = field(default=())
     num_chapters: int = 0
+    # FFmpeg's field order names: progressive, tt, bb, tb, bt, or unknown (also jobs made before
+    # farm recorded it, which --deinterlace auto therefore leaves as they were made).
+    field_order: str = "unknown"
 
     @property
     def num_frames(self) -> int:
@@ -135,6 +139,7 @@ def probe(location: str) -> SourceInfo:
             raise ProbeError(f"input {location}: {exc}") from None
         with open_input(location) as fresh:  # decode from the start, not from where indexing ended
             first = _decode_first_frame(fresh, fresh.streams[stream.index], location)
+            field_order = detect_field_order(fresh.streams[stream.index].codec_context.field_order, first)
         ctx = stream.codec_context
         others = tuple(
             StreamInfo(
@@ -162,6 +167,7 @@ def probe(location: str) -> SourceInfo:
             index=index,
             other_streams=others,
             num_chapters=len(container.chapters()),
+            field_order=field_order,
         )
 
 
