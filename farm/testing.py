@@ -573,57 +573,115 @@ def _mark_fields(frames: list, field_order: str) -> list:
     return out
 
 
-def make_interlaced_clip(
+def make_interlaced_clip(path: str, *, top_first: bool = True, **kwargs: Any) -> str:
+    """An interlaced video with real combing (see :func:`woven_frame`): :func:`make_legacy_clip`
+    with its frames flagged and the encoder told the field order."""
+    return make_legacy_clip(path, interlaced="tff" if top_first else "bff", **kwargs)
+
+
+def make_legacy_clip(
     path: str,
     *,
     frames: int = 12,
     size: tuple[int, int] = (64, 48),
-    fps: int = 25,
+    fps: int | Fraction = 25,
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
-    top_first: bool = True,
+    interlaced: str | None = None,
     format: str | None = None,
     options: dict[str, str] | None = None,
     sample_aspect_ratio: Fraction | None = None,
-    audio: dict | None = None,
+    color: dict[str, int] | None = None,
+    audio: Sequence[dict] = (),
+    dvd_subtitles: bool = False,
 ) -> str:
-    """An interlaced video with real combing (see :func:`woven_frame`), frames flagged and the
-    encoder told the field order. ``audio``: ``{"codec": .., "rate": .., "layout": ..}``."""
+    """A small video in an old or broadcast format.
+
+    Args:
+        interlaced: ``tff`` or ``bff``: woven fields (:func:`woven_frame`), flagged so, and the
+            encoder told (``+ildct+ilme``, x264 ``tff``/``bff``); None: progressive
+            (:func:`pattern_frame`).
+        sample_aspect_ratio: written in the codec (DV's 4:3 and 16:9 flags come from it).
+        color: codec context colour fields (``color_range``, ``color_primaries``, ...).
+        audio: one dict per track: ``codec``, and optionally ``rate``, ``layout``, ``bit_rate``.
+        dvd_subtitles: a DVD subpicture track with two tiny bitmaps (written packet by packet:
+            FFmpeg's dvdsub encoder takes bitmaps PyAV cannot build).
+    """
     import av
 
     width, height = size
-    tb = Fraction(1, fps)
+    rate = Fraction(fps)
+    tb = 1 / rate
     out = av.open(path, "w", format=format)
     try:
-        video = cast("av.video.stream.VideoStream", out.add_stream(codec, rate=fps))
+        video = cast("av.video.stream.VideoStream", out.add_stream(codec, rate=rate))
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.codec_context.time_base = tb
-        video.codec_context.field_order = 2 if top_first else 3
         if sample_aspect_ratio is not None:
             video.codec_context.sample_aspect_ratio = sample_aspect_ratio
-        opts: dict[str, str] = {"flags": "+ildct+ilme"}
+        for key, value in (color or {}).items():
+            setattr(video.codec_context, key, value)
+        opts: dict[str, str] = {}
+        if interlaced:
+            video.codec_context.field_order = 2 if interlaced == "tff" else 3
+            opts["flags"] = "+ildct+ilme"
+            if codec == "libx264":
+                opts.update({"x264-params": f"{interlaced}=1", "crf": "8"})
         if codec == "libx264":
-            opts.update({"x264-params": f"{'tff' if top_first else 'bff'}=1", "preset": "veryfast", "crf": "8", "bf": "2", "g": "6"})
+            opts = {"preset": "veryfast", "crf": "18", "bf": "2", "g": "6", **opts}
         opts.update(options or {})
         video.options = opts
-        sound = None
-        if audio:
-            sound = cast("av.audio.stream.AudioStream", out.add_stream(audio["codec"], rate=audio.get("rate", 48000)))
-            sound.layout = audio.get("layout", "stereo")
+        tracks = []
+        for t, spec in enumerate(audio):
+            stream = cast("av.audio.stream.AudioStream", out.add_stream(spec["codec"], rate=spec.get("rate", 48000)))
+            stream.layout = spec.get("layout", "stereo")
+            if "bit_rate" in spec:
+                stream.bit_rate = spec["bit_rate"]
+            stream.metadata["language"] = ["eng", "fra", "deu"][t % 3]
+            tracks.append(stream)
+        subs = out.add_stream("dvd_subtitle") if dvd_subtitles else None
         out.start_encoding()
         pictures = []
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(woven_frame(i, width, height, top_first), format="rgb24").reformat(format=pix_fmt)
+            rgb = woven_frame(i, width, height, interlaced == "tff") if interlaced else pattern_frame(i, width, height)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
             frame.pts, frame.time_base = i, tb
             pictures.append(frame)
-        for frame in _mark_fields(pictures, "tff" if top_first else "bff"):
+        if interlaced:
+            pictures = _mark_fields(pictures, interlaced)
+        for frame in pictures:
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        if sound is not None:
-            _write_audio(out, sound, frames / fps)
+        for t, stream in enumerate(tracks):
+            _write_audio(out, stream, float(frames * tb), 330.0 * (t + 1))
+        if subs is not None:
+            for n, start_s in enumerate((0.04, float(frames * tb) / 2)):
+                packet = av.Packet(_dvd_subpicture(n + 1))
+                packet.stream = subs
+                packet.time_base = Fraction(1, 90000)
+                packet.pts = packet.dts = int(start_s * 90000)
+                packet.duration = 9000
+                out.mux(packet)
     finally:
         out.close()
     return path
+
+
+def _dvd_subpicture(colour: int) -> bytes:
+    """A DVD subpicture unit: a 2x2 bitmap of palette entry ``colour`` at the top left, shown at
+    once (RLE lines "colour to the end of the line", one per field, then one control sequence)."""
+    rle_top, rle_bottom = bytes([0x00, colour & 3]), bytes([0x00, colour & 3])
+    control_at = 4 + len(rle_top) + len(rle_bottom)
+    control = (
+        (0).to_bytes(2, "big") + control_at.to_bytes(2, "big")  # no delay; the last sequence
+        + bytes([0x03, 0x32, 0x10])  # palette
+        + bytes([0x04, 0xFF, 0xF0])  # contrast (alpha)
+        + bytes([0x05, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01])  # x 0..1, y 0..1
+        + bytes([0x06]) + (4).to_bytes(2, "big") + (4 + len(rle_top)).to_bytes(2, "big")
+        + bytes([0x01, 0xFF])  # start display; end
+    )
+    body = rle_top + rle_bottom + control
+    return (4 + len(body)).to_bytes(2, "big") + control_at.to_bytes(2, "big") + body
 
 
 def _write_audio(out, stream, duration_s: float, hz: float = 440.0) -> None:
@@ -652,3 +710,60 @@ def _write_audio(out, stream, duration_s: float, hz: float = 440.0) -> None:
         out.mux(stream.encode(frame))
         done += n
     out.mux(stream.encode(None))
+
+
+#: The clips of :func:`legacy_corpus`: old, broadcast and disc formats that farm meets in archives.
+LEGACY_CORPUS = (
+    "dvd_mpeg2",  # DVD: interlaced MPEG-2 (TFF) in an MPEG program stream, two AC3 tracks, DVD subpictures
+    "dv_4_3",  # DV camcorder tape: 720x576 bottom field first, 4:3, raw DV stream
+    "dv_16_9",  # DV widescreen in AVI with PCM audio
+    "interlaced_h264",  # 25i broadcast: H.264 MBAFF top field first in MPEG-TS with MP2 audio
+    "mjpeg_full_range",  # camera MJPEG (yuvj420p, full range) in AVI with PCM audio
+    "hdr10_hevc",  # 10-bit HEVC with HDR10 tags (BT.2020, PQ, mastering display, MaxCLL) in MKV
+    "wmv2_asf",  # Windows Media: WMV2 and WMA2 in ASF at 29.97 fps
+    "flv1_mp3",  # old web video: Sorenson Spark (FLV1) and MP3 in FLV
+)
+
+_HDR10 = (
+    "log-level=error:keyint=6:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:"
+    "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):max-cll=1000,400"
+)
+
+
+def legacy_corpus(directory: str, names: Sequence[str] = LEGACY_CORPUS) -> dict[str, str]:
+    """Write the legacy corpus (made with PyAV's encoders; the DV clips are about 0.9 MB each,
+    DV has one frame size per TV system) into ``directory``.
+
+    Returns:
+        ``{name: path}`` for ``names`` (all of :data:`LEGACY_CORPUS` by default), in that order.
+    """
+    os.makedirs(directory, exist_ok=True)
+    d = lambda name: os.path.join(directory, name)  # noqa: E731
+    ntsc = Fraction(30000, 1001)
+    makers: dict[str, Any] = {
+        "dvd_mpeg2": lambda: make_legacy_clip(
+            d("dvd_mpeg2.vob"), codec="mpeg2video", interlaced="tff", format="vob", options={"b": "2M", "g": "6", "bf": "2"},
+            audio=[{"codec": "ac3"}, {"codec": "ac3"}], dvd_subtitles=True,
+        ),
+        "dv_4_3": lambda: make_legacy_clip(
+            d("dv_4_3.dv"), codec="dvvideo", size=(720, 576), frames=6, interlaced="bff", sample_aspect_ratio=Fraction(16, 15), format="dv"
+        ),
+        "dv_16_9": lambda: make_legacy_clip(
+            d("dv_16_9.avi"), codec="dvvideo", size=(720, 576), frames=6, interlaced="bff", sample_aspect_ratio=Fraction(64, 45),
+            audio=[{"codec": "pcm_s16le"}],
+        ),
+        "interlaced_h264": lambda: make_legacy_clip(d("interlaced_h264.ts"), size=(48, 32), interlaced="tff", audio=[{"codec": "mp2"}]),
+        "mjpeg_full_range": lambda: make_legacy_clip(
+            d("mjpeg_full_range.avi"), codec="mjpeg", pix_fmt="yuvj420p", fps=15, options={"q:v": "3"},
+            audio=[{"codec": "pcm_s16le", "layout": "mono"}],
+        ),
+        "hdr10_hevc": lambda: make_legacy_clip(d("hdr10_hevc.mkv"), codec="libx265", pix_fmt="yuv420p10le", fps=24, options={"x265-params": _HDR10}),
+        "wmv2_asf": lambda: make_legacy_clip(
+            d("wmv2_asf.wmv"), codec="wmv2", fps=ntsc, options={"g": "6"}, audio=[{"codec": "wmav2", "rate": 44100, "bit_rate": 64000}]
+        ),
+        "flv1_mp3": lambda: make_legacy_clip(d("flv1_mp3.flv"), codec="flv", fps=ntsc, options={"g": "6"}, audio=[{"codec": "libmp3lame", "rate": 44100}]),
+    }
+    unknown = set(names) - set(makers)
+    if unknown:
+        raise ValueError(f"unknown legacy clips {sorted(unknown)}; known: {', '.join(LEGACY_CORPUS)}")
+    return {name: makers[name]() for name in names}
