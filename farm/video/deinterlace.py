@@ -31,6 +31,7 @@ from typing import Callable, Iterator, Literal
 import av
 import numpy as np
 
+from farm.errors import DecodeError
 from farm.video.index import FrameIndex
 
 Mode = Literal["auto", "on", "off", "double"]
@@ -81,13 +82,14 @@ def output_index(source: FrameIndex, mode: str) -> FrameIndex:
 
 
 def detect_field_order(codec_field_order: int, frame: av.VideoFrame) -> str:
-    """The source's field order: the codec context's (decoders set it from the stream once a
-    frame is decoded, containers from their tags), else, for a frame flagged interlaced, its
+    """The source's field order: the codec context's when it says interlaced (decoders set it
+    from the stream once a frame is decoded, containers from their tags), else, for a frame
+    flagged interlaced, its
     top-field-first flag (PyAV does not expose it: the frame, its luma overwritten with a
     vertical ramp, goes through FFmpeg's ``fieldorder=tff``, which moves lines only of a
     bottom-field-first frame). ``frame`` may be overwritten."""
     name = FIELD_ORDERS.get(codec_field_order, "unknown")
-    if name != "unknown" or not frame.interlaced_frame:
+    if is_interlaced(name) or not frame.interlaced_frame:
         return name
     probe = frame
     probe.make_writable()
@@ -156,7 +158,7 @@ def deinterlaced_frames(
             if field == per:
                 expected, field = expected + 1, 0
     if expected < stop:
-        raise RuntimeError(f"bwdif gave frames up to {expected}, not up to {stop}")
+        raise DecodeError(f"the deinterlacer gave frames up to {expected}, not up to {stop}; the stream is damaged there")
 
 
 class _Bwdif:
