@@ -161,3 +161,32 @@ def test_jobs_made_before_field_orders_were_recorded_resume_as_they_were_made(tf
     old = {**spec, "model": old_model, "source": {k: v for k, v in source.items() if k != "field_order"}}
     assert (JobSpec.from_json(old).deinterlace, JobSpec.from_json(old).output_field_order) == ("off", "unknown")
     assert JobSpec.from_json({**spec, "model": {**old_model, "deinterlace": "double"}}).frames_per_source_frame == 2
+
+
+def test_bottom_field_first_source_is_deinterlaced_with_its_parity(tmp_path, local_ray):
+    """A DV-style bottom-field-first recording: bwdif takes the bottom field as the first
+    (the frames differ from a top-field-first pass), and no combing is left."""
+    source = make_interlaced_clip(str(tmp_path / "bff.mkv"), frames=8, size=(64, 48), top_first=False)
+    out = str(tmp_path / "bff-out.mkv")
+    submit(source, out, "--shard-frames", "3")
+    _, got = decode_all(out)
+    expected = [fake_output(f, 2, None) for f in sequential_bwdif(source, "on", parity="bb")]
+    wrong = [fake_output(f, 2, None) for f in sequential_bwdif(source, "on", parity="tt")]
+    assert len(got) == len(expected) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert not any(np.array_equal(a, b) for a, b in zip(got, wrong))
+    assert max(comb_measure(source_lines(a)) for a in got) < PROGRESSIVE_COMB
+
+
+def test_double_rate_x264_output_has_the_field_times(tff_clip, tmp_path, local_ray):
+    """--deinterlace double with the default H.264 output in MP4: 28 frames at the 28 field
+    times, exactly (MP4 keeps the doubled time base)."""
+    out = str(tmp_path / "double.mp4")
+    args = ["submit", tff_clip, "-o", out, "--model", "fake", "--no-face", "--workers", "1", "--device", "cpu",
+            "--quiet", "--shard-frames", "4", "--deinterlace", "double"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    tb, pts = packet_pts(tff_clip)
+    expected = [p * tb + d for p in pts for d in (0, Fraction(1, 50))]
+    out_tb, out_pts = packet_pts(out)
+    assert [p * out_tb for p in out_pts] == expected
