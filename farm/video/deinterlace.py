@@ -25,6 +25,7 @@ Decisions:
 
 from __future__ import annotations
 
+import logging
 from fractions import Fraction
 from typing import Callable, Iterator, Literal
 
@@ -33,6 +34,8 @@ import numpy as np
 
 from farm.errors import DecodeError
 from farm.video.index import FrameIndex
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "on", "off", "double"]
 MODES: tuple[str, ...] = ("auto", "on", "off", "double")
@@ -105,9 +108,13 @@ def detect_field_order(codec_field_order: int, frame: av.VideoFrame) -> str:
     src.link_to(order)
     order.link_to(keep)
     keep.link_to(sink)
-    graph.configure()
-    graph.push(probe)
-    moved = not np.array_equal(graph.pull().to_ndarray(), before)
+    try:
+        graph.configure()
+        graph.push(probe)
+        moved = not np.array_equal(graph.pull().to_ndarray(), before)
+    except (ValueError, av.error.FFmpegError) as exc:  # a pixel format fieldorder does not take
+        log.info("cannot read the field order of %s frames (%s); taking top field first", probe.format.name, exc)
+        return "tt"
     return "bb" if moved else "tt"
 
 
@@ -134,31 +141,25 @@ def deinterlaced_frames(
         mode: ``on`` or ``double``.
     """
     per = frames_per_source_frame(mode)
-    first = max(0, start - 1)
-    last = min(num_frames, stop + 1)
-    graph: _Bwdif | None = None
-    expected = first  # the source frame the next filter output belongs to
-    field = 0
-    for number, frame in frames(first, last):
-        if graph is None:
-            graph = _Bwdif(frame, mode, field_order, time_base)
-        for out in graph.push(frame):
-            if start <= expected < stop:
-                yield per * expected + field, out
-            field += 1
-            if field == per:
-                expected, field = expected + 1, 0
-    if graph is None:
-        return
-    if last == num_frames:  # the end of the video: bwdif's outputs for its last frame
-        for out in graph.flush():
-            if start <= expected < stop:
-                yield per * expected + field, out
-            field += 1
-            if field == per:
-                expected, field = expected + 1, 0
-    if expected < stop:
-        raise DecodeError(f"the deinterlacer gave frames up to {expected}, not up to {stop}; the stream is damaged there")
+    first, last = max(0, start - 1), min(num_frames, stop + 1)  # with the neighbours bwdif reads
+
+    def filtered() -> Iterator[av.VideoFrame]:
+        graph: _Bwdif | None = None
+        for _, frame in frames(first, last):
+            graph = graph or _Bwdif(frame, mode, field_order, time_base)
+            yield from graph.push(frame)  # bwdif's frames for the frame before this one
+        if graph is not None and stop == num_frames:  # the end of the video: its last frame's
+            yield from graph.flush()
+
+    made = 0
+    for made, out in enumerate(filtered(), start=1):
+        number = first * per + made - 1  # output frame number
+        if number >= per * start:
+            yield number, out
+    if first * per + made < per * stop:
+        raise DecodeError(
+            f"the deinterlacer gave output frames up to {first * per + made}, not up to {per * stop}; the stream is damaged there"
+        )
 
 
 class _Bwdif:
