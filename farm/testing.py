@@ -620,7 +620,7 @@ def make_legacy_clip(
             video.codec_context.sample_aspect_ratio = sample_aspect_ratio
         for key, value in (color or {}).items():
             setattr(video.codec_context, key, value)
-        opts: dict[str, str] = {}
+        opts: dict[str, object] = {}
         if interlaced:
             video.codec_context.field_order = 2 if interlaced == "tff" else 3
             opts["flags"] = "+ildct+ilme"

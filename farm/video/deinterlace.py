@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, cast
 
 import av
 import numpy as np
@@ -101,7 +101,7 @@ def detect_field_order(codec_field_order: int, frame: av.VideoFrame) -> str:
     ramp[:] = (np.arange(ramp.shape[0]) % 251)[:, None]
     before = probe.to_ndarray()
     graph = av.filter.Graph()
-    src = graph.add_buffer(width=probe.width, height=probe.height, format=probe.format.name, time_base=Fraction(1, 25))
+    src = graph.add_buffer(width=probe.width, height=probe.height, format=probe.format, time_base=Fraction(1, 25))
     order = graph.add("fieldorder", "tff")
     keep = graph.add("format", probe.format.name)
     sink = graph.add("buffersink")
@@ -168,7 +168,7 @@ class _Bwdif:
     def __init__(self, frame: av.VideoFrame, mode: str, field_order: str, time_base: Fraction) -> None:
         parity = "auto" if not is_interlaced(field_order) else ("tff" if field_order in TOP_FIRST else "bff")
         self.graph = av.filter.Graph()
-        src = self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=time_base)
+        src = self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=time_base)
         bwdif = self.graph.add("bwdif", f"mode={'send_field' if mode == 'double' else 'send_frame'}:parity={parity}:deint=all")
         keep = self.graph.add("format", frame.format.name)  # keep the decoder's pixel format
         sink = self.graph.add("buffersink")
@@ -179,10 +179,10 @@ class _Bwdif:
 
     def push(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
         self.graph.push(frame)
-        out = []
+        out: list[av.VideoFrame] = []
         while True:
             try:
-                out.append(self.graph.pull())
+                out.append(cast(av.VideoFrame, self.graph.pull()))
             except (av.error.BlockingIOError, av.error.EOFError):
                 return out
 
