@@ -102,6 +102,7 @@ def job_options(fn):
         click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
         click.option("--fp16/--fp32", "fp16", default=None, help="Precision (default: fp16 on CUDA, fp32 on CPU)."),
         click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True, help="Tile size for the upscaler (0: whole frames; out-of-memory frames are retried tiled anyway)."),
+        click.option("--deinterlace", type=click.Choice(["auto", "on", "off", "double"]), default="auto", show_default=True, help="bwdif before the model: auto (sources flagged interlaced), on, off, or double (one frame per field, twice the rate)."),
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the upscaler: faster on CUDA after minutes of start-up per worker."),
         click.option("--jobs-root", help="Where job directories live: a path, NFS mount or s3:// URL (default: .farm-jobs next to the output, or $FARM_JOBS_ROOT)."),
         click.option("--restart", is_flag=True, help="Ignore the job's checkpoint and start over."),
@@ -139,6 +140,7 @@ def build_config(input: str, output: str, **o: Any):
         device=o["device"],
         trust_weights=o["trust_weights"],
         compile=o["compile_model"],
+        deinterlace=o["deinterlace"],
     )
     out = OutputConfig(codec=o["codec"], crf=o["crf"], preset=o["preset"], pix_fmt=o["pix_fmt"])
     return JobConfig(

@@ -15,6 +15,7 @@ from typing import Literal
 
 from farm.errors import UsageError
 from farm.models import DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL
+from farm.video.deinterlace import MODES as DEINTERLACE_MODES
 from farm.video.encode import CODEC_SPECS, CODECS
 
 Precision = Literal["auto", "fp16", "fp32"]
@@ -62,6 +63,7 @@ class ModelConfig:
     device: Device = "auto"
     trust_weights: bool = False
     compile: bool = False  # torch.compile the upscaler (CUDA: faster frames after minutes of start-up)
+    deinterlace: str = "auto"  # auto | on | off | double, see farm.video.deinterlace
     # Content hashes of user-supplied weights, filled in by the driver so the job id follows them.
     sr_weights_sha256: str | None = None
     face_weights_sha256: str | None = None
@@ -79,6 +81,8 @@ class ModelConfig:
             raise UsageError(f"--device must be auto, cuda or cpu, got {self.device!r}")
         if self.precision == "fp16" and self.device == "cpu":
             raise UsageError("--fp16 needs a CUDA device; use --fp32 (the default on CPU) or --device cuda")
+        if self.deinterlace not in DEINTERLACE_MODES:
+            raise UsageError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {self.deinterlace!r}")
 
     def identity(self) -> dict:
         """The settings that change output pixels, for the job id."""
@@ -88,6 +92,8 @@ class ModelConfig:
         for name in ("compile", "square_pixels"):
             if not data[name]:  # so that jobs created before the option keep their ids
                 data.pop(name)
+        if self.deinterlace == "auto":  # likewise; auto on a source probed before farm recorded
+            data.pop("deinterlace")  # field orders deinterlaces nothing, as those jobs did
         if not self.face:
             for name in ("face_model", "face_weight", "face_detector", "face_weights_sha256"):
                 data.pop(name)

@@ -393,7 +393,7 @@ class Run:
         if record is None or record.get("out") != self.cfg.out.to_json() or (record.get("bytes"), record.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
             return False
         try:
-            verify(out, self.p.spec.source)
+            verify(out, self.p.spec.source, index=self.p.spec.output_index)
         except FarmError:
             return False
         return True

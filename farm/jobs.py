@@ -27,6 +27,8 @@ from farm.errors import StorageError
 from farm.plan import Shard, plan_shards, snap_window
 from farm.storage import TMP_MARK, Storage
 from farm.video.encode import CHUNK_SUFFIX
+from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
+from farm.video.index import FrameIndex
 from farm.video.probe import SourceInfo
 
 SPEC = "job.json"
@@ -67,6 +69,25 @@ class JobSpec:
             keyframes=keyframe_frames(self.source),
             window=snap_window(self.shard_frames, frames_per_second(self.source)),
         )
+
+    @property
+    def deinterlace(self) -> str:
+        """The effective deinterlace mode: off, on or double (``auto`` resolved for the source)."""
+        return effective_mode(self.model.deinterlace, self.source.field_order)
+
+    @property
+    def frames_per_source_frame(self) -> int:
+        """k: source shard ``[start, stop)`` is output frames ``[k start, k stop)``."""
+        return frames_per_source_frame(self.deinterlace)
+
+    @property
+    def output_index(self) -> FrameIndex:
+        """The output's frames and their times (the source's, or two per frame for double)."""
+        return output_index(self.source.index, self.deinterlace)
+
+    @property
+    def output_field_order(self) -> str:
+        return output_field_order(self.deinterlace, self.source.field_order)
 
     def to_json(self) -> dict:
         data = {

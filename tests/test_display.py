@@ -141,7 +141,8 @@ def test_square_pixels_is_part_of_the_job_identity():
     """--square-pixels changes output pixels, so it changes the job id; off, old ids are kept."""
     plain = ModelConfig(scale=2.0)
     assert "square_pixels" not in plain.identity()
-    assert job_id("a.mp4", "x", plain) != job_id("a.mp4", "x", ModelConfig(scale=2.0, square_pixels=True))
+    out = OutputConfig()
+    assert job_id("a.mp4", "x", plain, out) != job_id("a.mp4", "x", ModelConfig(scale=2.0, square_pixels=True), out)
 
 
 def test_square_pixels_option_reaches_the_model_config():

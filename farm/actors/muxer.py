@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segments: list[tuple[str, int, int]], size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Write ``output`` from the chunks ``segments`` (``(name, start, stop)`` in frame order).
+    """Write ``output`` from the chunks ``segments`` (``(name, start, stop)`` in frame order, source
+    frames; a chunk holds output frames ``[k start, k stop)``, k = 2 for ``--deinterlace double``).
 
     ``out`` must be the settings the chunks were encoded with (the job spec's); ``size`` is not
     needed any more (the chunks carry it) and is accepted for old callers.
@@ -36,22 +37,24 @@ def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segmen
             f"job {job_id}'s chunks were encoded as --codec {spec.out.codec} --crf {spec.out.crf}, not as asked "
             f"(--codec {out.codec} --crf {out.crf}); submit with the job's settings, or pass --restart"
         )
-    refs = [_chunk_ref(job, name, start, stop) for name, start, stop in segments]
+    k = spec.frames_per_source_frame
+    refs = [_chunk_ref(job, name, k * start, k * stop) for name, start, stop in segments]
     if out.codec == "png":
         return _png(spec, refs, output)
     parent, name = split_location(output)
     storage = Storage(parent)
     scratch = storage.scratch_file(name)
     try:
-        mux(spec.source, refs, scratch)
-        shift = verify(scratch, spec.source)
+        index = spec.output_index
+        mux(spec.source, refs, scratch, index=index, field_order=spec.output_field_order)
+        shift = verify(scratch, spec.source, index=index)
         nbytes = os.path.getsize(scratch)
         storage.commit_file(scratch, name)
     except BaseException:
         remove_output(scratch)
         raise
     log.info("wrote %s (%d bytes)", output, nbytes)
-    return {"output": output, "frames": spec.source.num_frames, "bytes": nbytes, "shift": shift}
+    return {"output": output, "frames": len(index), "bytes": nbytes, "shift": shift}
 
 
 def _png(spec, refs: list[ChunkRef], output: str) -> dict[str, Any]:
@@ -63,17 +66,18 @@ def _png(spec, refs: list[ChunkRef], output: str) -> dict[str, Any]:
     parent = os.path.dirname(os.path.abspath(output))
     scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=parent)
     try:
-        write_png_sequence(spec.source, refs, scratch)
+        index = spec.output_index
+        write_png_sequence(spec.source, refs, scratch, index=index)
         written = sorted(n for n in os.listdir(scratch) if n.endswith(".png"))
-        if len(written) != spec.source.num_frames:
-            raise MuxError(f"wrote {len(written)} PNG files for {spec.source.num_frames} frames")
+        if len(written) != len(index):
+            raise MuxError(f"wrote {len(written)} PNG files for {len(index)} frames")
         if os.path.isdir(output):
             os.rmdir(output)
         os.replace(scratch, output)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    return {"output": output, "frames": spec.source.num_frames, "bytes": 0, "shift": 0}
+    return {"output": output, "frames": len(index), "bytes": 0, "shift": 0}
 
 
 def _chunk_ref(job: JobDir, name: str, start: int, stop: int) -> ChunkRef:

@@ -136,7 +136,8 @@ class EnhanceWorker:
     # -- work ---------------------------------------------------------------------------------------
 
     def run_shard(self, index: int, start: int, stop: int, attempt: int) -> dict[str, Any]:
-        """Enhance frames ``[start, stop)`` into a committed segment; returns its receipt.
+        """Enhance source frames ``[start, stop)`` into a committed segment of output frames
+        ``[k start, k stop)`` (k = 2 for ``--deinterlace double``, else 1); returns its receipt.
 
         Raises:
             FarmError: naming the shard and frame; the segment is not committed.
@@ -145,7 +146,8 @@ class EnhanceWorker:
             self.enhancer = self._setup()
         t0 = time.time()
         with self._lock:
-            self.progress_state.shard, self.progress_state.frames, self.progress_state.total = index, 0, stop - start
+            total = (stop - start) * self.spec.frames_per_source_frame
+            self.progress_state.shard, self.progress_state.frames, self.progress_state.total = index, 0, total
             self.progress_state.started = self.progress_state.updated = t0
         token = uuid.uuid4().hex[:8]
         name = self.job.segment_name(index, token)
@@ -173,7 +175,8 @@ class EnhanceWorker:
             "start": start,
             "stop": stop,
             "segment": name,
-            "frames": frames,
+            "frames": stop - start,  # source frames, as the shard plan counts them
+            "output_frames": frames,
             "bytes": size,
             "sha256": digest,
             "seconds": round(time.time() - t0, 3),
@@ -194,13 +197,17 @@ class EnhanceWorker:
 
     def _encode(self, scratch: str, index: int, start: int, stop: int, timings: dict[str, float]) -> tuple[int, dict[str, Any]]:
         source = self.spec.source
+        k = self.spec.frames_per_source_frame
+        out_start, out_stop = k * start, k * stop  # output frame numbers
+        out_index = self.spec.output_index  # the output's frames and times (two per frame for double)
         decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)
         enhanced: queue.Queue = queue.Queue(QUEUE_FRAMES)
         stop_event = threading.Event()
 
         def produce() -> Iterator:
             t = time.perf_counter()
-            for item in decode_shard(source.location, source.video_stream, source.index, start, stop, high_bit_depth=source.high_bit_depth, colour=source.colour):
+            for item in decode_shard(source.location, source.video_stream, source.index, start, stop, high_bit_depth=source.high_bit_depth,
+                                     colour=source.colour, deinterlace=self.spec.deinterlace, field_order=source.field_order):
                 timings["decode_s"] += time.perf_counter() - t
                 yield item
                 t = time.perf_counter()
@@ -218,13 +225,13 @@ class EnhanceWorker:
             # Decided by the job alone (codec, frame size, the whole video's timing): every chunk
             # gets the same settings, so chunks concatenate and a redone chunk is identical.
             settings = chunk_settings(out.codec, out.crf, out.preset, out.pix_fmt, (w, h), pixels.dtype.itemsize > 1,
-                                      source.index.pts, source.index.time_base, colour=source.colour,
+                                      out_index.pts, out_index.time_base, colour=source.colour,
                                       sample_aspect_ratio=output_sar(source.sample_aspect_ratio, self.spec.model.target, self.spec.model.square_pixels))
             with ChunkWriter(scratch, settings) as writer:
                 item = first
                 while item is not _END:
                     t = time.perf_counter()
-                    writer.write(item[1], source.index.pts[item[0]])
+                    writer.write(item[1], out_index.pts[item[0]])
                     timings["encode_s"] += time.perf_counter() - t
                     item = _get(enhanced, stop_event)
             writer_result["frames"] = writer.frames
@@ -238,7 +245,7 @@ class EnhanceWorker:
         decoder.start()
         encoder.start()
         try:
-            expected = start
+            expected = out_start
             ended = False
             while not ended:
                 batch: list = []
@@ -277,8 +284,8 @@ class EnhanceWorker:
             encoder.join(5)
             raise
         frames = writer_result.get("frames", 0)
-        if frames != stop - start:
-            raise StorageError(f"chunk holds {frames} frames, expected {stop - start}")
+        if frames != out_stop - out_start:
+            raise StorageError(f"chunk holds {frames} frames, expected {out_stop - out_start}")
         return frames, writer_result["video"]
 
     def _finish_progress(self, t0: float) -> None:

@@ -4,6 +4,7 @@ check every frame's pts against the index, so a shard yields exactly its frames 
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 from typing import Iterator
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from farm.errors import DecodeError
 from farm.video.color import Colour, to_bgr
+from farm.video.deinterlace import deinterlaced_frames
 from farm.video.index import FrameIndex, decode_packet, open_filter
 from farm.video.probe import open_input
 
@@ -35,14 +37,24 @@ def decode_shard(
     *,
     high_bit_depth: bool = False,
     colour: Colour | None = None,
+    deinterlace: str = "off",
+    field_order: str = "unknown",
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_number, bgr_pixels)`` for frames ``[start, stop)`` of the indexed stream.
+
+    With ``deinterlace`` ``on`` or ``double`` (an effective mode, see :mod:`farm.video.deinterlace`)
+    the frames are bwdif's and the numbers output frame numbers (two per source frame for double).
 
     Raises:
         DecodeError: a frame of the range could not be decoded, or the decoder's frames do not
             match the index (a frame would otherwise be dropped or duplicated).
     """
-    for number, frame in decode_frames(location, stream_index, index, start, stop):
+    if deinterlace == "off":
+        frames = decode_frames(location, stream_index, index, start, stop)
+    else:
+        decode = functools.partial(decode_frames, location, stream_index, index)
+        frames = deinterlaced_frames(decode, len(index), start, stop, mode=deinterlace, field_order=field_order, time_base=index.time_base)
+    for number, frame in frames:
         yield number, frame_to_array(frame, high_bit_depth, colour)
 
 

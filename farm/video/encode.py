@@ -255,7 +255,7 @@ def chunk_settings(
     else:
         encoder_options(spec.encoder, colour)  # warns once that other encoders drop HDR mastering metadata
     return ChunkSettings(codec, spec.encoder, fmt, width, height, time_base, mean_rate(pts, time_base), threads, options,
-                         colour, tuple(sample_aspect_ratio))
+                         colour, (int(sample_aspect_ratio[0]), int(sample_aspect_ratio[1])))
 
 
 class ChunkWriter:

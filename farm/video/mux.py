@@ -23,6 +23,7 @@ import av
 from farm.errors import MuxError, OutputError
 from farm.video.encode import CODEC_SPECS, X265_FEW_FRAMES, chunk_params  # noqa: F401 (X265_FEW_FRAMES: re-exported)
 from farm.video.color import tag
+from farm.video.deinterlace import FIELD_ORDER_CODES
 from farm.video.index import FrameIndex, index_stream
 from farm.video.probe import SourceInfo, open_input
 
@@ -158,7 +159,14 @@ def _suggest(ext: str, encoder: str, templates: list) -> str:
     return "remove the stream first (e.g. `ffmpeg -i IN -map 0 -map -0:N -c copy OUT.mkv`)"
 
 
-def mux(source: SourceInfo, chunks: Sequence[ChunkRef], output_path: str) -> None:
+def mux(
+    source: SourceInfo,
+    chunks: Sequence[ChunkRef],
+    output_path: str,
+    *,
+    index: FrameIndex | None = None,
+    field_order: str | None = None,
+) -> None:
     """Concatenate ``chunks`` (in frame order) and the source's other streams into the local file
     ``output_path``. Frame i gets the source's pts ``index.pts[i]``; the k-th video packet in
     decode order gets dts ``index.pts[k - D]`` (D: the largest reorder delay of any chunk;
@@ -170,9 +178,9 @@ def mux(source: SourceInfo, chunks: Sequence[ChunkRef], output_path: str) -> Non
         MuxError: a chunk is missing frames, holds others, differs from the first chunk's
             parameters, or the container refuses a stream.
     """
-    _check_coverage(chunks, source.num_frames)
+    index = index or source.index  # the output's frames: the source's, or two per frame (double rate)
+    _check_coverage(chunks, len(index))
     fmt = container_for(output_path)
-    index = source.index
     try:
         with open_input(source.location) as src, av.open(
             output_path, "w", format=fmt, container_options={"fflags": "+bitexact"}
@@ -187,6 +195,8 @@ def mux(source: SourceInfo, chunks: Sequence[ChunkRef], output_path: str) -> Non
             # The chunks' bitstreams carry the tags where the codec has room for them (H.264/HEVC
             # VUI); the container's copy comes from here, so FFV1 and PNG-free outputs keep them too.
             tag(video, source.colour)
+            if field_order is not None:
+                video.codec_context.field_order = FIELD_ORDER_CODES[field_order]
             _warn_lost_aspect(fmt, video)
             copies = {}
             for stream in src.streams:
@@ -333,7 +343,7 @@ def _source_packets(src, copies: dict) -> Iterator[tuple[Fraction, av.Packet]]:
         yield last, packet
 
 
-def verify(output_path: str, source: SourceInfo) -> int:
+def verify(output_path: str, source: SourceInfo, index: FrameIndex | None = None) -> int:
     """Check that the written file's video frames have exactly the source's timestamps.
 
     A container that cannot store negative timestamps (Matroska) shifts every stream by the same
@@ -352,7 +362,7 @@ def verify(output_path: str, source: SourceInfo) -> int:
             got = index_stream(out, stream)
     except Exception as exc:  # any failure to read back is a failed verification
         raise MuxError(f"the written output cannot be read back: {exc}") from exc
-    expected = rescale(source.index, got.time_base)
+    expected = rescale(index or source.index, got.time_base)
     if len(got.pts) != len(expected):
         raise MuxError(f"the output has {len(got.pts)} frames, the source {len(expected)}")
     shift = got.pts[0] - expected[0]
@@ -377,23 +387,23 @@ def _round_half_away(x: Fraction) -> int:
     return r if x >= 0 else -r
 
 
-def write_png_sequence(source: SourceInfo, chunks: Sequence[ChunkRef], directory: str) -> None:
+def write_png_sequence(source: SourceInfo, chunks: Sequence[ChunkRef], directory: str, index: FrameIndex | None = None) -> None:
     """Write every frame as ``<frame>.png`` in ``directory`` (created), plus ``timestamps.txt`` in
     mkvmerge's v2 format (one presentation time in milliseconds per frame). The chunks' packets
     are PNG files already (the workers encoded them): their bytes are written, nothing decoded."""
-    _check_coverage(chunks, source.num_frames)
+    index = index or source.index
+    _check_coverage(chunks, len(index))
     os.makedirs(directory, exist_ok=True)
-    digits = max(6, len(str(source.num_frames - 1)))
+    digits = max(6, len(str(len(index) - 1)))
     reference = None
     for chunk in chunks:
         with _open(chunk) as container:
             params = chunk_params(container.streams.video[0])
             reference = reference or params
             check_same_params(chunk, params, reference)
-            for frame_no, packet in _chunk_frames(chunk, container, source.index):
+            for frame_no, packet in _chunk_frames(chunk, container, index):
                 with open(os.path.join(directory, f"{frame_no:0{digits}d}.png"), "wb") as f:
                     f.write(bytes(packet))
-    index = source.index
     with open(os.path.join(directory, "timestamps.txt"), "w") as f:
         f.write("# timestamp format v2\n")
         for p in index.pts:

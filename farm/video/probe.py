@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import IO, Iterator
+from typing import IO, Iterator, cast
 
 import av
 
 from farm.errors import InputError, ProbeError
 from farm.storage import is_url, normalize, open_location
 from farm.video.color import Colour, colour_of
+from farm.video.deinterlace import detect_field_order
 from farm.video.index import FrameIndex, build_index
 
 
@@ -47,6 +48,9 @@ class SourceInfo:
     sample_aspect_ratio: tuple[int, int] = (1, 1)
     # None only in jobs probed before farm read colour: decoded by the frame's tags, output untagged.
     colour: Colour | None = None
+    # FFmpeg's field order names: progressive, tt, bb, tb, bt, or unknown (also jobs made before
+    # farm recorded it, which --deinterlace auto therefore leaves as they were made).
+    field_order: str = "unknown"
 
     @property
     def num_frames(self) -> int:
@@ -142,6 +146,7 @@ def probe(location: str) -> SourceInfo:
             raise ProbeError(f"input {location}: {exc}") from None
         with open_input(location) as fresh:  # decode from the start, not from where indexing ended
             first = _decode_first_frame(fresh, fresh.streams[stream.index], location)
+            field_order = detect_field_order(cast("av.video.stream.VideoStream", fresh.streams[stream.index]).codec_context.field_order, first)
         ctx = stream.codec_context
         others = tuple(
             StreamInfo(
@@ -171,6 +176,7 @@ def probe(location: str) -> SourceInfo:
             num_chapters=len(container.chapters()),
             sample_aspect_ratio=sample_aspect_ratio(stream),
             colour=colour_of(first, first.height),
+            field_order=field_order,
         )
 
 

@@ -1,0 +1,190 @@
+"""Deinterlacing: interlaced sources (576i/480i broadcast, DV, DVD) go through FFmpeg's ``bwdif``
+before the model, so that the model upscales pictures rather than the comb of two fields.
+
+Modes (``--deinterlace``): ``auto`` (the default) deinterlaces a source whose stream or first
+frame says it is interlaced (:attr:`SourceInfo.field_order`); ``on`` deinterlaces any source;
+``off`` passes frames as decoded; ``double`` makes one frame per field at twice the rate.
+
+Decisions:
+
+- Every frame is what one sequential ``bwdif`` pass over the whole video gives: a shard decodes
+  one frame before and one after its range (bwdif reads the previous and next frame), feeds them
+  through its own filter graph and drops their outputs. The first and last frames of the video
+  get bwdif's own edge treatment (no previous / next frame), as in a sequential pass.
+- ``bwdif`` deinterlaces every frame (``deint=all``), with the field parity of the source's
+  recorded field order (``auto`` parity when it is unknown). Streams that mix progressive and
+  interlaced frames are therefore deinterlaced throughout.
+- ``double`` numbers output frames ``2k`` (the first field of source frame ``k``) and ``2k + 1``
+  (the second); their times are the frame's pts and pts plus half its duration, in a time base
+  half the source's. The last frame's duration is the previous one's (one tick of the source time
+  base for a one-frame video). A source shard ``[start, stop)`` is output frames
+  ``[2 start, 2 stop)``.
+- Telecined film (3:2 pulldown, 24 fps film in 60i) is not detected or inverse-telecined: it is
+  deinterlaced like video (``--deinterlace off`` keeps its frames as decoded).
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from typing import Callable, Iterator, Literal, cast
+
+import av
+import numpy as np
+
+from farm.errors import DecodeError
+from farm.video.index import FrameIndex
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["auto", "on", "off", "double"]
+MODES: tuple[str, ...] = ("auto", "on", "off", "double")
+
+#: FFmpeg's AVFieldOrder values, by the names ffprobe prints.
+FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+FIELD_ORDER_CODES = {name: code for code, name in FIELD_ORDERS.items()}
+#: Field orders whose top field is shown first (tt: coded and shown first; bt: coded second).
+TOP_FIRST = ("tt", "bt")
+INTERLACED = ("tt", "bb", "tb", "bt")
+
+
+def is_interlaced(field_order: str) -> bool:
+    return field_order in INTERLACED
+
+
+def effective_mode(requested: str, field_order: str) -> str:
+    """``off``, ``on`` or ``double``: what ``requested`` does to a source with ``field_order``."""
+    if requested not in MODES:
+        raise ValueError(f"unknown deinterlace mode {requested!r}; known: {', '.join(MODES)}")
+    if requested == "auto":
+        return "on" if is_interlaced(field_order) else "off"
+    return requested
+
+
+def frames_per_source_frame(mode: str) -> int:
+    """Output frames per source frame: 2 for ``double``, else 1 (``mode`` is an effective mode)."""
+    return 2 if mode == "double" else 1
+
+
+def output_index(source: FrameIndex, mode: str) -> FrameIndex:
+    """The output's frames: ``source`` itself, or for ``double`` two per source frame at field
+    times (see the module docstring)."""
+    if mode != "double":
+        return source
+    pts = source.pts
+    out: list[int] = []
+    for k, p in enumerate(pts):
+        if k + 1 < len(pts):
+            duration = pts[k + 1] - p
+        elif k:
+            duration = p - pts[k - 1]
+        else:
+            duration = 1
+        out += [2 * p, 2 * p + duration]
+    return FrameIndex(source.time_base / 2, tuple(out), tuple(2 * k for k in source.keyframe_pts))
+
+
+def detect_field_order(codec_field_order: int, frame: av.VideoFrame) -> str:
+    """The source's field order: the codec context's when it says interlaced (decoders set it
+    from the stream once a frame is decoded, containers from their tags), else, for a frame
+    flagged interlaced, its
+    top-field-first flag (PyAV does not expose it: the frame, its luma overwritten with a
+    vertical ramp, goes through FFmpeg's ``fieldorder=tff``, which moves lines only of a
+    bottom-field-first frame). ``frame`` may be overwritten."""
+    name = FIELD_ORDERS.get(codec_field_order, "unknown")
+    if is_interlaced(name) or not frame.interlaced_frame:
+        return name
+    probe = frame
+    probe.make_writable()
+    plane = probe.planes[0]
+    ramp = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+    ramp[:] = (np.arange(ramp.shape[0]) % 251)[:, None]
+    before = probe.to_ndarray()
+    graph = av.filter.Graph()
+    src = graph.add_buffer(width=probe.width, height=probe.height, format=probe.format, time_base=Fraction(1, 25))
+    order = graph.add("fieldorder", "tff")
+    keep = graph.add("format", probe.format.name)
+    sink = graph.add("buffersink")
+    src.link_to(order)
+    order.link_to(keep)
+    keep.link_to(sink)
+    try:
+        graph.configure()
+        graph.push(probe)
+        moved = not np.array_equal(graph.pull().to_ndarray(), before)
+    except (ValueError, av.error.FFmpegError) as exc:  # a pixel format fieldorder does not take
+        log.info("cannot read the field order of %s frames (%s); taking top field first", probe.format.name, exc)
+        return "tt"
+    return "bb" if moved else "tt"
+
+
+def output_field_order(mode: str, field_order: str) -> str:
+    """The field order tag of the output: progressive once deinterlaced, else the source's."""
+    return field_order if mode == "off" else "progressive"
+
+
+def deinterlaced_frames(
+    frames: Callable[[int, int], Iterator[tuple[int, av.VideoFrame]]],
+    num_frames: int,
+    start: int,
+    stop: int,
+    *,
+    mode: str,
+    field_order: str,
+    time_base: Fraction,
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Yield ``(output_frame_number, frame)`` for source frames ``[start, stop)``, deinterlaced.
+
+    Args:
+        frames: ``frames(a, b)`` yields ``(number, frame)`` for source frames ``[a, b)`` (the
+            frame-exact decoder, :func:`farm.video.decode.decode_frames`).
+        mode: ``on`` or ``double``.
+    """
+    per = frames_per_source_frame(mode)
+    first, last = max(0, start - 1), min(num_frames, stop + 1)  # with the neighbours bwdif reads
+
+    def filtered() -> Iterator[av.VideoFrame]:
+        graph: _Bwdif | None = None
+        for _, frame in frames(first, last):
+            graph = graph or _Bwdif(frame, mode, field_order, time_base)
+            yield from graph.push(frame)  # bwdif's frames for the frame before this one
+        if graph is not None and stop == num_frames:  # the end of the video: its last frame's
+            yield from graph.flush()
+
+    made = 0
+    for made, out in enumerate(filtered(), start=1):
+        number = first * per + made - 1  # output frame number
+        if number >= per * start:
+            yield number, out
+    if first * per + made < per * stop:
+        raise DecodeError(
+            f"the deinterlacer gave output frames up to {first * per + made}, not up to {per * stop}; the stream is damaged there"
+        )
+
+
+class _Bwdif:
+    """One ``bwdif`` filter graph for frames shaped like the first one pushed."""
+
+    def __init__(self, frame: av.VideoFrame, mode: str, field_order: str, time_base: Fraction) -> None:
+        parity = "auto" if not is_interlaced(field_order) else ("tff" if field_order in TOP_FIRST else "bff")
+        self.graph = av.filter.Graph()
+        src = self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=time_base)
+        bwdif = self.graph.add("bwdif", f"mode={'send_field' if mode == 'double' else 'send_frame'}:parity={parity}:deint=all")
+        keep = self.graph.add("format", frame.format.name)  # keep the decoder's pixel format
+        sink = self.graph.add("buffersink")
+        src.link_to(bwdif)
+        bwdif.link_to(keep)
+        keep.link_to(sink)
+        self.graph.configure()
+
+    def push(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
+        self.graph.push(frame)
+        out: list[av.VideoFrame] = []
+        while True:
+            try:
+                out.append(cast(av.VideoFrame, self.graph.pull()))
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return out
+
+    def flush(self) -> list[av.VideoFrame]:
+        return self.push(None)

@@ -1,0 +1,193 @@
+"""Interlaced sources (576i broadcast, DV, DVD): by default farm deinterlaces them with bwdif
+before the model, so the output is progressive and free of combing; ``--deinterlace double``
+keeps every field as a frame at its own time; shards change no frame."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from farm.cli import main
+from farm.testing import comb_measure, fake_output, make_interlaced_clip
+from farm.video.deinterlace import _Bwdif, output_index
+from farm.video.index import FrameIndex
+from tests.helpers import decode_all, packet_pts
+
+pytestmark = [pytest.mark.ray]
+
+#: Progressive pictures measure about 0.5, bwdif's frames of the test clip about 0.66; the woven
+#: test clip about 2.6 (a colleague measured 2.0 on a real 576i broadcast).
+PROGRESSIVE_COMB = 0.7
+
+
+def source_lines(output_frame: np.ndarray) -> np.ndarray:
+    """The fake model's x2 nearest-neighbour output taken back to the source's lines (a doubled
+    line would halve the comb measure of any picture)."""
+    return output_frame[::2, ::2]
+
+
+@pytest.fixture(scope="module")
+def tff_clip(tmp_path_factory) -> str:
+    return make_interlaced_clip(str(tmp_path_factory.mktemp("interlaced") / "tff.mkv"), frames=14, size=(64, 48))
+
+
+def submit(source: str, output: str, *extra: str) -> None:
+    args = ["submit", source, "-o", output, "--model", "fake", "--no-face", "--workers", "1", "--device", "cpu",
+            "--codec", "ffv1", "--quiet", *extra]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def field_order(path: str) -> int:
+    with av.open(path) as c:
+        return c.streams.video[0].codec_context.field_order
+
+
+def sequential_bwdif(source: str, mode: str, parity: str = "tt") -> list[np.ndarray]:
+    """One bwdif pass over the whole video, as ``ffmpeg -vf bwdif`` makes it."""
+    with av.open(source) as c:
+        stream = c.streams.video[0]
+        frames = list(c.decode(stream))
+        tb = Fraction(stream.time_base)
+    graph = _Bwdif(frames[0], mode, parity, tb)
+    out = []
+    for frame in frames:
+        out += graph.push(frame)
+    out += graph.flush()
+    return [f.to_ndarray(format="bgr24") for f in out]
+
+
+def test_interlaced_clip_is_combed(tff_clip):
+    """The test clip is what a 576i camera records: flagged top field first, combed."""
+    from farm.video.probe import probe
+
+    assert probe(tff_clip).field_order == "tt"
+    _, frames = decode_all(tff_clip)
+    assert min(comb_measure(f) for f in frames) > 2
+
+
+def test_default_deinterlaces_an_interlaced_source(tff_clip, tmp_path, local_ray):
+    """A 576i top-field-first broadcast recording, upscaled with default settings in shards that
+    cut it anywhere: one output frame per source frame at the source's times, tagged progressive,
+    every frame the model's output of a sequential bwdif pass, and no combing left."""
+    out = str(tmp_path / "out.mkv")
+    submit(tff_clip, out, "--shard-frames", "4")
+    assert packet_pts(out) == packet_pts(tff_clip)
+    assert field_order(out) == 1  # progressive
+    _, got = decode_all(out)
+    expected = [fake_output(f, 2, None) for f in sequential_bwdif(tff_clip, "on")]
+    assert len(got) == len(expected) == 14
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert np.array_equal(a, b), f"frame {i}"
+        assert comb_measure(source_lines(a)) < PROGRESSIVE_COMB, f"frame {i}"
+
+
+def test_off_keeps_fields_and_their_tag(tff_clip, tmp_path, local_ray):
+    """--deinterlace off: the model sees the woven frames as decoded and the output keeps the
+    source's field order tag (top field first)."""
+    out = str(tmp_path / "off.mkv")
+    submit(tff_clip, out, "--shard-frames", "5", "--deinterlace", "off")
+    assert field_order(out) == 2  # tt
+    _, src = decode_all(tff_clip)
+    _, got = decode_all(out)
+    assert all(np.array_equal(a, fake_output(b, 2, None)) for a, b in zip(got, src)) and len(got) == len(src)
+    assert min(comb_measure(source_lines(a)) for a in got) > 2
+
+
+def test_double_rate_gives_a_frame_per_field_at_field_times(tff_clip, tmp_path, local_ray):
+    """--deinterlace double on 25i: 50 frames a second, each field its own frame, at the frame's
+    time and half a frame later (the last one too), every frame bwdif's send_field output."""
+    out = str(tmp_path / "double.mkv")
+    submit(tff_clip, out, "--shard-frames", "3", "--deinterlace", "double")
+    times, got = decode_all(out)
+    src_times, _ = decode_all(tff_clip)
+    half = Fraction(1, 50)
+    assert times == [t + d for t in src_times for d in (0, half)]
+    expected = [fake_output(f, 2, None) for f in sequential_bwdif(tff_clip, "double")]
+    assert len(got) == len(expected) == 28
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert np.array_equal(a, b), f"frame {i}"
+    assert field_order(out) == 1
+
+
+def test_shard_boundaries_change_no_frame(tff_clip, tmp_path, local_ray):
+    """The same interlaced recording in one shard and in shards of 1, 2 and 5 frames: the same
+    frames, bit for bit (each shard decodes the neighbours bwdif needs)."""
+    whole = str(tmp_path / "whole.mkv")
+    submit(tff_clip, whole, "--shard-frames", "100", "--deinterlace", "double")
+    _, reference = decode_all(whole)
+    for size in (1, 2, 5):
+        out = str(tmp_path / f"shards{size}.mkv")
+        submit(tff_clip, out, "--shard-frames", str(size), "--deinterlace", "double", "--jobs-root", str(tmp_path / f"jobs{size}"))
+        _, got = decode_all(out)
+        assert np.array_equal(np.stack(got), np.stack(reference)), f"--shard-frames {size}"
+
+
+def test_output_index_for_double_rate():
+    """Field times: each frame's pts and pts plus half its duration; the last frame lasts as long
+    as the one before; a one-frame video's second field is one tick later."""
+    index = FrameIndex(Fraction(1, 1000), (0, 40, 80, 140), (0,))
+    assert output_index(index, "on") is index
+    double = output_index(index, "double")
+    assert double.time_base == Fraction(1, 2000)
+    assert double.pts == (0, 40, 80, 120, 160, 220, 280, 340)
+    assert output_index(FrameIndex(Fraction(1, 25), (7,), (7,)), "double").pts == (14, 15)
+
+
+def test_progressive_source_keeps_its_job_id():
+    """A job made before --deinterlace existed keeps its id with the default (auto)."""
+    from farm.config import ModelConfig, OutputConfig, job_id
+
+    before = {k: v for k, v in ModelConfig().identity().items()}
+    assert "deinterlace" not in before
+    out = OutputConfig()
+    assert job_id("a.mp4", "f", ModelConfig(), out) != job_id("a.mp4", "f", ModelConfig(deinterlace="double"), out)
+
+
+def test_jobs_made_before_field_orders_were_recorded_resume_as_they_were_made(tff_clip):
+    """An interlaced job created by an older farm (no field order in its job.json) resumes
+    without deinterlacing, as its finished segments were made; a new probe deinterlaces."""
+    from farm.config import ModelConfig
+    from farm.jobs import JobSpec
+    from farm.video.probe import probe
+
+    source = probe(tff_clip).to_json()
+    spec = {"job_id": "j", "source": source, "model": ModelConfig().to_json(), "shard_frames": 4, "input_fingerprint": "f", "created": 0.0}
+    assert (JobSpec.from_json(spec).deinterlace, JobSpec.from_json(spec).output_field_order) == ("on", "progressive")
+    old_model = {k: v for k, v in spec["model"].items() if k != "deinterlace"}
+    old = {**spec, "model": old_model, "source": {k: v for k, v in source.items() if k != "field_order"}}
+    assert (JobSpec.from_json(old).deinterlace, JobSpec.from_json(old).output_field_order) == ("off", "unknown")
+    assert JobSpec.from_json({**spec, "model": {**old_model, "deinterlace": "double"}}).frames_per_source_frame == 2
+
+
+def test_bottom_field_first_source_is_deinterlaced_with_its_parity(tmp_path, local_ray):
+    """A DV-style bottom-field-first recording: bwdif takes the bottom field as the first
+    (the frames differ from a top-field-first pass), and no combing is left."""
+    source = make_interlaced_clip(str(tmp_path / "bff.mkv"), frames=8, size=(64, 48), top_first=False)
+    out = str(tmp_path / "bff-out.mkv")
+    submit(source, out, "--shard-frames", "3")
+    _, got = decode_all(out)
+    expected = [fake_output(f, 2, None) for f in sequential_bwdif(source, "on", parity="bb")]
+    wrong = [fake_output(f, 2, None) for f in sequential_bwdif(source, "on", parity="tt")]
+    assert len(got) == len(expected) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert not any(np.array_equal(a, b) for a, b in zip(got, wrong))
+    assert max(comb_measure(source_lines(a)) for a in got) < PROGRESSIVE_COMB
+
+
+def test_double_rate_x264_output_has_the_field_times(tff_clip, tmp_path, local_ray):
+    """--deinterlace double with the default H.264 output in MP4: 28 frames at the 28 field
+    times, exactly (MP4 keeps the doubled time base)."""
+    out = str(tmp_path / "double.mp4")
+    args = ["submit", tff_clip, "-o", out, "--model", "fake", "--no-face", "--workers", "1", "--device", "cpu",
+            "--quiet", "--shard-frames", "4", "--deinterlace", "double"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    tb, pts = packet_pts(tff_clip)
+    expected = [p * tb + d for p in pts for d in (0, Fraction(1, 50))]
+    out_tb, out_pts = packet_pts(out)
+    assert [p * out_tb for p in out_pts] == expected
