@@ -195,6 +195,9 @@ def mux(
             # The chunks' bitstreams carry the tags where the codec has room for them (H.264/HEVC
             # VUI); the container's copy comes from here, so FFV1 and PNG-free outputs keep them too.
             tag(video, source.colour)
+            sar = chunks[0].video.get("settings", {}).get("sample_aspect_ratio", (1, 1))
+            if tuple(sar) != (1, 1):  # NUT keeps no pixel aspect for codecs without one in the bitstream (FFV1)
+                video.codec_context.sample_aspect_ratio = Fraction(*sar)
             if field_order is not None:
                 video.codec_context.field_order = FIELD_ORDER_CODES[field_order]
             _warn_lost_aspect(fmt, video)
