@@ -66,6 +66,7 @@ class Progress:
     failures: list[dict[str, Any]] = field(default_factory=list)
     dashboard_url: str | None = None
     message: str | None = None
+    disk: str | None = None  # the disk estimate made before work
 
 
 # ----------------------------------------------------------------------------------------------
@@ -455,6 +456,7 @@ class Run:
                 failures=snap.get("failures", []),
                 dashboard_url=self.dashboard_url,
                 message=message,
+                disk=self.p.disk_note or None,
             )
         )
 

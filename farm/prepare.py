@@ -20,6 +20,7 @@ from farm.jobs import SUBMIT, JobDir, JobSpec, frames_per_second
 from farm.plan import default_shard_frames, search_ranges, snap_window
 from farm.storage import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
+from farm.video.deinterlace import effective_mode, frames_per_source_frame
 from farm.video.geometry import Geometry, plan_geometry
 from farm.video.mux import check_streams_fit, container_for
 from farm.video.probe import SourceInfo, probe
@@ -36,6 +37,7 @@ class Prepared:
     spec: JobSpec
     geometry: Geometry
     resumed: bool
+    disk_note: str = ""  # the disk estimate, shown before work
 
 
 def input_fingerprint(location: str, size: int) -> str:
@@ -137,20 +139,27 @@ def free_bytes(location: str) -> tuple[int, int] | None:
     return shutil.disk_usage(path).free, os.stat(path).st_dev
 
 
-def check_disk_space(cfg: JobConfig, job: JobDir, source: SourceInfo, geometry: Geometry) -> None:
+def check_disk_space(cfg: JobConfig, job: JobDir, source: SourceInfo, geometry: Geometry) -> str:
     """Refuse a job whose chunks (and output, on the same disk) would not fit, before any work.
 
     Chunks already done by an earlier run of the job count as written.
 
+    Returns:
+        One line with the estimate, for the live view.
+
     Raises:
         StorageError: naming the space needed and free, and what to do.
     """
-    chunks, output = estimate_bytes(source.num_frames, geometry.canvas, source.high_bit_depth, cfg.out.codec, cfg.out.crf)
+    frames = source.num_frames * frames_per_source_frame(effective_mode(cfg.model.deinterlace, source.field_order))
+    chunks, output = estimate_bytes(frames, geometry.canvas, source.high_bit_depth, cfg.out.codec, cfg.out.crf)
     if job.exists() and not cfg.restart:
         chunks = max(0, chunks - sum(int(r.get("bytes", 0)) for r in job.receipts()))
     jobs_disk = free_bytes(job.jobs_root)
     out_disk = free_bytes(normalize(cfg.output))
-    log.info("disk needed: about %s for the chunks, %s for the output (%s, CRF %d)", _gb(chunks), _gb(output), cfg.out.codec, cfg.out.crf)
+    lossy = cfg.out.codec in LOSSY_BITS_PER_PIXEL_AT_CRF18 and cfg.out.crf > 0
+    note = f"about {_gb(chunks)} of chunks still to write and {_gb(output)} of output ({cfg.out.codec}"
+    note += f", CRF {cfg.out.crf})" if lossy else ")"
+    log.info("disk needed: %s", note)
     needs: list[tuple[str, int, int]] = []  # (what, needed, free)
     if jobs_disk is not None and out_disk is not None and jobs_disk[1] == out_disk[1]:
         needs.append((f"{job.jobs_root} (chunks and output)", chunks + output, jobs_disk[0]))
@@ -165,6 +174,7 @@ def check_disk_space(cfg: JobConfig, job: JobDir, source: SourceInfo, geometry: 
                 f"not enough disk space: the job needs about {_gb(needed)} on {where}, {_gb(free)} is free; "
                 "free some space, or pass --jobs-root on a larger disk"
             )
+    return note
 
 
 def _gb(n: int) -> str:
@@ -193,7 +203,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     model, fingerprint, job_id = _identity(model, source, cfg.out)
     jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
     job = JobDir(jobs_root, job_id)
-    check_disk_space(cfg, job, source, geometry)
+    disk_note = check_disk_space(cfg, job, source, geometry)
     resumed = False
     if job.exists() and cfg.restart:
         job.clear()
@@ -223,7 +233,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     if resumed:
         job.write_spec(spec)
     job.storage.write_json(SUBMIT, {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location})
-    return Prepared(cfg, job, spec, geometry, resumed)
+    return Prepared(cfg, job, spec, geometry, resumed, disk_note)
 
 
 def find_scene_cuts(source: SourceInfo, shard_frames: int) -> tuple[int, ...]:

@@ -50,6 +50,8 @@ class LiveView:
             self.live.__exit__(*exc)
 
     def update(self, p: JobProgress) -> None:
+        if self.plain and self.last is None and p.disk:
+            self.console.print(f"{p.job_id} disk: {p.disk}", highlight=False, soft_wrap=True)
         self.last = p
         if self.plain:
             line = plain_line(p)
@@ -98,4 +100,6 @@ def render_workers(p: JobProgress) -> Table:
         table.add_row("[red]failed", str(f.get("node", "?"))[:8], f"shard {f.get('shard')}", "", "", f.get("error", "")[:80])
     if p.dashboard_url:
         table.add_row("dashboard", p.dashboard_url, "", "", "", "")
+    if p.disk:
+        table.add_row("disk", p.disk, "", "", "", "")
     return table

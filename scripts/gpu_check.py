@@ -79,6 +79,56 @@ def farm_rows(args, clip, weights, script, precision, faces, budget, frames_bgr)
     return rows
 
 
+class _NoEncode:
+    """Stands in for the worker's chunk encoder: takes the frames and writes nothing (an empty
+    file), so the same shard measures the GPU's fps without the encode beside it."""
+
+    def __init__(self, path: str, settings) -> None:
+        open(path, "wb").close()
+        self.frames, self.info = 0, {}
+
+    def write(self, pixels, pts: int) -> None:
+        self.frames += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def encode_rows(args, clip, weights, precision, budget):
+    """One worker's fps on the same shard with x264 chunks (the job's settings and thread rule)
+    and with the encode switched off: what the encode beside the model costs the GPU."""
+    from unittest import mock
+
+    from farm.actors import worker as worker_module
+    from farm.actors.worker import EnhanceWorker
+    from farm.config import JobConfig, ModelConfig, OutputConfig
+    from farm.driver import prepare
+
+    model = ModelConfig(sr_weights=weights["sr"], face=False, trust_weights=True, precision=precision, device=args.device,
+                        compile=args.compile)
+    p = prepare(JobConfig(input=clip, output=os.path.join(args.workdir, "out-x264.mkv"), model=model, out=OutputConfig(codec="x264"),
+                          jobs_root=os.path.join(args.workdir, "jobs"), shard_frames=args.frames, restart=True))
+    worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "gpu-check-encode", args.device)
+    worker.ready()
+    fps = {}
+    for label in ("x264", "none"):
+        if not budget.allows(f"encode cost ({label})"):
+            return None
+        patch = mock.patch.object(worker_module, "ChunkWriter", _NoEncode) if label == "none" else contextlib.nullcontext()
+        with patch:
+            worker.run_shard(0, 0, min(args.frames, 2), attempt=1)  # warm-up
+            _sync(args.device)
+            t0 = time.perf_counter()
+            worker.run_shard(0, 0, args.frames, attempt=1)
+            _sync(args.device)
+            fps[label] = args.frames / (time.perf_counter() - t0)
+    del worker
+    return fps
+
+
 def old_rows(args, weights, script, precision, faces, budget, clip):
     """The old script's loop: cv2.VideoCapture reads and one GFPGANer.enhance (or RealESRGANer.enhance
     without faces) per frame; no JPEG writing."""
@@ -204,6 +254,11 @@ def main() -> None:
                       f"{roofline(fps, width * height, prec, args):>11}", flush=True)
             if args.device == "cuda":
                 torch.cuda.empty_cache()
+    fps = encode_rows(args, clip, weights, precisions[-1], budget)
+    if fps:
+        cost = 100 * (1 - fps["x264"] / fps["none"])
+        print(f"encode cost ({precisions[-1]}, one worker, x264 CRF 18 chunks beside the model): {fps['x264']:.2f} fps "
+              f"with, {fps['none']:.2f} fps without: the encode costs {cost:.1f} % of the worker's fps (goal <= 10 %)")
     if budget.skipped:
         print(f"skipped (time budget {args.budget_s:g} s spent): {', '.join(budget.skipped)}")
 

@@ -27,3 +27,33 @@ def test_lossless_estimate_and_caps():
     assert output_bytes_per_pixel("x264", 1, False) == 0.3 / 8 * 2 ** (17 / 6)
     assert output_bytes_per_pixel("x265", 6, False) == 0.2 / 8 * 4
     assert output_bytes_per_pixel("some-new-codec", 18, False) == 2.0
+
+
+def test_the_estimate_is_shown_before_work(tmp_path):
+    """A user about to start a long job sees, before the first frame, how much disk its chunks
+    and its output will take; field-rate deinterlacing (twice the frames) counts twice."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from farm.config import JobConfig, ModelConfig, OutputConfig
+    from farm.driver import Progress
+    from farm.prepare import prepare
+    from farm.testing import make_interlaced_clip
+    from farm.view import LiveView
+
+    clip = make_interlaced_clip(str(tmp_path / "tff.mkv"), frames=10, size=(64, 48))
+    notes = []
+    for mode in ("on", "double"):
+        cfg = JobConfig(input=clip, output=str(tmp_path / f"{mode}.mkv"), jobs_root=str(tmp_path / "jobs"),
+                        model=ModelConfig(model="fake:scale=2", face=False, deinterlace=mode), out=OutputConfig(codec="ffv1"))
+        notes.append(prepare(cfg).disk_note)
+    one = 10 * 128 * 96 * 2  # frames x output pixels x 2 bytes (FFV1)
+    assert notes == [f"about {one / 1e6:.1f} MB of chunks still to write and {one / 1e6:.1f} MB of output (ffv1)",
+                     f"about {2 * one / 1e6:.1f} MB of chunks still to write and {2 * one / 1e6:.1f} MB of output (ffv1)"]
+
+    out = StringIO()
+    view = LiveView(Console(file=out, force_terminal=False, width=200))
+    with view:
+        view.update(Progress("job-1", "running", 0, 10, 0, 1, 0.0, None, disk=notes[0]))
+    assert out.getvalue().splitlines()[0] == f"job-1 disk: {notes[0]}"

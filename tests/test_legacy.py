@@ -207,3 +207,18 @@ def test_legacy_output_keeps_display_and_colour_tags(name, clips, outputs, local
     if got["sar"] is not None and got["sar"] == 1:
         got["sar"] = None
     assert got == expected
+
+
+def test_every_one_frame_shard_of_the_dvd_equals_a_sequential_decode(clips):
+    """A DVD's last picture is a keyframe that a seek in its program stream cannot reach: a shard
+    holding only that frame (scene-aware planning can cut one there) decodes from further back
+    and gives exactly the picture a sequential decode presents, as does every other frame."""
+    from farm.video.decode import decode_shard
+
+    source = probe(clips["dvd_mpeg2"])
+    _, sequential = decode_all(clips["dvd_mpeg2"])
+    assert len(sequential) == source.num_frames == 12
+    for frame in range(source.num_frames):
+        got = list(decode_shard(source.location, source.video_stream, source.index, frame, frame + 1, colour=source.colour))
+        assert [n for n, _ in got] == [frame]
+        assert max_abs_diff(got[0][1], sequential[frame]) == 0, f"frame {frame}"

@@ -4,6 +4,7 @@ check every frame's pts against the index, so a shard yields exactly its frames 
 from __future__ import annotations
 
 import bisect
+import logging
 import functools
 import itertools
 from typing import Iterator
@@ -16,6 +17,8 @@ from farm.video.color import Colour, to_bgr
 from farm.video.deinterlace import deinterlaced_frames
 from farm.video.index import FrameIndex, decode_packet, open_filter
 from farm.video.probe import open_input
+
+log = logging.getLogger(__name__)
 
 #: Seeks that overshoot the shard's first frame are retried from keyframes 1, 2, 4, 8 further back;
 #: after that, decoding starts from the beginning of the file.
@@ -61,12 +64,33 @@ def decode_shard(
 def decode_frames(
     location: str, stream_index: int, index: FrameIndex, start: int, stop: int
 ) -> Iterator[tuple[int, av.VideoFrame]]:
-    """Like :func:`decode_shard`, but yields PyAV frames."""
+    """Like :func:`decode_shard`, but yields PyAV frames.
+
+    A decode from a seek point that ends before the range does (seen on MPEG program streams whose
+    last picture is a keyframe: the seek lands where the decoder cannot reach it) is retried for
+    the frames still missing from a seek point further back, and finally from the start."""
     if not 0 <= start < stop <= len(index):
         raise ValueError(f"frames [{start}, {stop}) are outside [0, {len(index)})")
+    before: int | None = None  # only seek points before this one (after a decode that ended early)
+    while True:
+        try:
+            for number, frame in _decode_range(location, stream_index, index, start, stop, before):
+                yield number, frame
+                start = number + 1
+            return
+        except _EndedEarly as exc:
+            if exc.seek_pts is None:  # decoded from the start of the file: the frames are not there
+                raise DecodeError(exc.message) from None
+            log.info("decoding %s from pts %s ended before frame %d; trying further back", location, exc.seek_pts, start)
+            before = exc.seek_pts
+
+
+def _decode_range(
+    location: str, stream_index: int, index: FrameIndex, start: int, stop: int, before: int | None
+) -> Iterator[tuple[int, av.VideoFrame]]:
     target = index.pts[start]
     damaged: list[int | None] = []  # seek points whose first frames could not be decoded
-    for seek_pts in _seek_plan(index, start):
+    for seek_pts in _seek_plan(index, start, before):
         with open_input(location) as container:
             frames = _numbered(_decoded(container, stream_index, index, seek_pts, "AUTO", location), index, start, location)
             try:
@@ -78,6 +102,9 @@ def decode_frames(
                 continue
             try:
                 yield from _take(itertools.chain([first], frames), index, start, stop, location)
+            except _EndedEarly as exc:
+                exc.seek_pts = seek_pts
+                raise
             except _Undecodable:
                 # Frame threads report an error a few frames late; find the damaged frame itself.
                 raise _locate_damage(location, stream_index, index, seek_pts) from None
@@ -88,6 +115,12 @@ def decode_frames(
         f"frame {start} (pts {target}) of {location} cannot be reached: even decoding from the start of the file "
         "begins after it; the file is damaged there: repair or re-encode it"
     )
+
+
+class _EndedEarly(DecodeError):
+    """The decoder ran out of pictures before the range's end; ``seek_pts`` is where it began."""
+
+    seek_pts: int | None = None
 
 
 class _Undecodable(DecodeError):
@@ -165,10 +198,10 @@ def _locate_damage(location: str, stream_index: int, index: FrameIndex, seek_pts
     return DecodeError(f"the decoder failed with threads but not without; {location} is damaged near this shard")
 
 
-def _seek_plan(index: FrameIndex, start: int) -> Iterator[int | None]:
-    """Seek positions to try for frame ``start``, nearest first; None means decoding from the
-    start of the file."""
-    points = index.seek_points(start)
+def _seek_plan(index: FrameIndex, start: int, before: int | None = None) -> Iterator[int | None]:
+    """Seek positions to try for frame ``start``, nearest first (only those before ``before``,
+    when given); None means decoding from the start of the file."""
+    points = [p for p in index.seek_points(start) if before is None or p < before]
     tried: set[int] = set()
     for step in BACKOFF_STEPS:
         if step >= len(points):
@@ -193,7 +226,7 @@ def _take(
         expected += 1
         if expected == stop:
             return
-    raise DecodeError(
+    raise _EndedEarly(
         f"the decoder ended before frame {expected} (pts {index.pts[expected]}) of {location}; "
         f"frames [{expected}, {stop}) could not be decoded: the file may be truncated; repair or re-encode it"
     )
