@@ -760,6 +760,7 @@ def make_legacy_clip(
     color: dict[str, int] | None = None,
     audio: Sequence[dict] = (),
     dvd_subtitles: bool = False,
+    drop_frames: Sequence[int] = (),
 ) -> str:
     """A small video in an old or broadcast format.
 
@@ -772,6 +773,8 @@ def make_legacy_clip(
         audio: one dict per track: ``codec``, and optionally ``rate``, ``layout``, ``bit_rate``.
         dvd_subtitles: a DVD subpicture track with two tiny bitmaps (written packet by packet:
             FFmpeg's dvdsub encoder takes bitmaps PyAV cannot build).
+        drop_frames: frame times left out, as a capture card drops frames; the AVI muxer writes
+            an empty (null) chunk in each gap, as capture software did.
     """
     import av
 
@@ -809,6 +812,8 @@ def make_legacy_clip(
         out.start_encoding()
         pictures = []
         for i in range(frames):
+            if i in drop_frames:
+                continue
             rgb = woven_frame(i, width, height, interlaced == "tff") if interlaced else pattern_frame(i, width, height)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
             frame.pts, frame.time_base = i, tb
@@ -888,6 +893,10 @@ LEGACY_CORPUS = (
     "hdr10_hevc",  # 10-bit HEVC with HDR10 tags (BT.2020, PQ, mastering display, MaxCLL) in MKV
     "wmv2_asf",  # Windows Media: WMV2 and WMA2 in ASF at 29.97 fps
     "flv1_mp3",  # old web video: Sorenson Spark (FLV1) and MP3 in FLV
+    "divx_packed_ac3",  # DivX 5: MPEG-4 ASP with packed B-frames and AC3 in AVI
+    "xvid_mp3",  # Xvid: MPEG-4 ASP with (unpacked) B-frames and MP3 in AVI
+    "avi_dropped_frames",  # a capture with dropped frames: MPEG-4 in AVI with null chunks, MP3
+    "anamorphic_h264",  # a 16:9 DVD re-encoded to H.264 in MP4, anamorphic (SAR 32:27), AAC
 )
 
 _HDR10 = (
@@ -928,6 +937,16 @@ def legacy_corpus(directory: str, names: Sequence[str] = LEGACY_CORPUS) -> dict[
             d("wmv2_asf.wmv"), codec="wmv2", fps=ntsc, options={"g": "6"}, audio=[{"codec": "wmav2", "rate": 44100, "bit_rate": 64000}]
         ),
         "flv1_mp3": lambda: make_legacy_clip(d("flv1_mp3.flv"), codec="flv", fps=ntsc, options={"g": "6"}, audio=[{"codec": "libmp3lame", "rate": 44100}]),
+        # 64x48: smaller B-frames can be 19 bytes, which mpeg4_unpack_bframes takes for placeholders
+        "divx_packed_ac3": lambda: make_mpeg4_avi(d("divx_packed_ac3.avi"), size=(64, 48), bframes=2, gop=6, packed=True, audio="ac3"),
+        "xvid_mp3": lambda: make_mpeg4_avi(d("xvid_mp3.avi"), size=(64, 48), bframes=1, gop=6, audio="libmp3lame"),
+        "avi_dropped_frames": lambda: make_legacy_clip(
+            d("avi_dropped_frames.avi"), codec="mpeg4", options={"g": "6", "qscale": "4"}, drop_frames=(3, 7, 8),
+            audio=[{"codec": "libmp3lame", "rate": 44100}],
+        ),
+        "anamorphic_h264": lambda: make_legacy_clip(
+            d("anamorphic_h264.mp4"), size=(72, 48), sample_aspect_ratio=Fraction(32, 27), audio=[{"codec": "aac"}]
+        ),
     }
     unknown = set(names) - set(makers)
     if unknown:
