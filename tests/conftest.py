@@ -38,6 +38,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny frames: torch's thread pool costs more than it saves there (about 20x on a busy
+    2-core machine). Modules that run the model on tiny clips use it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def local_ray():
     """One embedded Ray for the in-process tests of the session."""

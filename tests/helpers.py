@@ -131,3 +131,15 @@ def make_video_without_frames(path: str) -> str:
             out.mux(audio.encode(frame))
         out.mux(audio.encode(None))
     return path
+
+
+def submit_tiny(source: str, output: str, weights: str, *extra: str) -> None:
+    """`farm submit` in process with the tests' tiny RRDBNet weights on one CPU worker, no faces."""
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    args = ["submit", source, "-o", output, "--sr-weights", weights, "--no-face", "--workers", "1",
+            "--device", "cpu", "--quiet", *extra]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output

@@ -11,11 +11,11 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from farm.cli import main
 from farm.testing import CORPUS, corpus
-from tests.helpers import decode_all, max_abs_diff, packet_pts, reference_upsampler, stream_packets, video_packets
+from tests.helpers import decode_all, max_abs_diff, packet_pts, reference_upsampler, stream_packets, submit_tiny, video_packets
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: The output container for each source container, in the lossless (FFV1) runs: the source's own
 #: where it can hold FFV1 with the source's exact time base, else the nearest one that can.
@@ -26,18 +26,6 @@ LOSSY_OUTPUT = {".mp4": ".mp4", ".mkv": ".mkv", ".ts": ".ts", ".webm": ".mkv"}
 SHARD_FRAMES = {"long_gop": 64, "single_frame": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The reference runs on 32x24 frames, where torch's thread pool costs more than it saves
-    (about 20x on a busy 2-core machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, str]:
     return corpus(str(tmp_path_factory.mktemp("corpus")))
@@ -46,13 +34,6 @@ def clips(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     return tmp_path_factory.mktemp("corpus-out")
-
-
-def submit(source: str, output: str, weights: str, *extra: str) -> None:
-    args = ["submit", source, "-o", output, "--sr-weights", weights, "--no-face", "--workers", "1",
-            "--device", "cpu", "--quiet", *extra]
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
 
 
 def output_path(outputs, name: str, source: str, table: dict[str, str], tag: str) -> str:
@@ -136,7 +117,7 @@ def test_lossless_output_is_the_model_output_at_the_source_timestamps(name, clip
     and the display rotation is carried."""
     source = clips[name]
     out = output_path(outputs, name, source, LOSSLESS_OUTPUT, "ffv1")
-    submit(source, out, tiny_x4, "--codec", "ffv1", "--shard-frames", str(SHARD_FRAMES.get(name, 5)))
+    submit_tiny(source, out, tiny_x4, "--codec", "ffv1", "--shard-frames", str(SHARD_FRAMES.get(name, 5)))
 
     if os.path.splitext(out)[1] == os.path.splitext(source)[1]:
         assert packet_pts(out) == packet_pts(source)
@@ -166,7 +147,7 @@ def test_default_lossy_output_keeps_every_frame_at_its_time(name, clips, outputs
     source, each at the source's timestamp."""
     source = clips[name]
     out = output_path(outputs, name, source, LOSSY_OUTPUT, "x264")
-    submit(source, out, tiny_x4, "--shard-frames", str(SHARD_FRAMES.get(name, 5)))
+    submit_tiny(source, out, tiny_x4, "--shard-frames", str(SHARD_FRAMES.get(name, 5)))
     if os.path.splitext(out)[1] == os.path.splitext(source)[1]:
         assert packet_pts(out) == packet_pts(source)
     else:
@@ -181,7 +162,7 @@ def test_eight_bit_source_written_ten_bit(clips, outputs, tiny_x4, local_ray):
     source's timestamps (the job's segments are reused; only the final encode runs)."""
     source = clips["cfr"]
     out = str(outputs / "cfr-x265-10bit.mp4")
-    submit(source, out, tiny_x4, "--shard-frames", "5", "--codec", "x265", "--pix-fmt", "yuv420p10le")
+    submit_tiny(source, out, tiny_x4, "--shard-frames", "5", "--codec", "x265", "--pix-fmt", "yuv420p10le")
     assert pix_fmt(out) == "yuv420p10le"
     assert packet_pts(out) == packet_pts(source)
 
@@ -193,7 +174,7 @@ def test_odd_output_size_is_cropped_to_even_for_4_2_0(clips, outputs, tiny_x4, l
     invented), at the source's timestamps."""
     source = clips["odd_size"]
     out = str(outputs / "odd-scale3.mkv")
-    submit(source, out, tiny_x4, "--shard-frames", "5", "--scale", "3", "--crf", "0", "--preset", "veryslow")
+    submit_tiny(source, out, tiny_x4, "--shard-frames", "5", "--scale", "3", "--crf", "0", "--preset", "veryslow")
     assert seconds(out) == seconds(source)
     _, src_frames = decode_all(source)
     _, out_frames = decode_all(out)

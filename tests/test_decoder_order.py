@@ -20,6 +20,8 @@ from farm.cli import main
 from farm.testing import make_mpeg4_avi, make_test_clip, pattern_frame
 from tests.helpers import decode_all, max_abs_diff, reference_upsampler, rewrite_video_packets, stream_packets
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLIPS = ("packed_avi", "packed_avi_b2", "unpacked_avi", "raw_m4v", "raw_h264")
 
 
@@ -180,16 +182,6 @@ def test_flv_with_repeated_timestamps_is_numbered_by_decoding(tmp_path):
         got = list(decode_shard(path, src.video_stream, src.index, start, stop))
         assert [i for i, _ in got] == list(range(start, stop))
         assert all(np.array_equal(pixels, pictures[i]) for i, pixels in got)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.ray

@@ -17,7 +17,9 @@ from farm.cli import main
 from farm.testing import LEGACY_CORPUS, legacy_corpus
 from farm.video import color
 from farm.video.probe import probe
-from tests.helpers import decode_all, max_abs_diff, reference_upsampler, stream_packets
+from tests.helpers import decode_all, max_abs_diff, reference_upsampler, stream_packets, submit_tiny
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: Shard sizes that cut every clip mid-GOP (the GOPs are 6 frames) and leave a short last shard.
 SHARD_FRAMES = {"dv_4_3": 4, "dv_16_9": 4}
@@ -25,17 +27,6 @@ SHARD_FRAMES = {"dv_4_3": 4, "dv_16_9": 4}
 #: the container farm itself suggests), and MP4 back into MP4 (Matroska, which stores no negative
 #: times, would shift every stream by the AAC priming, as the corpus tests show).
 OUTPUT = {"wmv2_asf": ".nut", "anamorphic_h264": ".mp4"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny frames: torch's thread pool costs more than it saves (see tests/test_corpus.py)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +37,6 @@ def clips(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     return tmp_path_factory.mktemp("legacy-out")
-
-
-def submit(source: str, output: str, weights: str, *extra: str) -> None:
-    args = ["submit", source, "-o", output, "--sr-weights", weights, "--no-face", "--workers", "1",
-            "--device", "cpu", "--quiet", *extra]
-    result = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
 
 
 def presented(path: str) -> tuple[Fraction, list[Fraction]]:
@@ -116,7 +100,7 @@ def test_legacy_output_is_the_model_output_at_the_source_times(name, clips, outp
     container's resolution), and audio and subtitles are the source's, byte for byte."""
     source = clips[name]
     out = str(outputs / f"{name}{OUTPUT.get(name, '.mkv')}")
-    submit(source, out, tiny_x4, "--codec", "ffv1", "--deinterlace", "off", "--shard-frames", str(SHARD_FRAMES.get(name, 5)))
+    submit_tiny(source, out, tiny_x4, "--codec", "ffv1", "--deinterlace", "off", "--shard-frames", str(SHARD_FRAMES.get(name, 5)))
 
     out_tb, out_times = presented(out)
     _, src_times = presented(source)
@@ -167,7 +151,7 @@ def test_dvd_is_deinterlaced_by_default(clips, outputs, tiny_x4, local_ray):
     the AC3 tracks and subpictures untouched."""
     source = clips["dvd_mpeg2"]
     out = str(outputs / "dvd_mpeg2-auto.mkv")
-    submit(source, out, tiny_x4, "--codec", "ffv1", "--shard-frames", "5")
+    submit_tiny(source, out, tiny_x4, "--codec", "ffv1", "--shard-frames", "5")
     out_tb, out_times = presented(out)
     assert out_times == in_resolution(presented(source)[1], out_tb)
     _, out_frames = decode_all(out)
