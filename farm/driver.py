@@ -367,7 +367,7 @@ class Run:
             scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
         )
         try:
-            result = ray.get(task.remote(self.p.job.jobs_root, self.p.job.job_id, normalize(self.cfg.output), self.cfg.out, segments, self.p.geometry.canvas))
+            result = ray.get(task.remote(self.p.job.jobs_root, self.p.job.job_id, normalize(self.cfg.output), self.cfg.out, segments))
         except RayTaskError as exc:
             self._handle([MuxFailed(time.time(), _cause(exc))])
             raise JobFailed(f"job {self.p.job.job_id}: {_cause(exc)}") from None

@@ -242,7 +242,7 @@ def make_test_clip(
     """
     import av
 
-    from farm.video.mux import X265_FEW_FRAMES
+    from farm.video.encode import X265_FEW_FRAMES
 
     width, height = size
     time_base = Fraction(1, 1000) if vfr else Fraction(1, fps)

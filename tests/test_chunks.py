@@ -44,7 +44,7 @@ def run_job(clip: str, out: str, codec: str, jobs: str, shard_frames: int = 6, c
     worker.ready()
     receipts = [worker.run_shard(s.index, s.start, s.stop, attempt=1) for s in p.spec.shards()]
     segments = [(r["segment"], r["start"], r["stop"]) for r in receipts]
-    result = assemble(p.job.jobs_root, p.job.job_id, out, cfg.out, segments, p.geometry.canvas)
+    result = assemble(p.job.jobs_root, p.job.job_id, out, cfg.out, segments)
     return p, worker, receipts, result
 
 

@@ -20,12 +20,12 @@ from farm.video.mux import ChunkRef, mux, remove_output, verify, write_png_seque
 log = logging.getLogger(__name__)
 
 
-def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segments: list[tuple[str, int, int]], size: tuple[int, int] | None = None) -> dict[str, Any]:
+def assemble(jobs_root: str, job_id: str, output: str, out: OutputConfig, segments: list[tuple[str, int, int]]) -> dict[str, Any]:
     """Write ``output`` from the chunks ``segments`` (``(name, start, stop)`` in frame order, source
     frames; a chunk holds output frames ``[k start, k stop)``, k = 2 for ``--deinterlace double``).
 
-    ``out`` must be the settings the chunks were encoded with (the job spec's); ``size`` is not
-    needed any more (the chunks carry it) and is accepted for old callers.
+    ``out`` must be the settings the chunks were encoded with (the job spec's); the chunks carry
+    the frame size.
 
     Raises:
         MuxError, OutputError: nothing is left at ``output``.

@@ -21,7 +21,7 @@ from typing import IO, Any, Callable, Iterator, Sequence
 import av
 
 from farm.errors import MuxError, OutputError
-from farm.video.encode import CODEC_SPECS, X265_FEW_FRAMES, chunk_params  # noqa: F401 (X265_FEW_FRAMES: re-exported)
+from farm.video.encode import CODEC_SPECS, chunk_params
 from farm.video.color import tag
 from farm.video.deinterlace import FIELD_ORDER_CODES
 from farm.video.index import FrameIndex, index_stream
@@ -316,10 +316,11 @@ def _concat_packets(
     delay = max(int(c.video.get("reorder_delay", 0)) for c in chunks)
     step = pts[1] - pts[0] if len(pts) > 1 else 1
     k = 0  # the packet's position in decode order over the whole output
+    first_settings = {"settings": _settings(chunks[0])}
     for chunk in chunks:
         with _open(chunk) as container:
             check_same_params(chunk, chunk_params(container.streams.video[0]), reference)
-            check_same_params(chunk, {"settings": _settings(chunk)}, {"settings": _settings(chunks[0])})
+            check_same_params(chunk, {"settings": _settings(chunk)}, first_settings)
             for frame, packet in _chunk_frames(chunk, container, index):
                 dts = pts[k - delay] if k >= delay else pts[0] - (delay - k) * step
                 if dts > pts[frame]:
