@@ -14,9 +14,39 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 from farm.errors import UsageError
-from farm.models import DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL
-from farm.video.deinterlace import MODES as DEINTERLACE_MODES
-from farm.video.encode import CODEC_SPECS, CODECS
+
+DEFAULT_SR_MODEL = "realesrgan-x4plus"
+DEFAULT_FACE_MODEL = "gfpgan-1.4"
+
+Deinterlace = Literal["auto", "on", "off", "double"]
+DEINTERLACE_MODES: tuple[str, ...] = ("auto", "on", "off", "double")
+
+Codec = Literal["x264", "x265", "av1", "x264-lossless", "ffv1", "png"]
+CODECS: tuple[str, ...] = ("x264", "x265", "av1", "x264-lossless", "ffv1", "png")
+
+
+@dataclass(frozen=True, slots=True)
+class CodecSpec:
+    """How one ``--codec`` choice is written."""
+
+    encoder: str  # FFmpeg encoder name
+    pix_fmt_8bit: str
+    pix_fmt_high: str
+    lossless: bool
+
+
+CODEC_SPECS: dict[str, CodecSpec] = {
+    "x264": CodecSpec("libx264", "yuv420p", "yuv420p10le", lossless=False),
+    "x265": CodecSpec("libx265", "yuv420p", "yuv420p10le", lossless=False),
+    "av1": CodecSpec("libsvtav1", "yuv420p", "yuv420p10le", lossless=False),
+    "x264-lossless": CodecSpec("libx264rgb", "bgr24", "bgr24", lossless=True),
+    "ffv1": CodecSpec("ffv1", "bgr0", "gbrp16le", lossless=True),
+    "png": CodecSpec("png", "rgb24", "rgb48be", lossless=True),
+}
+#: Codecs that write RGB exactly as the model made it (``--pix-fmt`` does not apply).
+RGB_CODECS = ("ffv1", "png")
+
+
 
 Precision = Literal["auto", "fp16", "fp32"]
 Device = Literal["auto", "cuda", "cpu"]

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from farm.storage import Storage, is_url, nearest_existing, normalize
+from farm.storage.fs import Storage, is_url, nearest_existing, normalize
 
 Status = Literal["ok", "info", "warn", "fail"]
 
@@ -84,7 +84,7 @@ def check_torch() -> list[Check]:
 def check_model_libraries() -> Check:
     """basicsr needs the torchvision shim before it imports; then realesrgan, gfpgan, facexlib."""
     try:
-        from farm.enhance import install_torchvision_shim
+        from farm.enhance.enhancer import install_torchvision_shim
 
         install_torchvision_shim()
         import basicsr  # noqa: F401
@@ -126,8 +126,8 @@ def check_ray() -> Check:
 
 def check_weights(weights_dir: str) -> list[Check]:
     """One line per registry file when any is present (hashed once per node); one line when none is."""
+    from farm.enhance.weights import file_sha256, status
     from farm.errors import FarmError
-    from farm.weights import file_sha256, status
 
     try:
         files = status(weights_dir)

@@ -1,6 +1,6 @@
 """submit: start or join Ray (or hand the job to a cluster as a Ray Job), get the job's
 coordinator, keep a pool of enhance workers, and carry out the ledger's instructions until the
-output is written and verified. The checks before any work are in :mod:`farm.prepare`.
+output is written and verified. The checks before any work are in :mod:`farm.preflight`.
 
 The driver holds no state that matters: killed at any point, the same command (or ``farm resume``)
 continues from the job directory."""
@@ -20,8 +20,9 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from farm.actors.coordinator import Coordinator
-from farm.actors.muxer import assemble
-from farm.actors.pool import NAMESPACE, WorkerPool, ray_cause as _cause
+from farm.actors.mux_task import assemble
+from farm.actors.pool import NAMESPACE, WorkerPool
+from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
 from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.ledger import (
@@ -39,8 +40,8 @@ from farm.ledger import (
     Tick,
     WorkerLost,
 )
-from farm.prepare import Prepared, identify, prepare
-from farm.storage import is_url, normalize
+from farm.preflight import Prepared, identify, prepare
+from farm.storage.fs import is_url, normalize
 from farm.video.mux import verify
 
 log = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ class Run:
     def _follow(self, holder: dict[str, Any]) -> dict[str, Any]:
         """Another live driver runs this job: follow it to the end instead of racing it."""
         log.info("job %s is already running (driver on %s, pid %s); following it", self.p.job.job_id, holder.get("host"), holder.get("pid"))
-        from farm.status import job_status
+        from farm.cli.status import job_status
 
         while True:
             try:

@@ -8,7 +8,16 @@ the nearest scene cut within ``window`` frames (see :func:`snap_window`: ±2 s o
 whichever is smaller); with no scene cut in reach, to the nearest source keyframe in reach (the
 source's encoder chose it, and a shard that starts on one also decodes without a seek overshoot);
 with neither, it stays. Scene cuts win over keyframes because periodic keyframes (every GOP) lie
-in nearly every window and say nothing about the content."""
+in nearly every window and say nothing about the content.
+
+Geometry, computed once on the driver and recorded in the job spec: with ``--target`` the picture
+is fitted inside the target (aspect kept) and centred on a black canvas of exactly the target
+size, and the model is asked for the fitted size directly (one resize, not two). Anamorphic
+sources (SAR not 1:1, e.g. a 16:9 DVD's 720x480 at 32:27) are sized by their display aspect:
+``--target`` fits the display picture in square pixels (a 16:9 DVD fills 1920x1080); ``--scale``
+keeps the pixels' shape and tags the output with the source's SAR, unless ``--square-pixels``
+asks for square pixels at the display aspect. A picture that is not a uniform scale of the source
+is made by the models at their own scale and resized once to the picture."""
 
 from __future__ import annotations
 
@@ -16,6 +25,10 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+
+from farm.config import MAX_OUTPUT_SIDE
+from farm.errors import OutputError, UsageError
 
 #: Bounds of the default shard size: small enough to spread a short clip over many workers, large
 #: enough that the backward seek and decode-forward at a shard's start stay a small overhead.
@@ -117,3 +130,79 @@ def _nearest(sorted_frames: list[int], target: int, window: int) -> int | None:
             best = sorted_frames[i]
         i += 1
     return best
+
+
+# ----------------------------------------------------------------------------------------------
+# Output geometry
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """``outscale`` is what the models are asked for; ``picture`` is the enhanced picture's size
+    (the models' output is resized to it when it is not ``outscale`` times the source, which
+    happens only for anamorphic sources); ``canvas`` is the output frame size."""
+
+    outscale: float
+    picture: tuple[int, int]  # (width, height) of the enhanced picture
+    canvas: tuple[int, int]  # (width, height) of the output frame
+    sample_aspect_ratio: tuple[int, int] = (1, 1)  # the output's SAR tag (num, den)
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        return (self.canvas[0] - self.picture[0]) // 2, (self.canvas[1] - self.picture[1]) // 2
+
+
+def output_sar(
+    sample_aspect_ratio: tuple[int, int], target: tuple[int, int] | None, square_pixels: bool
+) -> tuple[int, int]:
+    """The output's SAR: the source's with ``--scale`` (the pixels keep their shape), square with
+    ``--target`` or ``--square-pixels`` (the picture is resampled to its display aspect)."""
+    return (1, 1) if target is not None or square_pixels else tuple(sample_aspect_ratio)  # type: ignore[return-value]
+
+
+def plan_geometry(
+    width: int,
+    height: int,
+    model_scale: int,
+    scale: float | None,
+    target: tuple[int, int] | None,
+    sample_aspect_ratio: tuple[int, int] = (1, 1),
+    square_pixels: bool = False,
+) -> Geometry:
+    """Work out the output geometry for a ``width`` x ``height`` source whose pixels are
+    ``sample_aspect_ratio`` (num, den) wide.
+
+    Raises:
+        UsageError: both ``scale`` and ``target`` were given, or the picture would vanish.
+        OutputError: the output frame would be larger than the encoders accept.
+    """
+    if scale is not None and target is not None:
+        raise UsageError("--scale and --target both set the output size; pass only one")
+    sar = Fraction(*sample_aspect_ratio)
+    resample = sar != 1 and (target is not None or square_pixels)  # to square pixels
+    if target is None:
+        outscale = float(scale) if scale is not None else float(model_scale)
+        picture = (int(width * outscale), int(height * outscale))
+        if resample:
+            picture = (max(1, round(width * sar * Fraction(outscale))), picture[1])
+        canvas = picture
+    elif not resample:
+        outscale = min(target[0] / width, target[1] / height)
+        picture = (min(int(width * outscale), target[0]), min(int(height * outscale), target[1]))
+        canvas = target
+    else:
+        fit = min(Fraction(target[0]) / (width * sar), Fraction(target[1], height))
+        picture = (min(round(width * sar * fit), target[0]), min(round(height * fit), target[1]))
+        outscale = float(fit)
+        canvas = target
+    if resample:
+        outscale = float(model_scale)  # the models' own size; one resize to the picture after them
+    if min(picture) < 1:
+        raise UsageError(f"--scale {scale} makes a {width}x{height} picture vanish; use a larger scale")
+    # x264 and x265 refuse sides over 16384; FFmpeg refuses any frame of (w+128)*(h+128) >= 2^28.
+    if max(canvas) > MAX_OUTPUT_SIDE or (canvas[0] + 128) * (canvas[1] + 128) >= 2**31 // 8:
+        raise OutputError(
+            f"the output would be {canvas[0]}x{canvas[1]}, larger than the encoders accept "
+            f"({MAX_OUTPUT_SIDE} per side, about 268 million pixels per frame); use a smaller --scale or a --target such as 2160p"
+        )
+    return Geometry(outscale, picture, canvas, output_sar(sample_aspect_ratio, target, square_pixels))

@@ -49,7 +49,7 @@ FRAMES_PER_SHARD = 8
 
 def run_job(address: str, workers: int, ms: float, shards_per_worker: int, work: str) -> dict:
     from farm.testing import make_test_clip
-    from tests.helpers import run_farm
+    from farm.testing.process import run_farm
 
     frames = workers * shards_per_worker * FRAMES_PER_SHARD
     clip = make_test_clip(os.path.join(work, f"clip{workers}.mkv"), frames=frames, size=(16, 16), audio=False, gop=FRAMES_PER_SHARD)
@@ -122,8 +122,8 @@ def coordinator_cost(work: str, shards: int = 10_000, workers: int = 64) -> tupl
     """Milliseconds per shard: the coordinator in this process, and through a Ray actor."""
     from farm.actors.coordinator import Coordinator
     from farm.config import ModelConfig
-    from farm.jobs import JobDir, JobSpec
     from farm.ledger import Assign, ShardDone, WorkerJoined
+    from farm.storage.jobdir import JobDir, JobSpec
     from farm.video.index import FrameIndex
     from farm.video.probe import SourceInfo
 
@@ -170,7 +170,7 @@ def main() -> int:
     parser.add_argument("--ms", type=float, default=250.0, help="fake model cost per frame (ms)")
     parser.add_argument("--shards-per-worker", type=int, default=20)
     args = parser.parse_args()
-    from tests.simcluster import SimCluster
+    from farm.testing.cluster import SimCluster
 
     work = tempfile.mkdtemp(prefix="farm-scale-")
     print(f"# bench_scale {time.strftime('%Y-%m-%d')} on {platform.node()}: {os.cpu_count()} CPUs, "

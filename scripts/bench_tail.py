@@ -111,7 +111,7 @@ class Watcher(threading.Thread):
 
 def run_job(args, work: str, address: str) -> dict:
     from farm.testing import make_scene_clip
-    from tests.helpers import run_farm
+    from farm.testing.process import run_farm
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     if w % (2 * SCALE) or h % (2 * SCALE):
@@ -166,10 +166,10 @@ def serial_encode(job: dict) -> tuple[float, int, dict]:
     its video packets' bytes, and the settings' encoder options."""
     import av
 
-    from farm.jobs import JobDir
+    from farm.plan import output_sar
+    from farm.storage.jobdir import JobDir
     from farm.testing import fake_output
     from farm.video.encode import ChunkWriter, chunk_settings
-    from farm.video.geometry import output_sar
 
     spec = JobDir(job["jobs"], job["job_id"]).read_spec()
     source, out, index = spec.source, spec.out, spec.output_index
@@ -239,7 +239,7 @@ def main() -> int:
 
     from benchlib import machine
 
-    from tests.simcluster import SimCluster
+    from farm.testing.cluster import SimCluster
 
     print(f"# bench_tail on {machine()}: {args.frames} frames -> {args.size}, fake model {args.ms:g} ms/frame, "
           f"{args.workers} workers on {args.workers} simulated GPU nodes, x264 CRF 18 preset {args.preset}", flush=True)

@@ -27,8 +27,9 @@ os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-chaos-ray-"))
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from farm.testing import make_test_clip  # noqa: E402
-from tests.helpers import decode_all, kill_group, packet_pts, run_farm, start_farm  # noqa: E402
-from tests.simcluster import SimCluster, receipts  # noqa: E402
+from farm.testing.cluster import SimCluster, receipts  # noqa: E402
+from farm.testing.media import decode_all, packet_pts  # noqa: E402
+from farm.testing.process import kill_group, run_farm, start_farm  # noqa: E402
 
 MODEL = "fake:scale=2,ms=60"
 

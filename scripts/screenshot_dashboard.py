@@ -22,8 +22,8 @@ os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-shot-ray-"))
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from farm.testing import make_test_clip  # noqa: E402
-from tests.helpers import FARM, run_farm  # noqa: E402
-from tests.simcluster import SimCluster, wait_for_receipts  # noqa: E402
+from farm.testing.cluster import SimCluster, wait_for_receipts  # noqa: E402
+from farm.testing.process import FARM, run_farm  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1500,760"]

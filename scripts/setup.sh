@@ -19,6 +19,6 @@ pip install --upgrade pip wheel setuptools
 pip install torch==2.14.1 torchvision==0.29.1
 pip install --no-build-isolation basicsr==1.4.2
 pip install -e ".${extras}"
-.venv/bin/python -c "import farm.enhance as e; e.install_torchvision_shim(); import basicsr, realesrgan, gfpgan, facexlib, av, ray" \
+.venv/bin/python -c "import farm.enhance.enhancer as e; e.install_torchvision_shim(); import basicsr, realesrgan, gfpgan, facexlib, av, ray" \
   || { echo "setup failed: farm's dependencies do not import" >&2; exit 1; }
 echo "farm is installed in .venv/ (try: .venv/bin/farm --help)"

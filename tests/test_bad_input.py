@@ -184,9 +184,9 @@ def test_output_frame_larger_than_the_encoders_accept(tmp_path):
 def test_not_enough_disk_space(tmp_path, clip, monkeypatch):
     """The jobs' disk has 1 MB free and the lossless intermediate needs more: refused before any
     work, saying how much is needed and what to do."""
-    import farm.prepare
+    import farm.preflight
 
-    monkeypatch.setattr(farm.prepare, "free_bytes", lambda location: (1_000_000, 1))
+    monkeypatch.setattr(farm.preflight, "free_bytes", lambda location: (1_000_000, 1))
     out = str(tmp_path / "out.mkv")
     before = digest(clip)
     result = CliRunner().invoke(main, ["submit", clip, "-o", out, "--model", "fake:scale=16", "--codec", "ffv1", "--quiet"])
@@ -331,7 +331,7 @@ def test_job_with_a_damaged_frame_fails_naming_it(damaged_intra, tmp_path, local
     """A whole job over the damaged recording with one attempt per shard: one line naming the
     shard and frame 6, exit 1, no output, the source untouched, and the damaged shard is not
     recorded as done (a later run redoes it)."""
-    from farm.jobs import JobDir
+    from farm.storage.jobdir import JobDir
 
     out = str(tmp_path / "out.mkv")
     before = digest(damaged_intra)

@@ -16,11 +16,11 @@ import av
 import numpy as np
 import pytest
 
-from farm.actors.muxer import assemble
+from farm.actors.mux_task import assemble
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import MuxError
-from farm.prepare import prepare
+from farm.preflight import prepare
 from farm.testing import fake_output, make_test_clip
 from farm.video.encode import ChunkWriter, chunk_settings
 from tests.helpers import decode_all, kill_group, run_farm, start_farm, stream_packets

@@ -11,10 +11,10 @@ from collections import Counter
 
 import pytest
 
-from farm.jobs import JobDir
+from farm.storage.jobdir import JobDir
 from farm.testing import make_test_clip
+from farm.testing.cluster import SimCluster, ledger, receipts, wait_for_receipts
 from tests.helpers import decode_all, kill_group, packet_pts, run_farm, start_farm
-from tests.simcluster import SimCluster, ledger, receipts, wait_for_receipts
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from farm.jobs import JobDir
+from farm.storage.jobdir import JobDir
 from farm.testing import make_test_clip
+from farm.testing.cluster import ledger, receipts, wait_for_receipts
 from tests.helpers import packet_pts, run_farm, start_farm
-from tests.simcluster import ledger, receipts, wait_for_receipts
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

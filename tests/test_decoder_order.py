@@ -219,7 +219,7 @@ def test_source_damaged_in_every_shard_fails_with_the_decoders_error(tmp_path, l
     instead of blocking the machine and ending "every node is blocked", the job fails after the
     first shard fails the same way on all its attempts, with one line naming the input, the frame,
     its pts and what to do; the failures on record are all decode errors."""
-    from farm.jobs import JobDir
+    from farm.storage.jobdir import JobDir
 
     clean = make_test_clip(str(tmp_path / "screen.mov"), frames=16, size=(32, 24), codec="png", pix_fmt="rgb24", audio=False)
 

@@ -3,7 +3,7 @@ about the codec's expected size (bits per pixel by codec and CRF), not a lossles
 
 from __future__ import annotations
 
-from farm.prepare import estimate_bytes, output_bytes_per_pixel
+from farm.preflight import estimate_bytes, output_bytes_per_pixel
 
 
 def test_lossy_estimate_follows_codec_and_crf():
@@ -36,11 +36,11 @@ def test_the_estimate_is_shown_before_work(tmp_path):
 
     from rich.console import Console
 
+    from farm.cli.view import LiveView
     from farm.config import JobConfig, ModelConfig, OutputConfig
     from farm.driver import Progress
-    from farm.prepare import prepare
+    from farm.preflight import prepare
     from farm.testing import make_interlaced_clip
-    from farm.view import LiveView
 
     clip = make_interlaced_clip(str(tmp_path / "tff.mkv"), frames=10, size=(64, 48))
     notes = []

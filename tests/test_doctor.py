@@ -80,7 +80,7 @@ def test_doctor_fails_on_a_damaged_weights_file(tmp_path, no_gpu):
     checks = {c["name"]: c for c in json.loads(result.stdout)}
     import hashlib
 
-    from farm.models import FACE_MODELS
+    from farm.enhance.registry import FACE_MODELS
 
     actual = hashlib.sha256(b"truncated").hexdigest()
     assert checks["weights GFPGANv1.4.pth"] == {
@@ -105,7 +105,7 @@ def test_jobs_root_on_object_storage_must_be_writable(tmp_path):
 def test_cluster_probe_runs_on_every_node(local_ray, tmp_path):
     """`farm doctor --address`: a task pinned to each live node reports its GPUs and whether it
     sees the jobs root and the weights; a node without weights says so."""
-    from farm.actors.probe import probe_nodes
+    from farm.actors.node_check import probe_nodes
 
     jobs, wdir = tmp_path / "jobs", tmp_path / "weights"
     jobs.mkdir()

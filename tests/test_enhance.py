@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from farm.config import ModelConfig
-from farm.enhance import build_enhancer, check_weights, load_state_dict, sr_arch_from_state_dict
+from farm.enhance.enhancer import build_enhancer, check_weights, load_state_dict, sr_arch_from_state_dict
 from farm.errors import EnhanceError, MissingWeights, OutOfDeviceMemory, WeightsError
+from farm.plan import plan_geometry
 from farm.testing import pattern_frame, write_compact_weights, write_rrdbnet_weights
-from farm.video.geometry import plan_geometry
 from tests.helpers import max_abs_diff, reference_upsampler
 
 

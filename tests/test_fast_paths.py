@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from farm.config import ModelConfig
-from farm.enhance import ModelEnhancer, build_enhancer
+from farm.enhance.enhancer import ModelEnhancer, build_enhancer
 from farm.errors import EnhanceError
+from farm.plan import plan_geometry
 from farm.testing import FakeEnhancer, face_row, fake_output, frame_key, pattern_frame, write_face_script, write_rrdbnet_weights
-from farm.video.geometry import plan_geometry
 from tests.helpers import decode_all, max_abs_diff, reference_upsampler
 
 
@@ -179,7 +179,7 @@ def narrow_gfpgan():
 def face_setup(tmp_path, tiny_x4, face_weights, frames, faces, scale=None, narrow=False, device="cpu"):
     """A farm enhancer and a reference GFPGANer (with RealESRGANer) on the same weights, the same
     scripted faces and the same stand-in parser (and, with ``narrow``, the same narrow GFPGAN)."""
-    from farm.enhance import facexlib_setup, install_torchvision_shim
+    from farm.enhance.enhancer import facexlib_setup, install_torchvision_shim
 
     script = write_face_script(str(tmp_path / "faces.json"), {frame_key(frames[i]): rows for i, rows in faces.items()})
     h, w = frames[0].shape[:2]
@@ -272,7 +272,7 @@ def test_box_only_warps_equal_whole_frame_warps():
     and cut by the frame's edges."""
     import cv2
 
-    from farm.faces import FACE_SIZE, footprint, warp_roi
+    from farm.enhance.faces import FACE_SIZE, footprint, warp_roi
 
     rng = np.random.default_rng(0)
     face = rng.integers(0, 256, (FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
@@ -299,7 +299,7 @@ def test_device_blur_equals_opencv_blur():
     equal cv2.GaussianBlur's."""
     import torch
 
-    from farm.faces import _blur_twice, _blur_twice_cv2
+    from farm.enhance.faces import _blur_twice, _blur_twice_cv2
 
     rng = np.random.default_rng(1)
     masks = (rng.random((2, 512, 512)) > 0.4).astype(np.float64) * 255

@@ -15,11 +15,11 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from farm import weights
 from farm.cli import main
+from farm.enhance import weights
+from farm.enhance.registry import SR_MODELS, WeightsFile
+from farm.enhance.weights import Fetched
 from farm.errors import UnknownModel, WeightsError
-from farm.models import SR_MODELS, WeightsFile
-from farm.weights import Fetched
 
 SIZE = 1 << 20  # 1 MiB: four chunks of the downloader's 256 KiB
 
@@ -347,7 +347,7 @@ def registry_job(tmp_path, monkeypatch):
     weights; the test's registry entry carries their sha256, so the driver's check passes."""
     from farm.config import JobConfig, ModelConfig, OutputConfig
     from farm.driver import prepare
-    from farm.storage import sha256_file
+    from farm.storage.fs import sha256_file
     from farm.testing import make_test_clip, write_rrdbnet_weights
 
     wdir = tmp_path / "weights"

@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 
 from farm.testing import make_test_clip
+from farm.testing.cluster import SimCluster, ledger, wait_for_receipts
 from tests.helpers import run_farm, start_farm
-from tests.simcluster import SimCluster, ledger, wait_for_receipts
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from farm.testing import make_test_clip
+from farm.testing.cluster import SimCluster
 from tests.helpers import decode_all, packet_pts, run_farm
-from tests.simcluster import SimCluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -5,10 +5,10 @@ committed (and what was damaged on disk)."""
 from __future__ import annotations
 
 import glob
-from collections import Counter
 import json
 import os
 import time
+from collections import Counter
 
 import pytest
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from farm.config import ModelConfig
-from farm.enhance import build_enhancer
+from farm.enhance.enhancer import build_enhancer
+from farm.plan import plan_geometry
 from farm.testing import face_row, frame_key, pattern_frame, write_face_script
-from farm.video.geometry import plan_geometry
 from tests.helpers import max_abs_diff, reference_upsampler
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from farm.errors import StorageError
-from farm.storage import TMP_MARK, Storage
+from farm.storage.fs import TMP_MARK, Storage
 
 
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path):

@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from farm.actors.metrics import JobMetrics
-from farm.jobs import JobDir
 from farm.ledger import Assign, DoneRecord, Event, Instruction, Ledger, Policy, WorkerJoined, WorkerLost
+from farm.storage.jobdir import JobDir
 
 log = logging.getLogger(__name__)
 

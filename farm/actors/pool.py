@@ -14,8 +14,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from farm.actors.worker import EnhanceWorker
 from farm.errors import FarmError
-from farm.jobs import JobDir
 from farm.ledger import WorkerJoined, WorkerLost
+from farm.storage.jobdir import JobDir
 
 log = logging.getLogger(__name__)
 

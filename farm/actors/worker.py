@@ -23,14 +23,14 @@ from typing import Any, Callable, Iterator
 
 import ray
 
-from farm.enhance import Enhancer, build_enhancer, check_node_weights, resolve_device
-from farm.errors import FarmError, StorageError
 from farm.actors.metrics import WorkerMetrics
-from farm.jobs import JobDir, JobSpec
-from farm.storage import sha256_file
+from farm.enhance.enhancer import Enhancer, build_enhancer, check_node_weights, resolve_device
+from farm.errors import FarmError, StorageError
+from farm.plan import output_sar, plan_geometry
+from farm.storage.fs import sha256_file
+from farm.storage.jobdir import JobDir, JobSpec
 from farm.video.decode import decode_shard
 from farm.video.encode import ChunkWriter, chunk_settings
-from farm.video.geometry import output_sar, plan_geometry
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class EnhanceWorker:
         """Host, device and versions; checks the input and the job directory are reachable."""
         import av
 
-        from farm.video.probe import open_input
+        from farm.video.inputs import open_input
 
         if self.enhancer is None:
             self.enhancer = self._setup()

@@ -140,10 +140,15 @@ def _is_rgb(pix_fmt: str) -> bool:
     return fmt.is_rgb or len(fmt.components) < 3
 
 
+def bgr_format(high_bit_depth: bool) -> str:
+    """PyAV's name for the BGR arrays farm hands the models: 8 bits, or 16 for high bit depth."""
+    return "bgr48le" if high_bit_depth else "bgr24"
+
+
 def to_bgr(frame: av.VideoFrame, colour: Colour | None, high_bit_depth: bool) -> np.ndarray:
     """BGR pixels (uint8, or uint16 for high bit depth) of ``frame``, converted with ``colour``'s
     matrix and range (None: swscale's reading of the frame's own tags, farm's old behaviour)."""
-    fmt = "bgr48le" if high_bit_depth else "bgr24"
+    fmt = bgr_format(high_bit_depth)
     if colour is None or _is_rgb(frame.format.name):
         return frame.to_ndarray(format=fmt)
     rgb = frame.reformat(format=fmt, src_colorspace=_SWS.get(colour.matrix, 5), src_color_range=_range(colour))
@@ -154,7 +159,7 @@ def from_bgr(pixels: np.ndarray | av.VideoFrame, pix_fmt: str, colour: Colour | 
     """A ``pix_fmt`` frame of BGR ``pixels`` (an array, or an RGB frame), converted to YUV with
     ``colour``'s matrix and range and tagged with all of ``colour``."""
     if isinstance(pixels, np.ndarray):
-        pixels = av.VideoFrame.from_ndarray(pixels, format="bgr48le" if pixels.dtype == np.uint16 else "bgr24")
+        pixels = av.VideoFrame.from_ndarray(pixels, format=bgr_format(pixels.dtype == np.uint16))
     if colour is None:
         return pixels.reformat(format=pix_fmt)
     if _is_rgb(pix_fmt):

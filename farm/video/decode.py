@@ -4,9 +4,9 @@ check every frame's pts against the index, so a shard yields exactly its frames 
 from __future__ import annotations
 
 import bisect
-import logging
 import functools
 import itertools
+import logging
 from typing import Iterator
 
 import av
@@ -16,7 +16,7 @@ from farm.errors import DecodeError
 from farm.video.color import Colour, to_bgr
 from farm.video.deinterlace import deinterlaced_frames
 from farm.video.index import FrameIndex, decode_packet, open_filter
-from farm.video.probe import open_input
+from farm.video.inputs import open_input
 
 log = logging.getLogger(__name__)
 

@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
-from typing import Callable, Iterator, Literal, cast
+from typing import Callable, Iterator, cast
 
 import av
 import numpy as np
 
+from farm.config import DEINTERLACE_MODES as MODES
 from farm.errors import DecodeError
 from farm.video.index import FrameIndex
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["auto", "on", "off", "double"]
-MODES: tuple[str, ...] = ("auto", "on", "off", "double")
 
 #: FFmpeg's AVFieldOrder values, by the names ffprobe prints.
 FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}

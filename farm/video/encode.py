@@ -36,11 +36,12 @@ import os
 import platform
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, Sequence, cast
+from typing import Any, Sequence, cast
 
 import av
 import numpy as np
 
+from farm.config import CODEC_SPECS, RGB_CODECS
 from farm.errors import EncodeError, UsageError
 from farm.video.color import Colour, encoder_options, from_bgr, tag
 
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 #: in the driver's container check) unless told otherwise; errors only, unless the user set it.
 os.environ.setdefault("SVT_LOG", "1")
 
-Codec = Literal["x264", "x265", "av1", "x264-lossless", "ffv1", "png"]
-CODECS: tuple[str, ...] = ("x264", "x265", "av1", "x264-lossless", "ffv1", "png")
 #: Chunks are NUT files: NUT stores any time base exactly, so a chunk keeps the source's pts.
 CHUNK_FORMAT = "nut"
 CHUNK_SUFFIX = ".nut"
@@ -65,28 +64,6 @@ _X86_64_V3 = ("avx2", "fma", "bmi1", "bmi2", "abm", "sse4_2")
 #: (about -6e13, seen in 1 of 10 two-frame encodes here). A video that short gains nothing from
 #: B-frames; the rule looks at the whole video, so every chunk of a job has the same settings.
 X265_FEW_FRAMES = 2
-
-
-@dataclass(frozen=True, slots=True)
-class CodecSpec:
-    """How one ``--codec`` choice is written."""
-
-    encoder: str  # FFmpeg encoder name
-    pix_fmt_8bit: str
-    pix_fmt_high: str
-    lossless: bool
-
-
-CODEC_SPECS: dict[str, CodecSpec] = {
-    "x264": CodecSpec("libx264", "yuv420p", "yuv420p10le", lossless=False),
-    "x265": CodecSpec("libx265", "yuv420p", "yuv420p10le", lossless=False),
-    "av1": CodecSpec("libsvtav1", "yuv420p", "yuv420p10le", lossless=False),
-    "x264-lossless": CodecSpec("libx264rgb", "bgr24", "bgr24", lossless=True),
-    "ffv1": CodecSpec("ffv1", "bgr0", "gbrp16le", lossless=True),
-    "png": CodecSpec("png", "rgb24", "rgb48be", lossless=True),
-}
-#: Codecs that write RGB exactly as the model made it (``--pix-fmt`` does not apply).
-RGB_CODECS = ("ffv1", "png")
 
 
 def output_pix_fmt(codec: str, pix_fmt: str | None, high_bit_depth: bool) -> str:
@@ -120,11 +97,6 @@ def encodable_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
     if fmt.chroma_height(2) < 2:
         height -= height % 2
     return width, height
-
-
-def array_format(pixels: np.ndarray) -> str:
-    """PyAV's name for a BGR array of this dtype."""
-    return "bgr48le" if pixels.dtype == np.uint16 else "bgr24"
 
 
 def encoder_threads(codec: str, width: int, height: int) -> int:

@@ -156,7 +156,7 @@ def build_index(location: str, container: av.container.InputContainer, stream: a
     Raises:
         ProbeError: the stream has no frames, its timestamps are unusable, or it cannot be decoded.
     """
-    from farm.video.probe import open_input
+    from farm.video.inputs import open_input
 
     method, reason = index_method(container.format.name, stream.codec_context.name)
     if method == "packets":

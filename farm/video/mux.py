@@ -20,12 +20,14 @@ from typing import IO, Any, Callable, Iterator, Sequence
 
 import av
 
+from farm.config import CODEC_SPECS
 from farm.errors import MuxError, OutputError
-from farm.video.encode import CODEC_SPECS, chunk_params
 from farm.video.color import tag
 from farm.video.deinterlace import FIELD_ORDER_CODES
+from farm.video.encode import chunk_params
 from farm.video.index import FrameIndex, index_stream
-from farm.video.probe import SourceInfo, open_input
+from farm.video.inputs import open_input
+from farm.video.probe import SourceInfo
 
 log = logging.getLogger(__name__)
 

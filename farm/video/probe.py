@@ -3,18 +3,18 @@ frame index. Everything a worker or the mux needs later is in the returned, JSON
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import IO, Iterator, cast
+from typing import IO, cast
 
 import av
 
 from farm.errors import InputError, ProbeError
-from farm.storage import is_url, normalize, open_location
+from farm.storage.fs import is_url, normalize
 from farm.video.color import Colour, colour_of
 from farm.video.deinterlace import detect_field_order
 from farm.video.index import FrameIndex, build_index
+from farm.video.inputs import error_reason, open_input
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,37 +73,6 @@ class SourceInfo:
         data["sample_aspect_ratio"] = tuple(data.get("sample_aspect_ratio", (1, 1)))
         data["colour"] = Colour.from_json(data.get("colour"))
         return cls(**data)
-
-
-@contextlib.contextmanager
-def open_input(location: str) -> Iterator[av.container.InputContainer]:
-    """Open a source for demuxing, turning every failure into one clear InputError."""
-    try:
-        target = open_location(location)
-    except FileNotFoundError:
-        raise InputError(f"input {location} does not exist; check the path") from None
-    try:
-        container = av.open(target, "r")
-    except FileNotFoundError:
-        raise InputError(f"input {location} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise InputError(f"input {location} is a directory, not a video file") from None
-    except PermissionError:
-        raise InputError(f"input {location} is not readable; check its permissions") from None
-    except av.error.FFmpegError as exc:
-        raise InputError(
-            f"input {location} is not a video farm can read ({_reason(exc)}); if it should be one, it is damaged"
-        ) from None
-    try:
-        yield container
-    finally:
-        container.close()
-        if not isinstance(target, str):
-            target.close()
-
-
-def _reason(exc: av.error.FFmpegError) -> str:
-    return getattr(exc, "strerror", None) or str(exc)
 
 
 def pick_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -195,7 +164,7 @@ def _decode_first_frame(container, stream, location: str) -> av.VideoFrame:
             return frame
     except av.error.FFmpegError as exc:
         raise InputError(
-            f"input {location}: its first video frame cannot be decoded ({_reason(exc)}); the file is damaged or "
+            f"input {location}: its first video frame cannot be decoded ({error_reason(exc)}); the file is damaged or "
             "its codec is not supported"
         ) from None
     raise InputError(f"input {location}: the video stream has no decodable frame; the file is damaged")

@@ -127,8 +127,6 @@ FACE_PARSER = WeightsFile(
     "3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2",
 )
 
-DEFAULT_SR_MODEL = "realesrgan-x4plus"
-DEFAULT_FACE_MODEL = "gfpgan-1.4"
 
 
 def all_weights() -> dict[str, WeightsFile]:

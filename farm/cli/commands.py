@@ -1,11 +1,9 @@
-"""The ``farm`` command. The only module that prints or exits: every FarmError becomes one line on
-stderr and exit status 1; option errors exit 2 (click's convention)."""
+"""The job commands of ``farm``: submit, status, ls, resume, cancel, demo."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 import time
@@ -13,59 +11,10 @@ from typing import Any
 
 import click
 
-from farm import __version__
-from farm.errors import FarmError, UsageError
-from farm.models import DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL, FACE_MODELS, SR_MODELS
-from farm.video.encode import CODECS
-
-DEFAULT_WEIGHTS_DIR = os.path.join(os.path.expanduser("~"), ".cache", "farm", "weights")
-
-
-def _weights_dir_default() -> str:
-    return os.environ.get("FARM_WEIGHTS_DIR", DEFAULT_WEIGHTS_DIR)
-
-
-def _jobs_root_default() -> str:
-    return os.environ.get("FARM_JOBS_ROOT", os.path.join(os.getcwd(), ".farm-jobs"))
-
-
-def _fail(exc: FarmError) -> None:
-    click.echo(f"error: {exc.message}", err=True)
-    sys.exit(2 if isinstance(exc, UsageError) else 1)
-
-
-class FarmCommand(click.Command):
-    """Runs the command and turns FarmError into one line and an exit status."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FarmError as exc:
-            _fail(exc)
-        except KeyboardInterrupt:
-            click.echo("interrupted; run the same command again to resume where it stopped", err=True)
-            sys.exit(130)
-
-
-class FarmGroup(click.Group):
-    command_class = FarmCommand
-    group_class = type
-
-
-@click.group(cls=FarmGroup)
-@click.version_option(__version__, prog_name="farm")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
-    """farm: upscale videos with Real-ESRGAN and restore faces with GFPGAN on every GPU of a Ray
-    cluster; frame-exact, resumable, and unbroken by lost machines.
-
-    \b
-    Example:
-      farm submit holiday.mp4 -o holiday_x4.mkv
-    """
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
+from farm.cli.base import jobs_root_default, main, weights_dir_default
+from farm.config import CODECS, DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL
+from farm.enhance.registry import FACE_MODELS, SR_MODELS
+from farm.errors import FarmError
 
 # ----------------------------------------------------------------------------------------------
 # submit
@@ -87,7 +36,7 @@ def job_options(fn):
         click.option("--face-weights", type=click.Path(dir_okay=False), help="Your own GFPGAN (clean architecture) weights."),
         click.option("--face-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="GFPGAN fidelity: 0 keeps the input face, 1 the restored one."),
         click.option("--face-detector", default="retinaface_resnet50", show_default=True, hidden=True),
-        click.option("--weights-dir", type=click.Path(file_okay=False), default=_weights_dir_default, show_default="$FARM_WEIGHTS_DIR or ~/.cache/farm/weights", help="Registry weights and facexlib's detector and parser."),
+        click.option("--weights-dir", type=click.Path(file_okay=False), default=weights_dir_default, show_default="$FARM_WEIGHTS_DIR or ~/.cache/farm/weights", help="Registry weights and facexlib's detector and parser."),
         click.option("--trust-weights", is_flag=True, help="Skip the sha256 check of registry files (weights you changed on purpose)."),
         click.option("--scale", type=float, help="Output scale (default: the model's, e.g. 4)."),
         click.option("--target", default="none", show_default=True, help="Fit inside and pad: none, 720p, 1080p, 1440p, 2160p, or WxH."),
@@ -174,7 +123,8 @@ def submit(input: str, output: str, **o: Any) -> None:
       farm submit clip.mkv -o clip.mkv --model realesr-general-x4v3 --no-face --codec ffv1
       farm submit s3://videos/in.mp4 -o s3://videos/out.mkv --address ray://head:10001 --jobs-root s3://videos/jobs
     """
-    from farm.driver import submit as run_submit, submit_ray_job, use_token
+    from farm.driver import submit as run_submit
+    from farm.driver import submit_ray_job, use_token
 
     cfg = build_config(input, output, **o)
     address = o["address"]
@@ -232,7 +182,7 @@ def _run_with_view(run, quiet: bool) -> dict[str, Any]:
     with contextlib.redirect_stdout(sys.stderr):
         if quiet:
             return run(None)
-        from farm.view import LiveView
+        from farm.cli.view import LiveView
 
         with LiveView() as view:
             return run(view.update)
@@ -244,7 +194,7 @@ def _run_with_view(run, quiet: bool) -> dict[str, Any]:
 
 @main.command()
 @click.argument("job_id", required=False)
-@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
+@click.option("--jobs-root", default=jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @click.option("--shard", type=int, help="Show the logs of one shard's attempts.")
 @click.option("--watch", is_flag=True, help="Keep showing the status until the job ends (Ctrl-C to stop watching).")
@@ -259,7 +209,7 @@ def status(job_id: str | None, jobs_root: str, as_json: bool, shard: int | None,
       farm status holiday-3f9a2c1b7d0e --shard 12
       farm status --watch
     """
-    from farm import status as st
+    from farm.cli import status as st
 
     job_id = job_id or st.newest_job(jobs_root)
     if shard is not None:
@@ -276,7 +226,7 @@ def status(job_id: str | None, jobs_root: str, as_json: bool, shard: int | None,
 
 
 @main.command(name="ls")
-@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
+@click.option("--jobs-root", default=jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
 @click.option("--json", "as_json", is_flag=True)
 def ls_(jobs_root: str, as_json: bool) -> None:
     """List the jobs under a jobs root.
@@ -285,7 +235,7 @@ def ls_(jobs_root: str, as_json: bool) -> None:
     Example:
       farm ls --jobs-root /mnt/nfs/farm-jobs
     """
-    from farm import status as st
+    from farm.cli import status as st
 
     jobs = st.list_jobs(jobs_root)
     if as_json:
@@ -299,7 +249,7 @@ def ls_(jobs_root: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
-@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
+@click.option("--jobs-root", default=jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
 @click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster to run on (default: start one on this machine).")
 @click.option("--workers", type=click.IntRange(min=1))
 @click.option("--max-attempts", type=click.IntRange(min=1))
@@ -313,7 +263,7 @@ def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None
       farm resume holiday-3f9a2c1b7d0e --jobs-root /mnt/nfs/farm-jobs
     """
     from farm.driver import submit as run_submit
-    from farm.prepare import resume_config
+    from farm.preflight import resume_config
 
     cfg = resume_config(jobs_root, job_id, workers=workers, max_attempts=max_attempts)
     result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress), quiet or as_json)
@@ -322,7 +272,7 @@ def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None
 
 @main.command()
 @click.argument("job_id")
-@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
+@click.option("--jobs-root", default=jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
 def cancel(job_id: str, jobs_root: str) -> None:
     """Stop JOB_ID's workers; what is done is kept, and `farm resume` continues it.
 
@@ -330,7 +280,7 @@ def cancel(job_id: str, jobs_root: str) -> None:
     Example:
       farm cancel holiday-3f9a2c1b7d0e
     """
-    from farm.jobs import JobDir
+    from farm.storage.jobdir import JobDir
 
     job = JobDir(jobs_root, job_id)
     if not job.exists():
@@ -361,7 +311,8 @@ def demo(workdir: str, frames: int, workers: int, quiet: bool) -> None:
     """
     from farm.config import JobConfig, ModelConfig, OutputConfig
     from farm.driver import submit as run_submit
-    from farm.testing import make_test_clip, write_rrdbnet_weights
+    from farm.testing.clips import make_test_clip
+    from farm.testing.weights import write_rrdbnet_weights
     from farm.video.probe import probe
 
     os.makedirs(workdir, exist_ok=True)
@@ -386,12 +337,3 @@ def demo(workdir: str, frames: int, workers: int, quiet: bool) -> None:
     )
     if not same:
         sys.exit(1)
-
-
-# ----------------------------------------------------------------------------------------------
-# models, doctor (farm/cli_setup.py; imported last because it builds on the classes above)
-
-from farm import cli_setup  # noqa: E402
-
-for _command in cli_setup.commands():
-    main.add_command(_command)

@@ -8,9 +8,9 @@ from typing import Any
 
 from farm.actors.coordinator import summarize
 from farm.errors import InputError
-from farm.jobs import SPEC, SUBMIT, JobDir
 from farm.ledger import Ledger, Policy
-from farm.storage import Storage
+from farm.storage.fs import Storage
+from farm.storage.jobdir import SPEC, SUBMIT, JobDir
 
 #: Live figures older than this describe a driver that is gone.
 LIVE_STALE_S = 30.0

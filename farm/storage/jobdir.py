@@ -25,9 +25,9 @@ from farm import __version__
 from farm.config import ModelConfig, OutputConfig
 from farm.errors import StorageError
 from farm.plan import Shard, plan_shards, snap_window
-from farm.storage import TMP_MARK, Storage
-from farm.video.encode import CHUNK_SUFFIX
+from farm.storage.fs import TMP_MARK, Storage
 from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
+from farm.video.encode import CHUNK_SUFFIX
 from farm.video.index import FrameIndex
 from farm.video.probe import SourceInfo
 

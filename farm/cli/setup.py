@@ -1,6 +1,5 @@
 """The commands that set a machine up: ``farm models list|fetch|verify`` and ``farm doctor``.
-Registered on the main group by :mod:`farm.cli` (import that module, not this one, first); like it,
-they print, and turn a FarmError into one line and exit status 1."""
+Like the job commands they print, and turn a FarmError into one line and exit status 1."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from farm.cli import FarmCommand, FarmGroup, _jobs_root_default, _weights_dir_default
+from farm.cli.base import FarmCommand, FarmGroup, jobs_root_default, main, weights_dir_default
 from farm.errors import WeightsError
 
 STYLE = {"ok": "green", "info": "cyan", "warn": "yellow", "fail": "bold red"}
@@ -29,13 +28,13 @@ def _console(stderr: bool = False) -> Console:
 weights_dir_option = click.option(
     "--weights-dir",
     type=click.Path(file_okay=False),
-    default=_weights_dir_default,
+    default=weights_dir_default,
     show_default="$FARM_WEIGHTS_DIR or ~/.cache/farm/weights",
     help="Where the registry's weights files live (local disk or a shared mount).",
 )
 
 
-@click.group(cls=FarmGroup)
+@main.group(cls=FarmGroup)
 def models() -> None:
     """List, fetch and verify the official weights files (Real-ESRGAN, GFPGAN, facexlib).
 
@@ -58,8 +57,8 @@ def list_(weights_dir: str, as_json: bool) -> None:
     "verified" means this machine has hashed the file since it last changed; `farm models verify`
     hashes them now.
     """
-    from farm import weights
-    from farm.weights import status
+    from farm.enhance import weights
+    from farm.enhance.weights import status
 
     files = status(weights_dir)
     if as_json:
@@ -89,7 +88,7 @@ def fetch(names: tuple[str, ...], weights_dir: str, base_url: str | None, force:
     resumes where it stopped; files already there and verified are not downloaded again. NAMES
     are registry names (`farm models list`) or file names.
     """
-    from farm import weights
+    from farm.enhance import weights
 
     chosen = weights.select(names)  # fail on a bad name before any download
     console = _console(stderr=True)
@@ -117,8 +116,8 @@ def verify(names: tuple[str, ...], weights_dir: str) -> None:
     Without NAMES, checks the files that are present (exit 1 if any is not the official one);
     NAMES must also be present.
     """
-    from farm import weights
-    from farm.weights import status
+    from farm.enhance import weights
+    from farm.enhance.weights import status
 
     files = status(weights_dir, names, hash_files=True)
     table = Table()
@@ -144,9 +143,9 @@ def verify(names: tuple[str, ...], weights_dir: str) -> None:
         click.echo(f"no weights in {weights_dir}; run `farm models fetch --weights-dir {weights_dir}`")
 
 
-@click.command(cls=FarmCommand)
+@main.command(cls=FarmCommand)
 @weights_dir_option
-@click.option("--jobs-root", default=_jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT", help="The jobs root to check (path, NFS mount or s3:// URL).")
+@click.option("--jobs-root", default=jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT", help="The jobs root to check (path, NFS mount or s3:// URL).")
 @click.option("--address", envvar="RAY_ADDRESS", show_envvar=True, help="Also check every node of this Ray cluster (host:port, auto, ray://).")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(weights_dir: str, jobs_root: str, address: str | None, as_json: bool) -> None:
@@ -163,7 +162,7 @@ def doctor(weights_dir: str, jobs_root: str, address: str | None, as_json: bool)
 
     checks = local_checks(weights_dir, jobs_root)
     if address:
-        from farm.actors.probe import probe_nodes
+        from farm.actors.node_check import probe_nodes
 
         checks += probe_nodes(address, jobs_root, weights_dir)
     if as_json:
@@ -182,17 +181,12 @@ def doctor(weights_dir: str, jobs_root: str, address: str | None, as_json: bool)
         sys.exit(1)
 
 
-def commands() -> list[click.Command]:
-    """The commands :mod:`farm.cli` adds to ``farm``."""
-    return [models, doctor]
-
-
 # ----------------------------------------------------------------------------------------------
 # Progress
 
 
 class _Bars:
-    """Rich progress bars, one per file (implements farm.weights.FetchProgress)."""
+    """Rich progress bars, one per file (implements farm.enhance.weights.FetchProgress)."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(

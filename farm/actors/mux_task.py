@@ -13,8 +13,8 @@ from typing import Any
 
 from farm.config import OutputConfig
 from farm.errors import MuxError, OutputError
-from farm.jobs import JobDir
-from farm.storage import Storage, is_url, split_location
+from farm.storage.fs import Storage, is_url, split_location
+from farm.storage.jobdir import JobDir
 from farm.video.mux import ChunkRef, mux, remove_output, verify, write_png_sequence
 
 log = logging.getLogger(__name__)

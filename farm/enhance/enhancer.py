@@ -16,12 +16,12 @@ from typing import Any, Callable, Iterator, Literal, Protocol
 import numpy as np
 
 from farm.config import ModelConfig
+from farm.enhance.faces import FacePath
+from farm.enhance.registry import FACE_DETECTOR, FACE_MODELS, FACE_PARSER, SR_MODELS, WeightsFile
+from farm.enhance.upscale import BatchUpscaler, batch_for, place
+from farm.enhance.weights import verify_file
 from farm.errors import EnhanceError, MissingWeights, OutOfDeviceMemory, UnknownModel, UsageError, WeightsError
-from farm.faces import FacePath
-from farm.models import FACE_DETECTOR, FACE_MODELS, FACE_PARSER, SR_MODELS, WeightsFile
-from farm.upscale import BatchUpscaler, batch_for
-from farm.video.geometry import Geometry, place
-from farm.weights import verify_file
+from farm.plan import Geometry
 
 log = logging.getLogger(__name__)
 

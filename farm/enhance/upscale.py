@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from farm.plan import Geometry
+
 
 def batch_for(device: str, height: int, width: int, limit: int = 4) -> int:
     """Frames per model call: small batches help small frames keep a GPU's SMs busy, while large
@@ -74,3 +76,20 @@ class BatchUpscaler:
             size = (int(w * outscale), int(h * outscale))
             results = [cv2.resize(p, size, interpolation=cv2.INTER_LANCZOS4) for p in results]
         return results
+
+
+def place(picture: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Resize ``picture`` to the geometry's picture size if it is not (anamorphic sources), and
+    centre it on a black canvas of the output size (a no-op without a target)."""
+    h, w = picture.shape[:2]
+    if (w, h) != geometry.picture:
+        import cv2
+
+        picture = cv2.resize(picture, geometry.picture, interpolation=cv2.INTER_LANCZOS4)
+        h, w = picture.shape[:2]
+    if (w, h) == geometry.canvas:
+        return picture
+    canvas = np.zeros((geometry.canvas[1], geometry.canvas[0], *picture.shape[2:]), dtype=picture.dtype)
+    x, y = (geometry.canvas[0] - w) // 2, (geometry.canvas[1] - h) // 2
+    canvas[y : y + h, x : x + w] = picture
+    return canvas

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from farm import __version__
+from farm.enhance.registry import WeightsFile, all_weights
 from farm.errors import UnknownModel, UsageError, WeightsError
-from farm.models import WeightsFile, all_weights
-from farm.storage import fsync_dir, hash_file_into, is_url, sha256_file
+from farm.storage.fs import fsync_dir, hash_file_into, is_url, sha256_file
 
 log = logging.getLogger(__name__)
 
