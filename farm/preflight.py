@@ -20,9 +20,9 @@ from farm.errors import FarmError, InputError, OutputError, StorageError, UsageE
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
 from farm.storage.jobdir import SUBMIT, JobDir, JobSpec, frames_per_second
+from farm.video.containers import check_streams_fit, container_for
 from farm.video.deinterlace import effective_mode, frames_per_source_frame
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
-from farm.video.mux import check_streams_fit, container_for
 from farm.video.probe import SourceInfo, probe
 from farm.video.scenes import detect_scene_cuts
 

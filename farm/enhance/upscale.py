@@ -16,9 +16,8 @@ from farm.plan import Geometry
 
 def batch_for(device: str, height: int, width: int, limit: int = 4) -> int:
     """Frames per model call: small batches help small frames keep a GPU's SMs busy, while large
-    frames fill the device alone and would only cost memory. On these CPUs batches did not help
-    even at 64x48 (RRDBNet x4plus, channels_last: 0.57 s per frame alone, 0.58 in pairs, 0.66 in
-    fours), so a CPU batches only thumbnails."""
+    frames fill the device alone and would only cost memory. On CPUs batches measured no faster even
+    at 64x48 (README, "Performance"), so a CPU batches only thumbnails."""
     budget = 1_000_000 if device == "cuda" else 2_048  # input pixels per call
     return max(1, min(limit, budget // max(1, height * width)))
 

@@ -25,6 +25,9 @@ Deterministic modes (checked by encoding the same frames twice, tests/test_chunk
 - SVT-AV1: ``lp=N``; its output was the same for any ``lp`` and on every run.
 - FFV1: a fixed slice count (:func:`ffv1_slices`), which decides its bitstream; threads do not.
 - PNG: no options; deterministic.
+
+Over 300 lines because the determinism rules of five encoders belong together: a chunk redone on
+another node must match, and the rules interact (threads, SIMD, slices).
 """
 
 from __future__ import annotations
