@@ -33,6 +33,8 @@ from farm.ledger import (
     Heartbeat,
     Mux,
     MuxDone,
+    Resync,
+    WorkerJoined,
     MuxFailed,
     ShardDone,
     ShardFailed,
@@ -155,6 +157,18 @@ def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
     return handle
 
 
+def mux_placement(output: str) -> dict[str, Any]:
+    """Where the mux task runs. It copies packets (nothing is encoded), so it takes no CPU slot:
+    Ray Jobs run the driver on the head, and the shipped cloud configs give the head 0 CPUs.
+
+    An object-store output (``s3://...``) is reachable from every node: the task may run on any
+    node. A local output path is the driver's machine's: the task runs there, pinned, asking for
+    no CPU, so that it fits a CPU-less head."""
+    if is_url(output):
+        return {"num_cpus": 0}
+    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
+
+
 def _pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int):
         return True
@@ -184,6 +198,7 @@ class Run:
         self.coord = coordinator_handle(prepared.job.jobs_root, prepared.job.job_id, self.policy)
         self.pool: WorkerPool | None = None
         self.inflight: dict[Any, tuple[str, int]] = {}  # run_shard ref -> (worker, shard)
+        self.attempt: dict[Any, int] = {}  # run_shard ref -> attempt
         self.polls: dict[Any, str] = {}  # progress ref -> worker
         self.last_seen: dict[str, float] = {}
         self.stats: dict[str, dict[str, Any]] = {}
@@ -213,7 +228,7 @@ class Run:
             if ray.get(self.coord.snapshot.remote())["state"] == "done" and self._output_current():
                 finished = True
                 return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done", "already_done": True}
-            self.snapshot = ray.get(self.coord.start_run.remote(self.policy))
+            self.snapshot = ray.get(self.coord.start_run.remote(self.policy, self.driver_id))
             self.frames_at_start = self.snapshot["frames_done"]
             self.shards_at_start = self.snapshot["shards_done"]
             self.pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers)
@@ -238,7 +253,10 @@ class Run:
 
     def _handle(self, events: list) -> list:
         t = time.perf_counter()
-        instructions = ray.get(self.coord.handle.remote(events))
+        instructions = ray.get(self.coord.handle.remote(events, self.driver_id))
+        if any(isinstance(i, Resync) for i in instructions):
+            log.warning("the job's coordinator was restarted; announcing the workers again")
+            instructions = ray.get(self.coord.resync.remote(self.driver_id, self._rejoin(time.time()) + list(events)))
         self.coordinator_s += time.perf_counter() - t
         return instructions
 
@@ -281,6 +299,19 @@ class Run:
             events.append(Tick(now))
             instructions = self._handle(events)
 
+    def _rejoin(self, now: float) -> list:
+        """Every ready worker, with the shard it is running, for a restarted coordinator."""
+        pool = self.pool
+        if pool is None:
+            return []
+        running = {worker: (shard, self.attempt.get(ref, 0)) for ref, (worker, shard) in self.inflight.items()}
+        out = []
+        for worker, member in pool.members.items():
+            if member.ready and member.node is not None:
+                shard, attempt = running.get(worker, (None, 0))
+                out.append(WorkerJoined(worker, member.node, now, shard, attempt))
+        return out
+
     def _completed(self, ref, now: float) -> list:
         pool = self.pool
         assert pool is not None
@@ -298,6 +329,7 @@ class Run:
                 return [Heartbeat(worker, now)]
             return []
         worker, shard = self.inflight.pop(ref)
+        self.attempt.pop(ref, None)
         try:
             receipt = ray.get(ref)
         except RayActorError as exc:
@@ -333,6 +365,7 @@ class Run:
                 call = f"farm-shard {self.p.job.job_id} {s.index} [{s.start}, {s.stop}) attempt {ins.attempt}"
                 ref = member.handle.run_shard.options(name=call).remote(s.index, s.start, s.stop, ins.attempt)
                 self.inflight[ref] = (ins.worker, ins.shard)
+                self.attempt[ref] = ins.attempt
             elif isinstance(ins, StopWorker):
                 log.warning("stopping worker %s: %s", ins.worker, ins.reason)
                 pool.remove(ins.worker)
@@ -361,12 +394,7 @@ class Run:
         self._emit(message="assembling the output")
         records = ray.get(self.coord.done_records.remote())
         segments = [(records[s.index].segment, s.start, s.stop) for s in self.shards]
-        task = ray.remote(assemble).options(
-            num_cpus=1,
-            max_retries=0,
-            name=f"farm-mux {self.p.job.job_id}",
-            scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
-        )
+        task = ray.remote(assemble).options(max_retries=0, name=f"farm-mux {self.p.job.job_id}", **mux_placement(normalize(self.cfg.output)))
         try:
             result = ray.get(task.remote(self.p.job.jobs_root, self.p.job.job_id, normalize(self.cfg.output), self.cfg.out, segments))
         except RayTaskError as exc:

@@ -26,9 +26,14 @@ State = Literal["running", "muxing", "done", "failed", "cancelled"]
 
 @dataclass(frozen=True, slots=True)
 class WorkerJoined:
+    """A worker is ready. ``shard``/``attempt``: it is already running that shard (a driver
+    re-announcing its workers to a restarted coordinator), so its lease is rebuilt."""
+
     worker: str
     node: str
     now: float
+    shard: int | None = None
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,13 @@ class Finish:
     pass
 
 
-Instruction = Union[Assign, StopWorker, Mux, Abort, Finish]
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The coordinator does not know this driver's run (Ray restarted it, losing its memory):
+    announce the run and every ready worker, with the shard each is running, then send again."""
+
+
+Instruction = Union[Assign, StopWorker, Mux, Abort, Finish, Resync]
 
 # ---- state ----------------------------------------------------------------------------------------
 
@@ -266,7 +277,13 @@ class Ledger:
     def _apply(self, event: Event) -> list[Instruction]:
         if isinstance(event, WorkerJoined):
             self.workers[event.worker] = event.node
-            return [StopWorker(event.worker, f"node {event.node} is blocked")] if event.node in self.blocked_nodes else []
+            if event.node in self.blocked_nodes:
+                return [StopWorker(event.worker, f"node {event.node} is blocked")]
+            if event.shard is not None and event.shard not in self.done and event.shard not in self.leases:
+                self.attempts[event.shard] = max(self.attempts[event.shard], event.attempt)
+                self.leases[event.shard] = Lease(event.worker, event.node, event.attempt, since=event.now, renewed=event.now)
+                self.busy[event.worker] = event.shard
+            return []
         if isinstance(event, WorkerLost):
             return self._worker_lost(event)
         if isinstance(event, ShardDone):

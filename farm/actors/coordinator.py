@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from farm.actors.metrics import JobMetrics
-from farm.ledger import Assign, DoneRecord, Event, Instruction, Ledger, Policy, WorkerJoined, WorkerLost
 from farm.storage.jobdir import JobDir
+from farm.ledger import Assign, DoneRecord, Event, Instruction, Ledger, Policy, Resync, WorkerJoined, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class Coordinator:
         self.workers: dict[str, dict[str, Any]] = {}  # live worker stats reported by the driver
         self.driver: dict[str, Any] | None = None
         self.started = time.time()
+        self.run: str | None = None  # the driver run whose workers the ledger knows (lost on restart)
         self._last_live = 0.0
         self.metrics = JobMetrics(job_id)
         self._load(Policy(**(policy or {})))
@@ -72,9 +73,10 @@ class Coordinator:
         if self.driver and self.driver["id"] == driver_id:
             self.driver = None
 
-    def start_run(self, policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    def start_run(self, policy: dict[str, Any] | None = None, run: str | None = None) -> dict[str, Any]:
         """A driver starts (or restarts) work: reload from storage, reset the attempts of a failed
         or cancelled job, and clear any old cancel request."""
+        self.run = run
         self.workers.clear()
         self._load(Policy(**(policy or {})))
         self.ledger.resume()
@@ -84,7 +86,12 @@ class Coordinator:
 
     # -- events -----------------------------------------------------------------------------------
 
-    def handle(self, events: list[Event]) -> list[Instruction]:
+    def handle(self, events: list[Event], run: str | None = None) -> list[Instruction]:
+        """Apply ``events`` of the driver run ``run``. A run this coordinator does not know (it
+        was restarted since the run began) gets ``[Resync()]``, and nothing is applied."""
+        if run is not None and run != self.run:
+            log.warning("coordinator of job %s does not know run %s (restarted?); asking the driver to resync", self.job_id, run)
+            return [Resync()]
         before = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
         instructions = self.ledger.handle(*events)
         after = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
@@ -99,6 +106,12 @@ class Coordinator:
             elif isinstance(event, WorkerJoined):
                 self.workers.setdefault(event.worker, {"worker": event.worker, "node": event.node})
         return instructions
+
+    def resync(self, run: str, events: list[Event]) -> list[Instruction]:
+        """The driver of ``run`` re-announces its workers (WorkerJoined with the shard each runs)
+        to this restarted coordinator; the ledger was reloaded from storage at restart."""
+        self.run = run
+        return self.handle(events, run)
 
     def _count(self, instructions: list[Instruction], newly_done: int, newly_failed: int) -> None:
         """Metrics from what the ledger decided: failed attempts include lost workers and expired

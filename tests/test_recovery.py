@@ -1,0 +1,72 @@
+"""Recovery on a real (simulated) cluster shaped as the shipped cloud configs: a head with no CPU
+and no GPU, and GPU nodes. The job must finish after all its GPU work (the mux needs no CPU on the
+head), and a coordinator that Ray restarts mid-job must get the workers back (no hang)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from farm.testing import make_test_clip
+from farm.testing.cluster import SimCluster, ledger, wait_for_receipts
+from tests.helpers import start_farm
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+SLOW = "fake:scale=2,ms=120"
+
+
+def job_args(clip: str, out: str, jobs: str, address: str, model: str = "fake:scale=2,ms=20") -> list[str]:
+    return ["submit", clip, "-o", out, "--jobs-root", jobs, "--model", model, "--no-face", "--codec", "ffv1",
+            "--shard-frames", "4", "--quiet", "--address", address]
+
+
+@pytest.fixture(scope="module")
+def cpu_less_head():
+    with SimCluster(gpu_nodes=1, head_cpus=0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> str:
+    return make_test_clip(str(tmp_path_factory.mktemp("rc") / "clip.mkv"), frames=48, size=(32, 24), audio=True)
+
+
+def test_job_finishes_on_a_head_without_cpus(cpu_less_head, clip, tmp_path):
+    """A cluster shaped as cluster/aws-gpu.yaml (head with 0 CPUs, the driver on the head) runs a
+    job to the end: the mux does not ask the head for a CPU it does not have."""
+    out, jobs = str(tmp_path / "out.mkv"), str(tmp_path / "jobs")
+    proc = start_farm(job_args(clip, out, jobs, cpu_less_head.address), str(tmp_path / "driver.log"))
+    assert proc.wait(timeout=240) == 0, open(tmp_path / "driver.log").read()
+    assert ledger(jobs)["state"] == "done"
+
+
+
+
+def _kill_coordinator(address: str) -> str:
+    code = (
+        "import sys, ray\n"
+        "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
+        "names = [a['name'] for a in ray.util.list_named_actors(all_namespaces=True) if a['name'].startswith('farm-coordinator-')]\n"
+        "assert len(names) == 1, names\n"
+        "ray.kill(ray.get_actor(names[0], namespace='farm'), no_restart=False)\n"
+        "print(names[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_coordinator_killed_mid_job_gets_the_workers_back(cpu_less_head, clip, tmp_path):
+    """The job's coordinator actor dies mid-job (its process is killed) and Ray restarts it: the
+    restarted coordinator learns the running workers again and the job finishes, without redoing
+    the shards done before the kill."""
+    out, jobs = str(tmp_path / "out.mkv"), str(tmp_path / "jobs")
+    proc = start_farm(job_args(clip, out, jobs, cpu_less_head.address, SLOW), str(tmp_path / "driver.log"))
+    wait_for_receipts(jobs, 2, proc)
+    _kill_coordinator(cpu_less_head.address)
+    assert proc.wait(timeout=240) == 0, open(tmp_path / "driver.log").read()
+    lg = ledger(jobs)
+    assert lg["state"] == "done" and sorted(int(k) for k in lg["done"]) == list(range(12))
