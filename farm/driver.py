@@ -43,6 +43,7 @@ from farm.ledger import (
     WorkerLost,
 )
 from farm.preflight import Prepared, identify, prepare
+from farm.receipt import Receipt
 from farm.storage.fs import is_url, normalize
 from farm.video.mux import verify
 
@@ -228,12 +229,12 @@ class Run:
             if ray.get(self.coord.snapshot.remote())["state"] == "done" and self._output_current():
                 finished = True
                 return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done", "already_done": True}
-            self.snapshot = ray.get(self.coord.start_run.remote(self.policy, self.driver_id))
+            self.snapshot, instructions = ray.get(self.coord.start_run.remote(self.driver_id, time.monotonic(), self.policy))
             self.frames_at_start = self.snapshot["frames_done"]
             self.shards_at_start = self.snapshot["shards_done"]
             self.pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers)
-            self.pool.maintain(set(), time.time())
-            instructions = self._handle([Tick(time.time())])
+            self.pool.maintain(set(), time.monotonic())
+            instructions = instructions + self._handle([Tick(time.monotonic())])
             result = self._loop(instructions)
             finished = True
             return result
@@ -256,7 +257,7 @@ class Run:
         instructions = ray.get(self.coord.handle.remote(events, self.driver_id))
         if any(isinstance(i, Resync) for i in instructions):
             log.warning("the job's coordinator was restarted; announcing the workers again")
-            instructions = ray.get(self.coord.resync.remote(self.driver_id, self._rejoin(time.time()) + list(events)))
+            instructions = ray.get(self.coord.resync.remote(self.driver_id, self._rejoin(time.monotonic()) + list(events)))
         self.coordinator_s += time.perf_counter() - t
         return instructions
 
@@ -269,7 +270,7 @@ class Run:
             if result is not None:
                 return result
             events: list = []
-            now = time.time()
+            now = time.monotonic()
             waiting = list(self.inflight) + list(pool.pending_ready) + list(self.polls)
             done_refs, _ = ray.wait(waiting, num_returns=1, timeout=POLL_S) if waiting else ([], [])
             if not waiting:
@@ -278,7 +279,7 @@ class Run:
                 done_refs, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
             for ref in done_refs:
                 events.extend(self._completed(ref, now))
-            now = time.time()
+            now = time.monotonic()
             if now - last_progress >= PROGRESS_S:
                 self._poll_progress()
                 holder = self._claim()
@@ -294,7 +295,6 @@ class Run:
                 last_control = now
             if now - last_maintain >= MAINTAIN_S:
                 events.extend(pool.maintain(set(self.snapshot.get("blocked_nodes", [])), now))
-                self._check_pool(pool)
                 last_maintain = now
             events.append(Tick(now))
             instructions = self._handle(events)
@@ -339,19 +339,7 @@ class Run:
             cause = exc.cause
             retryable = cause.retryable if isinstance(cause, FarmError) else True
             return [ShardFailed(shard, worker, now, _cause(exc), retryable)]
-        return [
-            ShardDone(
-                shard,
-                worker,
-                now,
-                segment=receipt["segment"],
-                frames=receipt["frames"],
-                bytes=receipt["bytes"],
-                sha256=receipt["sha256"],
-                seconds=receipt["seconds"],
-                faces=receipt.get("faces", 0),
-            )
-        ]
+        return [ShardDone(shard, worker, now, receipt if isinstance(receipt, Receipt) else Receipt.from_json(receipt))]
 
     def _carry_out(self, instructions: list) -> dict[str, Any] | None:
         pool = self.pool
@@ -398,10 +386,10 @@ class Run:
         try:
             result = ray.get(task.remote(self.p.job.jobs_root, self.p.job.job_id, normalize(self.cfg.output), self.cfg.out, segments))
         except RayTaskError as exc:
-            self._handle([MuxFailed(time.time(), _cause(exc))])
+            self._handle([MuxFailed(time.monotonic(), _cause(exc))])
             raise JobFailed(f"job {self.p.job.job_id}: {_cause(exc)}") from None
         self._record_output()
-        instructions = self._handle([MuxDone(time.time())])
+        instructions = self._handle([MuxDone(time.monotonic())])
         self.p.job.clean_segments({segment for segment, _, _ in segments})
         self.snapshot = ray.get(self.coord.snapshot.remote())
         self._emit(message=f"wrote {self.cfg.output}")
@@ -454,10 +442,6 @@ class Run:
             stats.append({"worker": worker, "node": member.node, "host": member.host, "device": member.device, "fps": round(fps, 2), "shard": shard, "shards_done": s.get("shards_done", 0)})
         fps, eta = self._rates()
         self.coord.report.remote(stats, {"fps": round(fps, 3), "eta_s": eta, "dashboard_url": self.dashboard_url})
-
-    def _check_pool(self, pool: WorkerPool) -> None:
-        if pool.ready_failures and not any(m.ready for m in pool.members.values()) and len(pool.ready_failures) >= max(3, 2 * len(pool.members)):
-            raise JobFailed(f"no worker could start: {pool.ready_failures[-1]}")
 
     def _rates(self) -> tuple[float, float | None]:
         """Frames per second of this run so far, and the seconds left at that rate."""

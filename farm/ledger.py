@@ -15,168 +15,52 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Union
+from typing import Any, Literal
 
+from farm import recovery
+
+# The ledger's vocabulary, re-exported so that ``from farm.ledger import ShardDone`` keeps working.
+from farm.events import (
+    STORAGE_EVENTS,
+    Abort,
+    Assign,
+    Cancelled,
+    Event,
+    Finish,
+    Heartbeat,
+    Instruction,
+    Mux,
+    MuxDone,
+    MuxFailed,
+    Resync,
+    RunStarted,
+    SegmentFound,
+    SegmentMissing,
+    ShardDone,
+    ShardFailed,
+    StopWorker,
+    Tick,
+    WorkerJoined,
+    WorkerLost,
+    WorkerStartFailed,
+)
 from farm.plan import Shard
+from farm.receipt import Receipt
+from farm.records import FailureIndex, FailureRecord, Lease, Policy
+
+__all__ = [  # the ledger's vocabulary (events, instructions) is re-exported from farm.events
+    "STORAGE_EVENTS", "Abort", "Assign", "Cancelled", "DoneRecord", "Event", "FailureRecord", "Finish", "Heartbeat", "Instruction",
+    "Lease", "Ledger", "Mux", "MuxDone", "MuxFailed", "Policy", "Receipt", "Resync", "RunStarted", "SegmentFound", "SegmentMissing",
+    "ShardDone", "ShardFailed", "StopWorker", "Tick", "WorkerJoined", "WorkerLost", "WorkerStartFailed", "summarize",
+]
 
 State = Literal["running", "muxing", "done", "failed", "cancelled"]
-
-# ---- events (past tense) ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerJoined:
-    """A worker is ready. ``shard``/``attempt``: it is already running that shard (a driver
-    re-announcing its workers to a restarted coordinator), so its lease is rebuilt."""
-
-    worker: str
-    node: str
-    now: float
-    shard: int | None = None
-    attempt: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerLost:
-    worker: str
-    now: float
-    reason: str = "worker died"
-
-
-@dataclass(frozen=True, slots=True)
-class ShardDone:
-    shard: int
-    worker: str
-    now: float
-    segment: str  # file name under segments/
-    frames: int
-    bytes: int
-    sha256: str
-    seconds: float
-    faces: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ShardFailed:
-    shard: int
-    worker: str
-    now: float
-    error: str
-    retryable: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """The worker made progress on its shard (or, idle, is alive)."""
-
-    worker: str
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class MuxDone:
-    now: float
-
-
-@dataclass(frozen=True, slots=True)
-class MuxFailed:
-    now: float
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class Cancelled:
-    now: float
-
-
-Event = Union[WorkerJoined, WorkerLost, ShardDone, ShardFailed, Heartbeat, Tick, MuxDone, MuxFailed, Cancelled]
-
-# ---- instructions (imperative) ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Assign:
-    shard: int
-    worker: str
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class StopWorker:
-    worker: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Mux:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Abort:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Resync:
-    """The coordinator does not know this driver's run (Ray restarted it, losing its memory):
-    announce the run and every ready worker, with the shard each is running, then send again."""
-
-
-Instruction = Union[Assign, StopWorker, Mux, Abort, Finish, Resync]
 
 # ---- state ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DoneRecord:
-    segment: str
-    frames: int
-    bytes: int
-    sha256: str
-    node: str
-    worker: str
-    seconds: float
-    attempt: int
-    faces: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FailureRecord:
-    shard: int
-    node: str
-    worker: str
-    error: str
-    attempt: int
-    at: float
-    reported: bool = True  # the worker reported the error (False: worker lost, lease expired)
-
-
-@dataclass(slots=True)
-class Lease:
-    worker: str
-    node: str
-    attempt: int
-    since: float
-    renewed: float
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    max_attempts: int = 3
-    node_failure_limit: int = 3  # shards of this job failed on one node before it gets no more
-    lease_timeout_s: float = 600.0  # no progress for this long: the worker is hung
-    max_losses: int = 10  # lost workers per shard before it is treated as the culprit
+#: A done shard's record is its receipt (the ledger keeps the short form, see :meth:`Ledger.record`).
+DoneRecord = Receipt
 
 
 @dataclass
@@ -197,11 +81,11 @@ class Ledger:
     workers: dict[str, str] = field(default_factory=dict)  # worker -> node
     busy: dict[str, int] = field(default_factory=dict)  # worker -> shard
     blocked_nodes: set[str] = field(default_factory=set)
+    start_failures: list[str] = field(default_factory=list)  # this run's workers that could not start
+    wall: float = 0.0  # the wall clock of the latest batch, for failure records only
     # Derived indexes, so that each event costs O(log n) at 10,000 shards, not O(n).
     _queue: list[int] | None = field(default=None, repr=False, compare=False)  # heap; may hold stale entries
-    _failed_on: dict[int, set[str]] | None = field(default=None, repr=False, compare=False)
-    _node_failures: Counter | None = field(default=None, repr=False, compare=False)
-    _same: dict[tuple[int, str], list[str]] | None = field(default=None, repr=False, compare=False)  # nodes per (shard, error)
+    _failures: FailureIndex | None = field(default=None, repr=False, compare=False)
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -216,47 +100,24 @@ class Ledger:
     def pending(self) -> list[int]:
         return [s.index for s in self.shards if s.index not in self.done and s.index not in self.leases]
 
+    def _index(self) -> FailureIndex:
+        if self._failures is None:
+            self._failures = FailureIndex.of(self.failures)
+        return self._failures
+
     def failed_nodes(self, shard: int) -> set[str]:
-        self._build_failure_index()
-        assert self._failed_on is not None
-        return self._failed_on.get(shard, set())
+        return self._index().failed_on.get(shard, set())
 
     def node_failure_counts(self) -> Counter:
-        self._build_failure_index()
-        assert self._node_failures is not None
-        return self._node_failures
-
-    def _build_failure_index(self) -> None:
-        if self._failed_on is None or self._node_failures is None or self._same is None:
-            self._failed_on, self._node_failures, self._same = {}, Counter(), {}
-            for f in self.failures:
-                self._index_failure(f)
-
-    def _index_failure(self, f: FailureRecord) -> None:
-        """Count ``f`` toward its node unless its shard failed the same way before (and then the
-        earlier failure stops counting too: the error is the shard's, not the node's)."""
-        assert self._failed_on is not None and self._node_failures is not None and self._same is not None
-        self._failed_on.setdefault(f.shard, set()).add(f.node)
-        if not f.reported:
-            self._node_failures[f.node] += 1
-            return
-        nodes = self._same.setdefault((f.shard, f.error), [])
-        nodes.append(f.node)
-        if len(nodes) == 1:
-            self._node_failures[f.node] += 1
-        elif len(nodes) == 2:
-            self._node_failures[nodes[0]] -= 1
+        return self._index().node_failures
 
     def same_failures(self, shard: int, error: str) -> list[str]:
         """The nodes (one per attempt) on which ``shard`` failed with exactly ``error``."""
-        self._build_failure_index()
-        assert self._same is not None
-        return self._same.get((shard, error), [])
+        return self._index().same.get((shard, error), [])
 
     def _add_failure(self, record: FailureRecord) -> None:
-        self._build_failure_index()
+        self._index().add(record)
         self.failures.append(record)
-        self._index_failure(record)
 
     def _requeue(self, shard: int) -> None:
         if self._queue is not None:
@@ -264,52 +125,61 @@ class Ledger:
 
     # -- the transition function -------------------------------------------------------------------
 
-    def handle(self, *events: Event) -> list[Instruction]:
-        """Apply ``events`` in order; return what the driver must do now."""
+    def handle(self, *events: Event, wall: float | None = None) -> list[Instruction]:
+        """Apply ``events`` in order; return what the driver must do now. ``wall``: the wall
+        clock, stamped on failure records (never used to decide anything)."""
         out: list[Instruction] = []
+        schedule = False
         for event in events:
-            self.now = max(self.now, event.now)
+            self.wall = wall if wall is not None else event.now
+            if isinstance(event, RunStarted):
+                self.now = event.now  # a new driver: a new monotonic clock
+            else:
+                self.now = max(self.now, event.now)
             out.extend(self._apply(event))
-        if self.state == "running":
+            schedule = schedule or not isinstance(event, STORAGE_EVENTS)
+        if self.state == "running" and schedule:
             out.extend(self._schedule())
         return out
 
     def _apply(self, event: Event) -> list[Instruction]:
-        if isinstance(event, WorkerJoined):
-            self.workers[event.worker] = event.node
-            if event.node in self.blocked_nodes:
-                return [StopWorker(event.worker, f"node {event.node} is blocked")]
-            if event.shard is not None and event.shard not in self.done and event.shard not in self.leases:
-                self.attempts[event.shard] = max(self.attempts[event.shard], event.attempt)
-                self.leases[event.shard] = Lease(event.worker, event.node, event.attempt, since=event.now, renewed=event.now)
-                self.busy[event.worker] = event.shard
-            return []
-        if isinstance(event, WorkerLost):
-            return self._worker_lost(event)
-        if isinstance(event, ShardDone):
-            return self._shard_done(event)
-        if isinstance(event, ShardFailed):
-            return self._shard_failed(event)
-        if isinstance(event, Heartbeat):
-            shard = self.busy.get(event.worker)
-            if shard is not None and shard in self.leases:
-                self.leases[shard].renewed = event.now
-            return []
-        if isinstance(event, Tick):
-            return self._expire_leases(event.now)
-        if isinstance(event, MuxDone):
-            self.state = "done"
-            return [Finish()]
-        if isinstance(event, MuxFailed):
-            return self._abort(f"the final mux failed: {event.error}")
-        if isinstance(event, Cancelled):
-            self.state = "cancelled"
-            self.reason = "cancelled by the user"
-            stops: list[Instruction] = [StopWorker(w, "job cancelled") for w in self.workers]
-            self.leases.clear()
-            self.busy.clear()
-            return stops
-        raise TypeError(f"not an event: {event!r}")
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            raise TypeError(f"not an event: {event!r}")
+        return handler(self, event)
+
+    def _heartbeat(self, event: Heartbeat) -> list[Instruction]:
+        shard = self.busy.get(event.worker)
+        if shard is not None and shard in self.leases:
+            self.leases[shard].renewed, self.leases[shard].graced = event.now, False
+        return []
+
+    def _mux_done(self, event: MuxDone) -> list[Instruction]:
+        self.state = "done"
+        return [Finish()]
+
+    def _cancelled(self, event: Cancelled) -> list[Instruction]:
+        self.state, self.reason = "cancelled", "cancelled by the user"
+        stops: list[Instruction] = [StopWorker(w, "job cancelled") for w in self.workers]
+        self.leases.clear()
+        self.busy.clear()
+        return stops
+
+    def _worker_joined(self, event: WorkerJoined) -> list[Instruction]:
+        self.workers[event.worker] = event.node
+        if event.node in self.blocked_nodes:
+            return [StopWorker(event.worker, f"node {event.node} is blocked")]
+        if event.shard is not None and event.shard not in self.done and event.shard not in self.leases and self.state == "running":
+            self.attempts[event.shard] = max(self.attempts[event.shard], event.attempt)
+            self.leases[event.shard] = Lease(event.worker, event.node, event.attempt, since=event.now, renewed=event.now)
+            self.busy[event.worker] = event.shard
+        return []
+
+    def record(self, receipt: Receipt, **run: str | int) -> Receipt:
+        """The done record of ``receipt`` (its short form, as ledger.json keeps it), with the run's
+        ``worker``, ``node`` and ``attempt`` where given."""
+        s = self.shards[receipt.shard]
+        return Receipt.from_record(receipt.shard, {**receipt.record_json(), **run}, s.start, s.stop)
 
     def _release(self, worker: str) -> int | None:
         shard = self.busy.pop(worker, None)
@@ -326,7 +196,7 @@ class Ledger:
             return []
         self.losses[shard] += 1
         self._add_failure(
-            FailureRecord(shard, node or "?", event.worker, f"worker lost: {event.reason}", self.attempts[shard], event.now, reported=False)
+            FailureRecord(shard, node or "?", event.worker, f"worker lost: {event.reason}", self.attempts[shard], self.wall, reported=False)
         )
         self._requeue(shard)
         if self.losses[shard] >= self.policy.max_losses:
@@ -338,10 +208,8 @@ class Ledger:
         lease = self.leases.get(event.shard)
         attempt = lease.attempt if lease is not None and lease.worker == event.worker else self.attempts[event.shard]
         self._release(event.worker)
-        if event.shard not in self.done:  # a late duplicate (after a lease expired) changes nothing
-            self.done[event.shard] = DoneRecord(
-                event.segment, event.frames, event.bytes, event.sha256, node, event.worker, event.seconds, attempt, event.faces
-            )
+        if event.shard not in self.done and 0 <= event.shard < len(self.shards):  # a late duplicate changes nothing
+            self.done[event.shard] = self.record(event.receipt, worker=event.worker, node=node, attempt=attempt)
         return []
 
     def _shard_failed(self, event: ShardFailed, reported: bool = True) -> list[Instruction]:
@@ -349,7 +217,7 @@ class Ledger:
         self._release(event.worker)
         if event.shard in self.done or self.state != "running":
             return []
-        self._add_failure(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], event.now, reported))
+        self._add_failure(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], self.wall, reported))
         self._requeue(event.shard)
         out: list[Instruction] = []
         others_live = any(n != node and n not in self.blocked_nodes for n in self.workers.values())
@@ -369,18 +237,6 @@ class Ledger:
         """This run's attempts of ``shard`` all failed with one reported error."""
         recent = [f for f in self.failures if f.shard == shard][-self.attempts[shard] :]
         return all(f.reported for f in recent) and len({f.error for f in recent}) == 1
-
-    def _expire_leases(self, now: float) -> list[Instruction]:
-        out: list[Instruction] = []
-        for shard, lease in list(self.leases.items()):
-            if now - lease.renewed > self.policy.lease_timeout_s:
-                idle = now - lease.renewed
-                out.append(StopWorker(lease.worker, f"no progress on shard {shard} for {idle:.0f} s"))
-                out += self._shard_failed(
-                    ShardFailed(shard, lease.worker, now, f"lease expired: no progress for {idle:.0f} s", retryable=True), reported=False
-                )
-                self.workers.pop(lease.worker, None)
-        return out
 
     def _report(self, shard: int, why: str) -> str:
         s = self.shards[shard]
@@ -446,22 +302,15 @@ class Ledger:
     # -- persistence ------------------------------------------------------------------------------
 
     def resume(self) -> None:
-        """A new run: attempts of a failed or cancelled job start over (history stays), and a job
-        whose mux did not finish, or whose output is gone, muxes again."""
-        if self.state in ("failed", "cancelled"):
-            self.state = "running"
-            self.reason = None
-            self.attempts.clear()
-            self.losses.clear()
-        if self.state in ("muxing", "done"):
-            self.state = "running"  # the output is missing or stale: the mux runs again
+        """Shorthand for ``handle(RunStarted(now))``: the one way a run starts."""
+        self.handle(RunStarted(self.now))
 
     def to_json(self) -> dict:
         return {
             "state": self.state,
             "reason": self.reason,
             "shards": [[s.start, s.stop] for s in self.shards],
-            "done": {str(k): asdict(v) for k, v in sorted(self.done.items())},
+            "done": {str(k): v.record_json() for k, v in sorted(self.done.items())},
             "attempts": {str(k): v for k, v in sorted(self.attempts.items())},
             "losses": {str(k): v for k, v in sorted(self.losses.items())},
             "failures": [asdict(f) for f in self.failures],
@@ -475,8 +324,33 @@ class Ledger:
             policy=policy,
             state=data["state"],
             reason=data.get("reason"),
-            done={int(k): DoneRecord(**v) for k, v in data["done"].items()},
+            done={int(k): Receipt.from_record(int(k), v, shards[int(k)].start, shards[int(k)].stop) for k, v in data["done"].items() if int(k) < len(shards)},
             attempts=Counter({int(k): v for k, v in data.get("attempts", {}).items()}),
             losses=Counter({int(k): v for k, v in data.get("losses", {}).items()}),
             failures=[FailureRecord(**f) for f in data.get("failures", [])],
         )
+
+
+def summarize(job_id: str, ledger: Ledger) -> dict[str, Any]:
+    """The status fields ``farm status --json`` promises, from a ledger alone."""
+    return {
+        "job_id": job_id,
+        "state": ledger.state,
+        "reason": ledger.reason,
+        "shards_total": len(ledger.shards),
+        "shards_done": len(ledger.done),
+        "frames_total": ledger.frames_total,
+        "frames_done": ledger.frames_done,
+        "retries": sum(max(0, a - 1) for a in ledger.attempts.values()),
+        "failures": [{k: getattr(f, k) for k in ("shard", "node", "worker", "error", "attempt", "at")} for f in ledger.failures[-20:]],
+        "faces": sum(r.faces for r in ledger.done.values()),
+        "bytes": sum(r.bytes for r in ledger.done.values()),
+    }
+
+
+_HANDLERS = {
+    RunStarted: recovery.run_started, SegmentFound: recovery.segment_found, SegmentMissing: recovery.segment_missing,
+    WorkerJoined: Ledger._worker_joined, WorkerStartFailed: recovery.start_failed, WorkerLost: Ledger._worker_lost,
+    ShardDone: Ledger._shard_done, ShardFailed: Ledger._shard_failed, Heartbeat: Ledger._heartbeat, Tick: recovery.expire_leases,
+    MuxDone: Ledger._mux_done, MuxFailed: lambda lg, e: lg._abort(f"the final mux failed: {e.error}"), Cancelled: Ledger._cancelled,
+}

@@ -15,12 +15,17 @@ from farm.ledger import (
     Mux,
     MuxDone,
     Policy,
+    Receipt,
+    RunStarted,
+    SegmentFound,
+    SegmentMissing,
     ShardDone,
     ShardFailed,
     StopWorker,
     Tick,
     WorkerJoined,
     WorkerLost,
+    WorkerStartFailed,
 )
 from farm.plan import Shard, default_shard_frames, plan_shards
 
@@ -252,3 +257,134 @@ def test_resume_of_a_failed_job_resets_attempts_not_history():
     back.resume()
     assert back.state == "running" and not back.attempts and len(back.failures) == 1
     assert assigns(back.handle(WorkerJoined("b", "n1", 2))) == [(0, "b")]
+
+
+# -- recovery: restarts, storage facts, start failures, stalls (issue 13 step 3, issue 12) ---------
+
+
+def test_restarted_coordinator_gets_the_running_workers_back_without_double_work():
+    """Ray restarts the job's coordinator mid-job: its ledger comes back from storage with no
+    workers. The driver re-announces them, each with the shard it is running: those keep their
+    leases (nothing is assigned twice) and the idle worker gets the next shard."""
+    lg = ledger(5)
+    lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n2", 0), WorkerJoined("c", "n3", 0))
+    assert lg.handle(done(2, "c", 1)) == [Assign(3, "c", 1)]
+    back = Ledger.from_json(lg.to_json(), Policy())
+    assert back.handle(WorkerJoined("a", "n1", 5, shard=0, attempt=1), WorkerJoined("b", "n2", 5, shard=1, attempt=1),
+                       WorkerJoined("c", "n3", 5, shard=3, attempt=1), WorkerJoined("d", "n3", 5)) == [Assign(4, "d", 1)]
+    assert back.handle(done(0, "a", 6)) == []
+    assert back.done[0].attempt == 1 and back.done[0].node == "n1"
+
+
+def test_a_new_run_of_a_done_job_whose_output_is_missing_muxes_again():
+    """The output of a finished job was deleted and the user submits again: the run starts and
+    the ledger asks for the mux at once (every shard is done), with no worker needed."""
+    lg = ledger(2)
+    lg.handle(WorkerJoined("a", "n1", 0))
+    lg.handle(done(0, "a"), done(1, "a"))
+    lg.handle(MuxDone(3))
+    back = Ledger.from_json(lg.to_json(), Policy())
+    assert back.state == "done"
+    assert back.handle(RunStarted(0)) == [Mux()]
+    assert back.state == "muxing" and back.workers == {}
+
+
+def test_a_new_run_starts_a_new_clock():
+    """The first driver ran for days (its monotonic clock read 900,000 s); the next driver's
+    clock starts near 0. A hung worker of the new run still loses its lease after the timeout."""
+    lg = ledger(2, lease_timeout_s=10)
+    lg.handle(WorkerJoined("a", "n1", 900_000))
+    lg.handle(RunStarted(3), WorkerJoined("b", "n2", 3), WorkerJoined("c", "n3", 3))
+    assert lg.handle(Heartbeat("c", 14), Tick(14)) == [StopWorker("b", "no progress on shard 0 for 11 s")]
+    assert lg.failures[-1].error == "lease expired: no progress for 11 s"
+
+
+def test_receipts_found_on_storage_are_adopted_and_schedule_nothing():
+    """The coordinator died after a worker committed shard 1 but before the ledger was written:
+    on load the receipt on storage makes shard 1 done. A receipt of another plan (the job was
+    re-planned by --restart) is ignored. Storage facts alone assign nothing."""
+    lg = ledger(3)
+    found = Receipt(shard=1, segment="000001-x.nut", frames=10, bytes=5, sha256="cd", start=10, stop=20, worker="w9", node="n7", attempt=2)
+    stale = Receipt(shard=2, segment="000002-y.nut", frames=4, bytes=5, sha256="ef", start=20, stop=24)
+    assert lg.handle(SegmentFound(found), SegmentFound(stale)) == []
+    assert sorted(lg.done) == [1] and lg.done[1].record_json() == {
+        "segment": "000001-x.nut", "frames": 10, "bytes": 5, "sha256": "cd", "node": "n7", "worker": "w9", "seconds": 0.0, "attempt": 2, "faces": 0}
+    assert lg.handle(WorkerJoined("a", "n1", 1)) == [Assign(0, "a", 1)]
+
+
+def test_a_missing_segment_of_a_done_job_is_redone_then_muxed():
+    """Someone deleted a finished job's segment: on load the shard is no longer done and the job
+    runs again; the next worker redoes just that shard, and then the mux runs."""
+    lg = ledger(2)
+    lg.handle(WorkerJoined("a", "n1", 0))
+    lg.handle(done(0, "a"), done(1, "a"), MuxDone(2))
+    assert lg.handle(SegmentMissing(1, "000001-x.mkv")) == []
+    assert lg.state == "running" and sorted(lg.done) == [0]
+    assert lg.handle(RunStarted(0), WorkerJoined("b", "n1", 0)) == [Assign(1, "b", 1)]
+    assert lg.handle(done(1, "b")) == [Mux()]
+
+
+def test_workers_that_cannot_start_end_the_job_with_their_error():
+    """Every GPU node lacks the weights: each worker fails in ready(). After three failures with
+    none ready the job gives up with the workers' own error; one ready worker keeps it going."""
+    lg = ledger(2)
+    err = "weights realesr-x4 missing on node n1: run farm models fetch"
+    assert lg.handle(WorkerStartFailed("w1", 1, err, starting=1), WorkerStartFailed("w2", 2, err, starting=0)) == []
+    assert lg.handle(WorkerStartFailed("w3", 3, err)) == [Abort(f"no worker could start: {err}")]
+    other = ledger(2)
+    other.handle(WorkerJoined("a", "n1", 0))
+    assert other.handle(*(WorkerStartFailed(f"w{i}", i, err) for i in range(5))) == []
+    assert other.state == "running"
+
+
+def test_a_burst_of_expiries_is_not_blamed_on_the_nodes():
+    """The NFS server stalls (or the driver is paused) for longer than --lease-timeout: every
+    worker on every node stops making progress at once. The leases get one more timeout; then
+    the shards are requeued as lost workers, with no node blocked, no attempt spent, no abort."""
+    lg = ledger(4, lease_timeout_s=10, node_failure_limit=1, max_attempts=1)
+    lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n2", 0), WorkerJoined("c", "n3", 0))
+    assert lg.handle(Tick(11)) == []
+    assert lg.failures == [] and len(lg.leases) == 3
+    assert lg.handle(Tick(22)) == [
+        StopWorker("a", "no progress on shard 0 for 22 s, with 2 other leases at once"),
+        StopWorker("b", "no progress on shard 1 for 22 s, with 2 other leases at once"),
+        StopWorker("c", "no progress on shard 2 for 22 s, with 2 other leases at once"),
+    ]
+    assert lg.state == "running" and lg.blocked_nodes == set() and dict(lg.node_failure_counts()) == {}
+    assert lg.pending() == [0, 1, 2, 3] and sum(lg.attempts.values()) == 0
+    assert lg.handle(WorkerJoined("d", "n1", 23)) == [Assign(0, "d", 1)]
+
+
+def test_a_stall_that_ends_in_time_costs_nothing():
+    """Storage comes back within the extra timeout: the workers report progress again and
+    finish their shards; nothing is redone."""
+    lg = ledger(2, lease_timeout_s=10)
+    lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n2", 0))
+    assert lg.handle(Tick(11)) == []
+    assert lg.handle(Heartbeat("a", 15), Heartbeat("b", 15), Tick(20)) == []
+    assert lg.handle(done(0, "a", 21), done(1, "b", 21)) == [Mux()]
+    assert lg.failures == []
+
+
+def test_failure_records_carry_the_wall_clock_not_the_event_clock():
+    """Events carry the driver's monotonic clock; `farm status` shows failures at wall-clock
+    times, which the coordinator passes apart."""
+    lg = ledger(2)
+    lg.handle(WorkerJoined("a", "n1", 5.0))
+    lg.handle(ShardFailed(0, "a", 6.0, "boom"), wall=1_700_000_000.0)
+    assert lg.failures[-1].at == 1_700_000_000.0
+
+
+def test_one_receipt_from_the_worker_to_the_ledger_and_back():
+    """A worker's receipt is written to receipt.json, carried by ShardDone and kept by the
+    ledger: one record, and receipt.json of an older farm (the same keys) reads back."""
+    r = Receipt(shard=0, segment="000000-a.nut", frames=10, bytes=100, sha256="ab", seconds=1.5, start=0, stop=10,
+                output_frames=10, worker="w1", node="n1", host="h", attempt=1, video={"codec": "ffv1"}, timings={"decode_s": 0.1})
+    assert Receipt.from_json(r.to_json()) == r and r == r.to_json() and r["segment"] == "000000-a.nut"
+    assert ShardDone(0, "w1", 1.0, r).receipt is r
+    lg = ledger(1)
+    lg.handle(WorkerJoined("w1", "n1", 0))
+    lg.handle(ShardDone(0, "w1", 1.0, r))
+    assert lg.to_json()["done"] == {"0": {"segment": "000000-a.nut", "frames": 10, "bytes": 100, "sha256": "ab", "node": "n1",
+                                          "worker": "w1", "seconds": 1.5, "attempt": 1, "faces": 0}}
+    assert Ledger.from_json(lg.to_json(), Policy()).done == lg.done

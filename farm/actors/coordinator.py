@@ -13,8 +13,23 @@ import time
 from typing import Any
 
 from farm.actors.metrics import JobMetrics
+from farm.ledger import (
+    Assign,
+    DoneRecord,
+    Event,
+    Instruction,
+    Ledger,
+    Policy,
+    Resync,
+    RunStarted,
+    SegmentFound,
+    SegmentMissing,
+    WorkerJoined,
+    WorkerLost,
+    summarize,
+)
+from farm.receipt import Receipt
 from farm.storage.jobdir import JobDir
-from farm.ledger import Assign, DoneRecord, Event, Instruction, Ledger, Policy, Resync, WorkerJoined, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +68,7 @@ class Coordinator:
             self.ledger = Ledger(self.spec.shards(), policy)  # a --restart re-planned the job
         self._last_flush = 0.0
         self._dirty = False
-        self._reconcile()
+        self.ledger.handle(*self._storage_facts(), wall=time.time())
         self.flush(force=True)
 
     # -- driver ownership -------------------------------------------------------------------------
@@ -73,16 +88,17 @@ class Coordinator:
         if self.driver and self.driver["id"] == driver_id:
             self.driver = None
 
-    def start_run(self, policy: dict[str, Any] | None = None, run: str | None = None) -> dict[str, Any]:
-        """A driver starts (or restarts) work: reload from storage, reset the attempts of a failed
-        or cancelled job, and clear any old cancel request."""
+    def start_run(self, run: str, now: float, policy: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Instruction]]:
+        """The driver of ``run`` starts (or restarts) work: reload from storage, clear any old
+        cancel request, and tell the ledger (:class:`~farm.ledger.RunStarted`); returns the
+        snapshot and the ledger's first instructions."""
         self.run = run
         self.workers.clear()
         self._load(Policy(**(policy or {})))
-        self.ledger.resume()
         self.job.clear_control()
+        instructions = self.ledger.handle(RunStarted(now), wall=time.time())
         self.flush(force=True)
-        return self.snapshot()
+        return self.snapshot(), instructions
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -93,7 +109,7 @@ class Coordinator:
             log.warning("coordinator of job %s does not know run %s (restarted?); asking the driver to resync", self.job_id, run)
             return [Resync()]
         before = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
-        instructions = self.ledger.handle(*events)
+        instructions = self.ledger.handle(*events, wall=time.time())
         after = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
         self._count(instructions, after[2] - before[2], after[1] - before[1])
         if after != before:
@@ -166,53 +182,23 @@ class Coordinator:
 
     # -- recovery ---------------------------------------------------------------------------------
 
-    def _reconcile(self) -> None:
-        """Adopt receipts newer than the snapshot; drop done records whose segment is gone."""
-        ledger = self.ledger
+    def _storage_facts(self) -> list[Event]:
+        """What storage holds, as events: done segments that are gone or damaged, and receipts
+        newer than the ledger snapshot. An object store's listing cache is dropped first."""
+        self.job.storage.invalidate_cache()
         present = set(self.job.storage.list("segments"))
-        for shard, record in list(ledger.done.items()):
+        facts: list[Event] = []
+        missing = set()
+        for shard, record in self.ledger.done.items():
             if record.segment not in present or not self.job.segment_ok(record.segment, record.bytes):
                 log.warning("segment %s of shard %d is missing or damaged; the shard will be redone", record.segment, shard)
-                del ledger.done[shard]
-                self._dirty = True
-        for receipt in self.job.receipts():
-            shard = receipt["shard"]
-            if shard in ledger.done or shard >= len(ledger.shards):
+                facts.append(SegmentMissing(shard, record.segment))
+                missing.add(shard)
+        for data in self.job.receipts():
+            try:
+                receipt = Receipt.from_json(data)
+            except (KeyError, TypeError, ValueError):
                 continue
-            s = ledger.shards[shard]
-            if (receipt["start"], receipt["stop"], receipt["frames"]) != (s.start, s.stop, s.frames):
-                continue
-            ledger.done[shard] = DoneRecord(
-                segment=receipt["segment"],
-                frames=receipt["frames"],
-                bytes=receipt["bytes"],
-                sha256=receipt["sha256"],
-                node=receipt.get("node", "?"),
-                worker=receipt.get("worker", "?"),
-                seconds=receipt.get("seconds", 0.0),
-                attempt=receipt.get("attempt", 0),
-                faces=receipt.get("faces", 0),
-            )
-            self._dirty = True
-        if ledger.state == "done" and len(ledger.done) != len(ledger.shards):
-            ledger.state = "running"
-
-
-def summarize(job_id: str, ledger: Ledger) -> dict[str, Any]:
-    """The status fields ``farm status --json`` promises, from a ledger alone."""
-    return {
-        "job_id": job_id,
-        "state": ledger.state,
-        "reason": ledger.reason,
-        "shards_total": len(ledger.shards),
-        "shards_done": len(ledger.done),
-        "frames_total": ledger.frames_total,
-        "frames_done": ledger.frames_done,
-        "retries": sum(max(0, a - 1) for a in ledger.attempts.values()),
-        "failures": [
-            {"shard": f.shard, "node": f.node, "worker": f.worker, "error": f.error, "attempt": f.attempt, "at": f.at}
-            for f in ledger.failures[-20:]
-        ],
-        "faces": sum(r.faces for r in ledger.done.values()),
-        "bytes": sum(r.bytes for r in ledger.done.values()),
-    }
+            if receipt.shard not in self.ledger.done or receipt.shard in missing:
+                facts.append(SegmentFound(receipt))
+        return facts

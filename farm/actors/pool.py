@@ -14,7 +14,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from farm.actors.worker import EnhanceWorker
 from farm.errors import FarmError
-from farm.ledger import WorkerJoined, WorkerLost
+from farm.ledger import WorkerJoined, WorkerLost, WorkerStartFailed
 from farm.storage.jobdir import JobDir
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ class WorkerPool:
         self.members: dict[str, _Member] = {}
         self.pending_ready: dict[Any, str] = {}
         self.count = 0
-        self.ready_failures: list[str] = []
         # --device cuda asks for GPU workers even before a GPU node exists (an autoscaler adds them on
         # demand); auto uses GPUs when the cluster has some at the start, CPU workers otherwise.
         self.use_gpus = device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
@@ -113,7 +112,8 @@ class WorkerPool:
         self.pending_ready[handle.ready.remote()] = worker_id
 
     def on_ready(self, ref, now: float) -> list:
-        """Turn a finished ready() call into a WorkerJoined (or a recorded failure)."""
+        """Turn a finished ready() call into a WorkerJoined (or a WorkerStartFailed: the ledger
+        decides when to give up)."""
         worker_id = self.pending_ready.pop(ref)
         member = self.members.get(worker_id)
         if member is None:
@@ -121,10 +121,10 @@ class WorkerPool:
         try:
             info = ray.get(ref)
         except (RayActorError, RayTaskError) as exc:
-            self.ready_failures.append(ray_cause(exc))
             log.warning("worker %s could not start: %s", worker_id, ray_cause(exc))
             self.remove(worker_id)
-            return []
+            starting = sum(not m.ready for m in self.members.values())
+            return [WorkerStartFailed(worker_id, now, ray_cause(exc), starting)]
         member.ready = True
         member.node = info["node_id"]
         member.device = info.get("device_name", info.get("device", "?"))

@@ -25,8 +25,9 @@ import ray
 
 from farm.actors.metrics import WorkerMetrics
 from farm.enhance.enhancer import Enhancer, build_enhancer, check_node_weights, resolve_device
-from farm.errors import FarmError, StorageError
+from farm.errors import FarmError, InputError, ProbeError, StorageError
 from farm.plan import output_sar, plan_geometry
+from farm.receipt import Receipt
 from farm.storage.fs import sha256_file
 from farm.storage.jobdir import JobDir, JobSpec
 from farm.video.decode import decode_shard
@@ -135,9 +136,12 @@ class EnhanceWorker:
 
     # -- work ---------------------------------------------------------------------------------------
 
-    def run_shard(self, index: int, start: int, stop: int, attempt: int) -> dict[str, Any]:
+    def run_shard(self, index: int, start: int, stop: int, attempt: int) -> Receipt:
         """Enhance source frames ``[start, stop)`` into a committed segment of output frames
         ``[k start, k stop)`` (k = 2 for ``--deinterlace double``, else 1); returns its receipt.
+
+        The input not readable here now (an automount gap, a network share that went away: the
+        driver read it before any work) is a StorageError, retryable, not the input's fault.
 
         Raises:
             FarmError: naming the shard and frame; the segment is not committed.
@@ -162,7 +166,12 @@ class EnhanceWorker:
         except FarmError as exc:
             _discard(scratch)
             self._log_attempt(index, token, attempt, start, stop, t0, timings, error=str(exc))
-            raise type(exc)(f"shard {index} [{start}, {stop}): {exc}") from None
+            kind = StorageError if type(exc) in (InputError, ProbeError) else type(exc)  # see above
+            raise kind(f"shard {index} [{start}, {stop}): {exc}") from None
+        except OSError as exc:  # a read or write that failed below PyAV or fsspec: transient storage
+            _discard(scratch)
+            self._log_attempt(index, token, attempt, start, stop, t0, timings, error=repr(exc))
+            raise StorageError(f"shard {index} [{start}, {stop}) on {self.host}: {exc}") from None
         except Exception as exc:
             _discard(scratch)
             self._log_attempt(index, token, attempt, start, stop, t0, timings, error=repr(exc))
@@ -170,27 +179,16 @@ class EnhanceWorker:
         finally:
             self._finish_progress(t0)
         faces = getattr(self.enhancer, "faces_found", 0) - faces_before
-        receipt: dict[str, Any] = {
-            "shard": index,
-            "start": start,
-            "stop": stop,
-            "segment": name,
-            "frames": stop - start,  # source frames, as the shard plan counts them
-            "output_frames": frames,
-            "bytes": size,
-            "sha256": digest,
-            "seconds": round(time.time() - t0, 3),
-            "faces": faces,
-            "video": video,
-            "worker": self.worker_id,
-            "node": self.node,
-            "host": self.host,
-            "attempt": attempt,
-            "timings": {k: round(v, 3) for k, v in timings.items()},
-        }
-        self.job.write_receipt(name, receipt)
+        receipt = Receipt(
+            shard=index, start=start, stop=stop, segment=name,
+            frames=stop - start,  # source frames, as the shard plan counts them
+            output_frames=frames, bytes=size, sha256=digest, seconds=round(time.time() - t0, 3), faces=faces, video=video,
+            worker=self.worker_id, node=self.node, host=self.host, attempt=attempt,
+            timings={k: round(v, 3) for k, v in timings.items()},
+        )
+        self.job.write_receipt(name, receipt.to_json())
         self.metrics.shard_done(frames, time.time() - t0, faces, size)
-        self._log_attempt(index, token, attempt, start, stop, t0, timings, receipt=receipt)
+        self._log_attempt(index, token, attempt, start, stop, t0, timings, receipt=receipt.to_json())
         with self._lock:
             self.progress_state.shards_done += 1
         return receipt

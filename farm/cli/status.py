@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from farm.actors.coordinator import summarize
 from farm.errors import InputError
-from farm.ledger import Ledger, Policy
+from farm.ledger import Ledger, Policy, summarize
 from farm.storage.fs import Storage
 from farm.storage.jobdir import SPEC, SUBMIT, JobDir
 

@@ -21,6 +21,10 @@ from fsspec.implementations.local import LocalFileSystem
 from farm.errors import StorageError
 
 TMP_MARK = ".tmp-"
+#: fsspec protocols of object stores: a single PUT makes an object appear whole. Every other
+#: non-local backend (sftp, hdfs, smb, ...) is a filesystem where a write is visible while it
+#: happens, so files are written to a temporary name and moved into place.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2", "memory"})
 
 
 def is_url(location: str) -> bool:
@@ -47,6 +51,8 @@ class Storage:
         except (ImportError, ValueError) as exc:
             raise StorageError(f"cannot use storage {self.location!r}: {exc}") from exc
         self.is_local = isinstance(self.fs, LocalFileSystem)
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        self.is_object_store = not self.is_local and bool(OBJECT_STORES.intersection(protocols))
 
     def __repr__(self) -> str:
         return f"Storage({self.location!r})"
@@ -75,6 +81,12 @@ class Storage:
         entries = self._call("list", rel, self.fs.ls, path, detail=False)
         return sorted(os.path.basename(str(e).rstrip("/")) for e in entries)
 
+    def invalidate_cache(self, rel: str = "") -> None:
+        """Forget cached listings under ``rel`` (s3fs and other object stores cache them), so that
+        the next :meth:`list` sees what another machine wrote since."""
+        if not self.is_local:
+            self.fs.invalidate_cache(self._path(rel))
+
     def makedirs(self, rel: str = "") -> None:
         if self.is_local:
             self._call("create", rel, self.fs.makedirs, self._path(rel), exist_ok=True)
@@ -91,8 +103,11 @@ class Storage:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write ``rel`` so that readers see either the old content or all of the new."""
-        if not self.is_local:
+        if self.is_object_store:
             self._call("write", rel, self.fs.pipe_file, self._path(rel), data)
+            return
+        if not self.is_local:
+            self._write_and_move(rel, data)
             return
         final = Path(self._path(rel))
         tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
@@ -108,6 +123,59 @@ class Storage:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write {final}: {exc.strerror or exc}") from exc
+
+    def _write_and_move(self, rel: str, data: bytes) -> None:
+        """A remote filesystem (sftp, hdfs): write a temporary sibling, then move it into place."""
+        final = self._path(rel)
+        tmp = f"{final}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+        self._call("write", rel, self.fs.pipe_file, tmp, data)
+        try:
+            self._call("write", rel, self.fs.mv, tmp, final)
+        except StorageError:
+            # Some servers refuse to rename onto an existing file (plain SFTP): replace it. A
+            # reader then sees the old file, no file, or the new one; never a torn one.
+            if not self.fs.exists(final):
+                raise
+            self._call("write", rel, self.fs.rm, final)
+            self._call("write", rel, self.fs.mv, tmp, final)
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create ``rel`` holding ``data`` unless it exists; True if this call created it.
+
+        Of several machines racing to create one name, exactly one wins: a hard link of a
+        finished temporary file on a filesystem (atomic on NFS too), a conditional PUT
+        (``If-None-Match: *``) on S3, the backend's exclusive open ("xb") elsewhere."""
+        path = self._path(rel)
+        if self.is_local:
+            final = Path(path)
+            tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                raise StorageError(f"cannot create {final}: {exc.strerror or exc}") from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            fsync_dir(final.parent)
+            return True
+        try:
+            if "s3" in (self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)):
+                self.fs.pipe_file(path, data, mode="create")
+            else:
+                with self.fs.open(path, "xb") as f:
+                    f.write(data)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.url(rel)}: {exc}") from exc
+        return True
 
     def write_json(self, rel: str, obj: Any) -> None:
         self.write_bytes(rel, json.dumps(obj, indent=1, sort_keys=True).encode())

@@ -1,0 +1,93 @@
+"""A shard's receipt: the one record of a committed segment, from the worker's return value to
+``segments/<name>.json``, the :class:`~farm.ledger.ShardDone` event and the ledger's done record.
+
+Pure (no I/O). ``to_json`` writes the same keys receipt.json always had, so job directories
+written by older farms read back; ``record_json`` is the ledger's short form (no codec details:
+the mux reads those from receipt.json)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+#: The keys of a done record in ledger.json (the ledger's short form of a receipt).
+RECORD_KEYS = ("segment", "frames", "bytes", "sha256", "node", "worker", "seconds", "attempt", "faces")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Receipt:
+    """Shard ``shard`` (source frames ``[start, stop)``) is committed as ``segment``."""
+
+    shard: int
+    segment: str  # file name under segments/
+    frames: int  # source frames, as the shard plan counts them
+    bytes: int
+    sha256: str
+    seconds: float = 0.0
+    faces: int = 0
+    start: int = 0
+    stop: int = 0
+    output_frames: int = 0
+    worker: str = "?"
+    node: str = "?"
+    host: str = "?"
+    attempt: int = 0
+    video: dict[str, Any] | None = None  # what the tail needs: codec parameters, delay, settings
+    timings: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.frames < 0 or self.bytes < 0:
+            raise ValueError(f"receipt of shard {self.shard}: negative frames or bytes")
+
+    def matches(self, start: int, stop: int) -> bool:
+        """It is a receipt of the planned shard ``[start, stop)`` (a --restart re-plans)."""
+        return (self.start, self.stop, self.frames) == (start, stop, stop - start)
+
+    def with_run(self, worker: str, node: str, attempt: int) -> Receipt:
+        return replace(self, worker=worker, node=node, attempt=attempt)
+
+    # -- mapping access, as receipt.json is read ------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _NAMES:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in _NAMES else default
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Receipt):
+            return self.to_json() == other.to_json()
+        if isinstance(other, dict):  # a receipt read back from receipt.json
+            return self.to_json() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- forms ------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """receipt.json's content (absent optional parts are left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Receipt:
+        """From receipt.json (any farm's) or a worker's return value.
+
+        Raises:
+            KeyError, TypeError, ValueError: not a receipt.
+        """
+        known = {k: data[k] for k in _NAMES if k in data}
+        return cls(**known)
+
+    def record_json(self) -> dict[str, Any]:
+        """The ledger's done record (ledger.json), the keys it always had."""
+        return {k: getattr(self, k) for k in RECORD_KEYS}
+
+    @classmethod
+    def from_record(cls, shard: int, data: dict[str, Any], start: int = 0, stop: int = 0) -> Receipt:
+        return cls(shard=shard, start=start, stop=stop, **{k: data[k] for k in RECORD_KEYS if k in data})
+
+
+_NAMES = frozenset(f.name for f in fields(Receipt))
