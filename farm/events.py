@@ -175,4 +175,9 @@ class Resync:
     announce every ready worker, with the shard each is running, then send the events again."""
 
 
-Instruction = Assign | StopWorker | Mux | Abort | Finish | Resync
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    """Another driver's run holds the job now (it took the job over on storage): stop."""
+
+
+Instruction = Assign | StopWorker | Mux | Abort | Finish | Resync | Superseded

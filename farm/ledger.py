@@ -39,6 +39,7 @@ from farm.events import (
     ShardDone,
     ShardFailed,
     StopWorker,
+    Superseded,
     Tick,
     WorkerJoined,
     WorkerLost,
@@ -51,7 +52,7 @@ from farm.records import FailureIndex, FailureRecord, Lease, Policy
 __all__ = [  # the ledger's vocabulary (events, instructions) is re-exported from farm.events
     "STORAGE_EVENTS", "Abort", "Assign", "Cancelled", "DoneRecord", "Event", "FailureRecord", "Finish", "Heartbeat", "Instruction",
     "Lease", "Ledger", "Mux", "MuxDone", "MuxFailed", "Policy", "Receipt", "Resync", "RunStarted", "SegmentFound", "SegmentMissing",
-    "ShardDone", "ShardFailed", "StopWorker", "Tick", "WorkerJoined", "WorkerLost", "WorkerStartFailed", "summarize",
+    "ShardDone", "ShardFailed", "StopWorker", "Superseded", "Tick", "WorkerJoined", "WorkerLost", "WorkerStartFailed", "summarize",
 ]
 
 State = Literal["running", "muxing", "done", "failed", "cancelled"]

@@ -17,12 +17,14 @@ from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.config import job_id as make_job_id
 from farm.enhance.enhancer import check_weights
 from farm.errors import FarmError, InputError, OutputError, StorageError, UsageError
+from farm.storage.ownership import Ownership
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
 from farm.storage.jobdir import SUBMIT, JobDir, JobSpec, frames_per_second
 from farm.video.containers import check_streams_fit, container_for
 from farm.video.deinterlace import effective_mode, frames_per_source_frame
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
+from farm.video.mux import verify
 from farm.video.probe import SourceInfo, probe
 from farm.video.scenes import detect_scene_cuts
 
@@ -38,6 +40,9 @@ class Prepared:
     geometry: Geometry
     resumed: bool
     disk_note: str = ""  # the disk estimate, shown before work
+    # This driver's hold on the job. Not owned: another live driver runs it, and nothing in the
+    # job directory was written (``spec`` is then the job's, or a provisional one not stored).
+    owner: Ownership | None = None
 
 
 def input_fingerprint(location: str, size: int) -> str:
@@ -204,6 +209,13 @@ def prepare(cfg: JobConfig) -> Prepared:
     jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
     job = JobDir(jobs_root, job_id)
     disk_note = check_disk_space(cfg, job, source, geometry)
+    # Ownership first: a job another driver runs is not touched (not cleared by --restart, its
+    # spec and submit record not rewritten); this driver follows it instead.
+    owner = Ownership(job, output=normalize(cfg.output))
+    if not owner.try_take():
+        spec = job.read_spec() if job.exists() else JobSpec(job_id, source, model, cfg.shard_frames or default_shard_frames(source.num_frames),
+                                                           fingerprint, time.time(), out=cfg.out)
+        return Prepared(cfg, job, spec, geometry, job.exists(), disk_note, owner)
     resumed = False
     if job.exists() and cfg.restart:
         job.clear()
@@ -233,7 +245,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     if resumed:
         job.write_spec(spec)
     job.storage.write_json(SUBMIT, {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location})
-    return Prepared(cfg, job, spec, geometry, resumed, disk_note)
+    return Prepared(cfg, job, spec, geometry, resumed, disk_note, owner)
 
 
 def find_scene_cuts(source: SourceInfo, shard_frames: int) -> tuple[int, ...]:
@@ -299,3 +311,31 @@ def resume_config(jobs_root: str, job_id: str, **overrides: Any) -> JobConfig:
         jobs_root=jobs_root,
         **{k: v for k, v in overrides.items() if v is not None},
     )
+
+
+def output_current(p: Prepared) -> bool:
+    """This submit's output needs no new concatenation: this job wrote it, with these encode
+    settings, it is unchanged since (size and mtime) and it still verifies. A file at ``-o``
+    that the job did not write (another job's, or an older run's with other settings) is not
+    current, nor is a PNG directory or an object-store output (not checked here)."""
+    out = normalize(p.cfg.output)
+    if is_url(out) or p.cfg.out.codec == "png" or not os.path.isfile(out):
+        return False
+    record = p.job.outputs().get(out)
+    st = os.stat(out)
+    if record is None or record.get("out") != p.cfg.out.to_json() or (record.get("bytes"), record.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
+        return False
+    try:
+        verify(out, p.spec.source, index=p.spec.output_index)
+    except FarmError:
+        return False
+    return True
+
+
+def record_output(p: Prepared) -> None:
+    """Note what this submit wrote, for :func:`output_current` of the next submit."""
+    out = normalize(p.cfg.output)
+    if is_url(out) or not os.path.isfile(out):
+        return
+    st = os.stat(out)
+    p.job.record_output(out, p.cfg.out, st.st_size, st.st_mtime_ns)

@@ -140,7 +140,7 @@ def coordinator_cost(work: str, shards: int = 10_000, workers: int = 64) -> tupl
         done = 0
         while busy:
             worker, shard = busy.popitem()
-            out = handle([ShardDone(shard, worker, time.time(), f"{shard:06d}-x.mkv", FRAMES_PER_SHARD, 1000, "ab", 1.0)])
+            out = handle([ShardDone(shard, worker, time.monotonic(), segment=f"{shard:06d}-x.mkv", frames=FRAMES_PER_SHARD, bytes=1000, sha256="ab", seconds=1.0)])
             busy.update({a.worker: a.shard for a in out if isinstance(a, Assign)})
             done += 1
         assert done == shards

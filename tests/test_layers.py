@@ -54,7 +54,7 @@ FORBIDDEN: dict[str, set[str]] = {
 RAY_ROOMS = {"actors", "driver", "testing"}
 #: Rooms that may print (click.echo, print, rich consoles, writes to stdout/stderr).
 PRINTING_ROOMS = {"cli"}
-CORE_MODULES = {"errors", "config", "plan", "ledger", "progress", "receipt", "lease"}
+CORE_MODULES = {"errors", "config", "plan", "ledger", "progress", "receipt", "lease", "events", "records", "recovery", "owner"}
 
 
 def room_of(module: str, imported: bool = False) -> str:
@@ -70,7 +70,7 @@ def room_of(module: str, imported: bool = False) -> str:
     head = parts[1]
     if head in CORE_MODULES:
         return "core"
-    if head in ("rayjob",):
+    if head in ("rayjob", "follow"):
         return "driver"
     return head
 

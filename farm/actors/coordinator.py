@@ -24,6 +24,7 @@ from farm.ledger import (
     RunStarted,
     SegmentFound,
     SegmentMissing,
+    Superseded,
     WorkerJoined,
     WorkerLost,
     summarize,
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between ledger snapshots while shards only complete; their receipts are already durable.
 FLUSH_INTERVAL_S = 1.0
-#: A driver that has not checked in for this long has died; another may take the job over.
-DRIVER_STALE_S = 15.0
 #: Seconds between writes of live figures (fps, workers) for `farm status`.
 LIVE_INTERVAL_S = 2.0
 
@@ -71,28 +70,16 @@ class Coordinator:
         self.ledger.handle(*self._storage_facts(), wall=time.time())
         self.flush(force=True)
 
-    # -- driver ownership -------------------------------------------------------------------------
-
-    def claim(self, driver_id: str, info: dict[str, Any], force_over: str | None = None, now: float | None = None) -> dict[str, Any] | None:
-        """Make ``driver_id`` the job's driver unless another live one holds it; returns the
-        holder's info when refused, None when granted (also on renewal). ``force_over`` names a
-        holder the caller has seen die (same host, process gone) and takes over at once."""
-        now = time.time() if now is None else now
-        holder = self.driver
-        if holder and holder["id"] not in (driver_id, force_over) and now - holder["seen"] < DRIVER_STALE_S:
-            return dict(holder)
-        self.driver = {"id": driver_id, "seen": now, **info}
-        return None
-
-    def release(self, driver_id: str) -> None:
-        if self.driver and self.driver["id"] == driver_id:
-            self.driver = None
-
-    def start_run(self, run: str, now: float, policy: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Instruction]]:
-        """The driver of ``run`` starts (or restarts) work: reload from storage, clear any old
-        cancel request, and tell the ledger (:class:`~farm.ledger.RunStarted`); returns the
-        snapshot and the ledger's first instructions."""
+    def start_run(self, run: str, now: float, policy: dict[str, Any] | None = None, jobs_root: str | None = None,
+                  driver: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Instruction]]:
+        """The driver of ``run`` (which holds the job on storage) starts or restarts work: reload
+        from storage (through ``jobs_root``, the path that driver uses), clear any old cancel
+        request, and tell the ledger (:class:`~farm.ledger.RunStarted`); returns the snapshot and
+        the ledger's first instructions. An earlier run's calls get ``[Superseded()]`` from now."""
+        if jobs_root is not None and jobs_root != self.jobs_root:
+            self.jobs_root, self.job = jobs_root, JobDir(jobs_root, self.job_id)
         self.run = run
+        self.driver = dict(driver) if driver else None
         self.workers.clear()
         self._load(Policy(**(policy or {})))
         self.job.clear_control()
@@ -106,6 +93,8 @@ class Coordinator:
         """Apply ``events`` of the driver run ``run``. A run this coordinator does not know (it
         was restarted since the run began) gets ``[Resync()]``, and nothing is applied."""
         if run is not None and run != self.run:
+            if self.run is not None:
+                return [Superseded()]
             log.warning("coordinator of job %s does not know run %s (restarted?); asking the driver to resync", self.job_id, run)
             return [Resync()]
         before = (self.ledger.state, len(self.ledger.failures), len(self.ledger.done))
@@ -126,6 +115,8 @@ class Coordinator:
     def resync(self, run: str, events: list[Event]) -> list[Instruction]:
         """The driver of ``run`` re-announces its workers (WorkerJoined with the shard each runs)
         to this restarted coordinator; the ledger was reloaded from storage at restart."""
+        if self.run is not None and self.run != run:
+            return [Superseded()]
         self.run = run
         return self.handle(events, run)
 

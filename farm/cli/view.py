@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from farm.driver import Progress as JobProgress
+from farm.progress import Progress as JobProgress
 
 
 class LiveView:

@@ -9,6 +9,8 @@
       segments/000042-<t>.json  its receipt, written after the segment; no receipt, not done
       logs/000042-<t>.json      each shard attempt's log (timings, faces, error)
       control.json              requests from `farm cancel`
+      owner/00000003.json       who drives the job (generation 3), renewed while it runs; a new
+                                generation is taken by an exclusive create (see farm.owner)
       live.json                 live figures of the running driver (workers, fps, ETA)
 
 Nothing that matters lives only in actor memory: a job resumes from this directory alone."""
@@ -16,6 +18,7 @@ Nothing that matters lives only in actor memory: a job resumes from this directo
 from __future__ import annotations
 
 import bisect
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from typing import IO, Any
 from farm import __version__
 from farm.config import ModelConfig, OutputConfig
 from farm.errors import StorageError
+from farm.owner import OwnerRecord
 from farm.plan import Shard, plan_shards, snap_window
 from farm.storage.fs import TMP_MARK, Storage
 from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
@@ -38,6 +42,7 @@ LIVE = "live.json"
 SUBMIT = "submit.json"  # the last submit's output settings, for `farm resume JOB`
 OUTPUTS = "outputs.json"  # every output this job wrote: path -> settings, size, mtime
 SEGMENTS = "segments"
+OWNER = "owner"
 LOGS = "logs"
 
 
@@ -279,6 +284,39 @@ class JobDir:
             self.storage.remove(rel)
         for rel in (SEGMENTS, LOGS):
             self.storage.remove(rel, recursive=True)
+
+    # -- ownership (the rules are farm.owner's; farm.storage.ownership keeps it) --------------------------
+
+    def read_owner(self) -> OwnerRecord | None:
+        """The newest generation of the job's owner record; None if the job never had one."""
+        self.storage.invalidate_cache(OWNER)
+        for name in reversed(self.storage.list(OWNER)):
+            if not name.endswith(".json") or TMP_MARK in name:
+                continue
+            try:
+                return OwnerRecord.from_json(self.storage.read_json(f"{OWNER}/{name}"))
+            except FileNotFoundError:
+                continue  # pruned by a newer owner between the listing and the read
+            except (StorageError, KeyError, TypeError, ValueError):
+                continue  # torn by a backend without atomic writes: an older one decides
+        return None
+
+    def create_owner(self, record: OwnerRecord) -> bool:
+        """Take generation ``record.generation``; False if another driver took it first."""
+        return self.storage.create_exclusive(self._owner_rel(record.generation), json.dumps(record.to_json()).encode())
+
+    def write_owner(self, record: OwnerRecord) -> None:
+        """Renew (or release) our own generation; only its owner writes it."""
+        self.storage.write_json(self._owner_rel(record.generation), record.to_json())
+
+    def prune_owners(self, below: int) -> None:
+        for name in self.storage.list(OWNER):
+            if name.endswith(".json") and TMP_MARK not in name and name[:-5].isdigit() and int(name[:-5]) < below:
+                self.storage.remove(f"{OWNER}/{name}")
+
+    @staticmethod
+    def _owner_rel(generation: int) -> str:
+        return f"{OWNER}/{generation:08d}.json"
 
     # -- control ----------------------------------------------------------------------------------
 
