@@ -28,7 +28,7 @@ from farm.actors.mux_task import assemble
 from farm.actors.pool import NAMESPACE, WorkerPool
 from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
-from farm.errors import ClusterError, JobCancelled, JobFailed, StorageError
+from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
 from farm.preflight import Prepared, identify, output_current, prepare, record_output
@@ -130,15 +130,15 @@ def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
     return handle
 
 
-def mux_placement(output: str) -> dict[str, Any]:
-    """Where the mux task runs. It copies packets (nothing is encoded), so it takes no CPU slot:
-    Ray Jobs run the driver on the head, and the shipped cloud configs give the head 0 CPUs.
-
-    An object-store output (``s3://...``) is reachable from every node: the task may run on any
-    node. A local output path is the driver's machine's: the task runs there, pinned, asking for
-    no CPU, so that it fits a CPU-less head."""
+def mux_placement(output: str) -> dict[str, Any] | None:
+    """Where the mux runs: Ray task options, or None for in this process. It copies packets, so it
+    takes no CPU slot (Ray Jobs run the driver on the head; the cloud configs give it 0 CPUs). An
+    ``s3://`` output: on any node. A local path: on the driver's node, pinned; a driver that is
+    not a node (a Ray Client, ``ray://``) writes it itself."""
     if is_url(output):
         return {"num_cpus": 0}
+    if ray.util.client.ray.is_connected():
+        return None
     return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
 
 
@@ -267,10 +267,14 @@ class Run:
         self._refresh(message="assembling the output", state="muxing")
         records = ray.get(self.coord.done_records.remote())
         segments = [(records[s.index].segment, s.start, s.stop) for s in self.shards]
-        task = ray.remote(assemble).options(max_retries=0, name=f"farm-mux {self.p.job.job_id}", **mux_placement(normalize(self.cfg.output)))
+        args = (self.p.job.jobs_root, self.p.job.job_id, normalize(self.cfg.output), self.cfg.out, segments)
+        placement = mux_placement(normalize(self.cfg.output))
         try:
-            result = ray.get(task.remote(self.p.job.jobs_root, self.p.job.job_id, normalize(self.cfg.output), self.cfg.out, segments))
-        except RayTaskError as exc:
+            if placement is None:
+                result = assemble(*args)
+            else:
+                result = ray.get(ray.remote(assemble).options(max_retries=0, name=f"farm-mux {self.p.job.job_id}", **placement).remote(*args))
+        except (RayTaskError, FarmError) as exc:
             self._handle([MuxFailed(time.monotonic(), _cause(exc))])
             raise JobFailed(f"job {self.p.job.job_id}: {_cause(exc)}") from None
         self.owner.check()

@@ -4,6 +4,7 @@ head), and a coordinator that Ray restarts mid-job must get the workers back (no
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -70,3 +71,20 @@ def test_coordinator_killed_mid_job_gets_the_workers_back(cpu_less_head, clip, t
     assert proc.wait(timeout=240) == 0, open(tmp_path / "driver.log").read()
     lg = ledger(jobs)
     assert lg["state"] == "done" and sorted(int(k) for k in lg["done"]) == list(range(12))
+
+
+def test_a_second_submit_with_another_output_writes_its_own_file(cpu_less_head, clip, tmp_path):
+    """Two people submit the same job at once with different -o: one driver runs it, the other
+    follows; each ends with its own file written (the second by a mux of its own from the kept
+    chunks), no shard done twice, and the outputs are the same video."""
+    jobs = str(tmp_path / "jobs")
+    a, b = str(tmp_path / "a.mkv"), str(tmp_path / "b.mkv")
+    first = start_farm(job_args(clip, a, jobs, cpu_less_head.address, SLOW), str(tmp_path / "a.log"))
+    wait_for_receipts(jobs, 1, first)
+    second = start_farm(job_args(clip, b, jobs, cpu_less_head.address, SLOW), str(tmp_path / "b.log"))
+    assert first.wait(timeout=240) == 0, open(tmp_path / "a.log").read()
+    assert second.wait(timeout=240) == 0, open(tmp_path / "b.log").read()
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read() == fb.read()
+    (job_dir,) = [d for d in os.listdir(jobs) if not d.startswith(".")]
+    assert len(os.listdir(os.path.join(jobs, job_dir, "logs"))) == 12, "one attempt per shard"

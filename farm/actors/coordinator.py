@@ -176,7 +176,7 @@ class Coordinator:
     def _storage_facts(self) -> list[Event]:
         """What storage holds, as events: done segments that are gone or damaged, and receipts
         newer than the ledger snapshot. An object store's listing cache is dropped first."""
-        self.job.storage.invalidate_cache()
+        self.job.storage.invalidate_cache("segments")
         present = set(self.job.storage.list("segments"))
         facts: list[Event] = []
         missing = set()
