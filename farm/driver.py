@@ -5,7 +5,9 @@ The checks before any work are in :mod:`farm.preflight`; the Ray calls to worker
 as events in :mod:`farm.actors.bridge`; the view's figures in :mod:`farm.progress`.
 
 The driver holds no state that matters: killed at any point, the same command (or ``farm resume``)
-continues from the job directory."""
+continues from the job directory.
+
+Over 300 lines: Ray's entry points (joining, the coordinator, Ray Jobs) sit with the run."""
 
 from __future__ import annotations
 
@@ -20,11 +22,10 @@ from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from farm.actors.bridge import RayBridge
 from farm.actors.coordinator import Coordinator
-from farm.actors.mux_task import assemble
+from farm.actors.mux_task import assemble, mux_placement
 from farm.actors.pool import NAMESPACE, WorkerPool
 from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
@@ -33,7 +34,7 @@ from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFaile
 from farm.follow import follow
 from farm.preflight import Prepared, identify, output_current, prepare, record_output
 from farm.progress import Progress, ProgressTracker
-from farm.storage.fs import is_url, normalize
+from farm.storage.fs import normalize
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +129,6 @@ def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
     except GetTimeoutError:
         raise ClusterError("the job coordinator did not start within 2 minutes; is the head node short of resources?") from None
     return handle
-
-
-def mux_placement(output: str) -> dict[str, Any] | None:
-    """Where the mux runs: Ray task options, or None for in this process. It copies packets, so it
-    takes no CPU slot (Ray Jobs run the driver on the head; the cloud configs give it 0 CPUs). An
-    ``s3://`` output: on any node. A local path: on the driver's node, pinned; a driver that is
-    not a node (a Ray Client, ``ray://``) writes it itself."""
-    if is_url(output):
-        return {"num_cpus": 0}
-    if ray.util.client.ray.is_connected():
-        return None
-    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
 
 
 # ----------------------------------------------------------------------------------------------

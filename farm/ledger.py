@@ -8,7 +8,10 @@ blocklists, giving up) lives here and is tested with plain lists of events.
 Failures name their cause: a shard that fails with the same error on two nodes, or on every
 attempt, is the input's fault (a damaged frame), so the job fails at once with that error. Only
 failures that differ by node count toward blocking a node (a failure its shard repeats elsewhere
-does not), and the last node with workers is never blocked: its shards' own retries decide."""
+does not), and the last node with workers is never blocked: its shards' own retries decide.
+
+Over 300 lines because scheduling, failures and blocking are one set of rules read together; the
+recovery rules are in :mod:`farm.recovery`, the records in :mod:`farm.records`."""
 
 from __future__ import annotations
 

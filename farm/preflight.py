@@ -1,7 +1,13 @@
 """Everything checked before a job starts, without Ray: the input, the output location, the
 weights, the options and the disk space; then the job directory is created or found again.
 
-A failure here is one FarmError line, and nothing is written at the output path."""
+A failure here is one FarmError line, and nothing is written at the output path.
+
+The job's ownership is taken (:mod:`farm.storage.ownership`) before anything in the job directory
+is written; a job another live driver holds is left exactly as it is.
+
+Over 300 lines because the disk estimate's tables and the output checks are read with the rest of
+what a submit refuses before work."""
 
 from __future__ import annotations
 

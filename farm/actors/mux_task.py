@@ -89,3 +89,18 @@ def _chunk_ref(job: JobDir, name: str, start: int, stop: int) -> ChunkRef:
     if "video" not in receipt:
         raise MuxError(f"chunk {name} (frames [{start}, {stop})) was written by an older farm; pass --restart to redo the job")
     return ChunkRef(opener=functools.partial(job.open_segment, name), start=start, stop=stop, name=name, video=receipt["video"])
+
+
+def mux_placement(output: str) -> dict[str, Any] | None:
+    """Where the mux runs: Ray task options, or None for in this process. It copies packets, so it
+    takes no CPU slot (Ray Jobs run the driver on the head; the cloud configs give it 0 CPUs). An
+    ``s3://`` output: on any node. A local path: on the driver's node, pinned; a driver that is
+    not a node (a Ray Client, ``ray://``) writes it itself."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if is_url(output):
+        return {"num_cpus": 0}
+    if ray.util.client.ray.is_connected():
+        return None
+    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
