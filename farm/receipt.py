@@ -7,7 +7,7 @@ the mux reads those from receipt.json)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 #: The keys of a done record in ledger.json (the ledger's short form of a receipt).
@@ -42,9 +42,6 @@ class Receipt:
     def matches(self, start: int, stop: int) -> bool:
         """It is a receipt of the planned shard ``[start, stop)`` (a --restart re-plans)."""
         return (self.start, self.stop, self.frames) == (start, stop, stop - start)
-
-    def with_run(self, worker: str, node: str, attempt: int) -> Receipt:
-        return replace(self, worker=worker, node=node, attempt=attempt)
 
     # -- mapping access, as receipt.json is read ------------------------------------------------
 
