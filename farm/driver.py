@@ -12,6 +12,7 @@ Over 300 lines: Ray's entry points (joining, the coordinator, Ray Jobs) sit with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -294,7 +295,7 @@ def drive(prepared: Prepared, on_progress: Callable[[Progress], None] | None = N
             finally:
                 owner.release()
         tracker = ProgressTracker(prepared.job.job_id, dashboard_url, prepared.disk_note or None)
-        result = follow(owner, prepared.job, tracker, lambda p=prepared: output_current(p), on_progress)
+        result = follow(owner, prepared.job, tracker, functools.partial(output_current, prepared), on_progress)
         if result is not None:
             return {**result, "output": prepared.cfg.output}
         owner.detach()  # taken over: the next prepare keeps the job under this driver's id

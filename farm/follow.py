@@ -16,9 +16,9 @@ from typing import Any
 
 from farm.errors import JobFailed
 from farm.ledger import Ledger, Policy, summarize
-from farm.storage.ownership import Ownership
 from farm.progress import Progress, ProgressTracker
 from farm.storage.jobdir import JobDir
+from farm.storage.ownership import Ownership
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from farm import recovery
 
@@ -352,7 +352,7 @@ def summarize(job_id: str, ledger: Ledger) -> dict[str, Any]:
     }
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[Ledger, Any], list[Instruction]]] = {
     RunStarted: recovery.run_started, SegmentFound: recovery.segment_found, SegmentMissing: recovery.segment_missing,
     WorkerJoined: Ledger._worker_joined, WorkerStartFailed: recovery.start_failed, WorkerLost: Ledger._worker_lost,
     ShardDone: Ledger._shard_done, ShardFailed: Ledger._shard_failed, Heartbeat: Ledger._heartbeat, Tick: recovery.expire_leases,

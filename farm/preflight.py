@@ -23,10 +23,10 @@ from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.config import job_id as make_job_id
 from farm.enhance.enhancer import check_weights
 from farm.errors import FarmError, InputError, OutputError, StorageError, UsageError
-from farm.storage.ownership import Ownership
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
 from farm.storage.jobdir import SUBMIT, JobDir, JobSpec, frames_per_second
+from farm.storage.ownership import Ownership
 from farm.video.containers import check_streams_fit, container_for
 from farm.video.deinterlace import effective_mode, frames_per_source_frame
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
