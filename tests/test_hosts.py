@@ -122,3 +122,142 @@ def test_ray_job_from_off_the_cluster_onto_a_cpu_less_head(net):
     same_bytes(on_share(net, out), net.reference)
     hosts = Counter(gpu_node_ids(net).get(d["node"], d["node"]) for d in ledger(on_share(net, jobs))["done"].values())
     assert set(hosts) == {"gpu1", "gpu2"} and sum(hosts.values()) == SHARDS, hosts
+
+
+def start_job(net, host, args: list[str], name: str):
+    """``farm submit`` on ``host`` in the background, its output in the share's ``name``.log."""
+    return host.start_farm(args, os.path.join(net.share, f"{name}.log"), timeout_s=400)
+
+
+def log_of(net, name: str) -> str:
+    with open(os.path.join(net.share, f"{name}.log"), errors="replace") as f:
+        return f.read()[-4000:]
+
+
+def finish(net, proc, name: str, timeout_s: float = 240) -> int:
+    """The exit status of a background submit; one that does not end in time is killed (and its
+    Ray Job stopped) and counts as a hang."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except Exception:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=30)
+        raise AssertionError(f"{name}: the job did not finish within {timeout_s:.0f} s: {log_of(net, name)}") from None
+    finally:
+        stop_ray_jobs(net)
+
+
+def stop_ray_jobs(net) -> None:
+    """Stop every Ray Job still running on the cluster (a scenario that failed leaves none behind)."""
+    code = ("import sys; from ray.job_submission import JobSubmissionClient; c = JobSubmissionClient(sys.argv[1]); "
+            "[c.stop_job(j.submission_id) for j in c.list_jobs() if not j.status.is_terminal()]")
+    head = net.hosts["head"]
+    head.run([head.env()["PATH"].split(":")[0] + "/python", "-c", code, head.dashboard_url], timeout_s=60)
+
+
+def kept(jobs_share: str, before: dict[int, str]) -> None:
+    """Shards done before the fault were not redone: the ledger still names their segments."""
+    done = ledger(jobs_share)["done"]
+    assert {s: done[str(s)]["segment"] for s in before} == before
+
+
+@pytest.mark.xfail(reason=CPU_LESS_HEAD_MUX, strict=False)
+def test_a_gpu_machine_partitioned_mid_job(net):
+    """A GPU machine's network link goes down mid-job (a switch port fails; the machine and its
+    worker run on, unreachable): Ray declares it dead, its shard in flight is redone on the other
+    machine, and the output is identical to a failure-free run."""
+    c1, head, victim = net.hosts["c1"], net.hosts["head"], net.hosts["gpu1"]
+    d = scenario(net, "b")
+    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
+    proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
+    try:
+        wait_for_receipts(on_share(net, jobs), 2, proc, timeout=180)
+        before = {r["shard"]: r["segment"] for r in receipts(on_share(net, jobs))}
+        victim.cut()
+        code = finish(net, proc, d)
+    finally:
+        victim.heal()
+        rejoin(net, victim)
+    assert code == 0, log_of(net, d)
+    same_bytes(on_share(net, out), net.reference)
+    kept(on_share(net, jobs), before)
+
+
+@pytest.mark.xfail(reason=CPU_LESS_HEAD_MUX, strict=False)
+def test_a_gpu_machine_crashes_mid_job(net):
+    """A GPU machine crashes mid-job (every process killed at once, /tmp gone): the job finishes
+    on the other machine with the identical output, keeping every shard done before the crash."""
+    c1, head, victim = net.hosts["c1"], net.hosts["head"], net.hosts["gpu2"]
+    d = scenario(net, "c")
+    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
+    proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
+    try:
+        wait_for_receipts(on_share(net, jobs), 2, proc, timeout=180)
+        before = {r["shard"]: r["segment"] for r in receipts(on_share(net, jobs))}
+        victim.kill()
+        code = finish(net, proc, d)
+    finally:
+        rejoin(net, victim)
+    assert code == 0, log_of(net, d)
+    same_bytes(on_share(net, out), net.reference)
+    kept(on_share(net, jobs), before)
+    redone = [f for f in ledger(on_share(net, jobs))["failures"] if "lost" in f["error"] or "gone" in f["error"]]
+    assert len(redone) <= 1, redone  # one worker per machine: at most one shard was in flight there
+
+
+@pytest.mark.xfail(reason="a restarted coordinator rebuilds the ledger with no workers and the driver never re-announces "
+                          "them, so the job can hang; and " + CPU_LESS_HEAD_MUX, strict=False)
+def test_the_coordinator_killed_mid_job(net):
+    """The job's coordinator process on the head dies mid-job (Ray restarts the actor): the job
+    goes on with its workers and finishes with the identical output, in bounded time."""
+    c1, head = net.hosts["c1"], net.hosts["head"]
+    d = scenario(net, "d")
+    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
+    proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
+    wait_for_receipts(on_share(net, jobs), 3, proc, timeout=180)
+    found = head.run(["pgrep", "-f", "^ray::Coordinator"])
+    (pid,) = found.stdout.split()
+    assert head.run(["kill", "-9", pid]).returncode == 0
+    code = finish(net, proc, d, timeout_s=90)
+    assert code == 0, log_of(net, d)
+    same_bytes(on_share(net, out), net.reference)
+
+
+@pytest.mark.xfail(reason="the coordinator's name hashes the jobs-root string, so /mnt/jobs and /srv/farm get two "
+                          "coordinators on one job directory (double work, last writer wins); and " + CPU_LESS_HEAD_MUX,
+                   strict=False)
+def test_two_submitters_race_from_hosts_with_different_mount_paths(net):
+    """Two users submit the same job at once from two machines that mount the share at different
+    paths (/mnt/jobs on c1, /srv/farm on c2): one driver works and the other follows, every shard
+    is done once, both succeed, and the one output is identical to a failure-free run."""
+    c1, c2, head = net.hosts["c1"], net.hosts["c2"], net.hosts["head"]
+    d = scenario(net, "e")
+    procs = [start_job(net, host, job_args(f"{root}/media/clip.mkv", f"{root}/{d}/out.mkv", f"{root}/{d}/jobs")
+                       + ["--address", head.dashboard_url], f"{d}-{host.name}")
+             for host, root in ((c1, "/mnt/jobs"), (c2, "/srv/farm"))]
+    codes = [finish(net, p, f"{d}-{h}") for p, h in zip(procs, ("c1", "c2"))]
+    assert codes == [0, 0], log_of(net, f"{d}-c1") + log_of(net, f"{d}-c2")
+    same_bytes(os.path.join(net.share, d, "out.mkv"), net.reference)
+    jobs = os.path.join(net.share, d, "jobs")
+    assert Counter(r["shard"] for r in receipts(jobs)) == Counter(range(SHARDS)), "each shard committed once"
+    (job_id,) = os.listdir(jobs)
+    assert len(os.listdir(os.path.join(jobs, job_id, "logs"))) == SHARDS, "one attempt per shard"
+
+
+@pytest.mark.xfail(reason="the mux runs on the driver's Ray node (the head, for Ray Client), so a local output path on "
+                          "the user's machine is written on another machine; fixed on branch ledger", strict=False)
+def test_local_output_path_with_the_driver_off_the_cluster(net):
+    """A user's machine drives the job through Ray Client and names an output in its own /tmp,
+    which no cluster machine can see: the output lands there, identical to a failure-free run, or
+    the submit is refused in one line before any GPU work."""
+    c1, head = net.hosts["c1"], net.hosts["head"]
+    d = scenario(net, "f")
+    jobs = f"/mnt/jobs/{d}/jobs"
+    result = c1.farm(job_args("/mnt/jobs/media/clip.mkv", "/tmp/work/f.mkv", jobs) + ["--address", head.client_url], timeout_s=300)
+    if result.returncode == 0:
+        same_bytes(c1.file("/tmp/work/f.mkv"), net.reference)
+    else:
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and "/tmp/work/f.mkv" in lines[0], result.stderr[-3000:]
+        assert receipts(on_share(net, jobs)) == [], "refused before any GPU work"
+    assert not os.path.exists(head.file("/tmp/work/f.mkv")) and not os.path.exists(net.hosts["gpu1"].file("/tmp/work/f.mkv"))
