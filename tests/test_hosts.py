@@ -19,8 +19,8 @@ from collections import Counter
 
 import pytest
 
-from tests.hosts import Hosts, unavailable_reason
-from tests.simcluster import ledger, receipts, wait_for_receipts
+from farm.testing.cluster import ledger, receipts, wait_for_receipts
+from farm.testing.netns import Hosts, start_cluster, unavailable_reason
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -60,13 +60,7 @@ def net(tmp_path_factory):
         ref = threading.Thread(target=lambda: reference.update(result=c1.farm(
             job_args("/mnt/jobs/media/clip.mkv", "/mnt/jobs/reference.mkv", "/tmp/work/ref-jobs", FAST, "--workers", "2"))))
         ref.start()
-        head.ray_head()
-        join = [threading.Thread(target=g.ray_node, args=(head,), kwargs={"resources": {"farm-gpu-host": 1}}) for g in gpus]
-        for t in join:
-            t.start()
-        for t in join:
-            t.join()
-        head.wait_for_nodes({head.ip, *(g.ip for g in gpus)})
+        start_cluster(head, gpus)
         ref.join()
         assert reference["result"].returncode == 0, reference["result"].stderr
         hosts.share = str(share)
@@ -91,15 +85,6 @@ def scenario(net, name: str) -> str:
 def same_bytes(a: str, b: str) -> None:
     with open(a, "rb") as fa, open(b, "rb") as fb:
         assert fa.read() == fb.read(), f"{a} and {b} differ"
-
-
-def rejoin(net, host) -> None:
-    """Give a broken machine back to the cluster: reboot it (fresh /tmp, no processes) and rejoin."""
-    head = net.hosts["head"]
-    host.kill()
-    host.boot()
-    host.ray_node(head, resources={"farm-gpu-host": 1})
-    head.wait_for_nodes({n.ip for n in net.hosts.values() if n.name in ("head", "gpu1", "gpu2")})
 
 
 def gpu_node_ids(net) -> dict[str, str]:
@@ -177,7 +162,7 @@ def test_a_gpu_machine_partitioned_mid_job(net):
         code = finish(net, proc, d)
     finally:
         victim.heal()
-        rejoin(net, victim)
+        victim.rejoin()
     assert code == 0, log_of(net, d)
     same_bytes(on_share(net, out), net.reference)
     kept(on_share(net, jobs), before)
@@ -197,7 +182,7 @@ def test_a_gpu_machine_crashes_mid_job(net):
         victim.kill()
         code = finish(net, proc, d)
     finally:
-        rejoin(net, victim)
+        victim.rejoin()
     assert code == 0, log_of(net, d)
     same_bytes(on_share(net, out), net.reference)
     kept(on_share(net, jobs), before)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.helpers import FARM
+from farm.testing.process import FARM
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

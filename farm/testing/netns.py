@@ -2,12 +2,14 @@
 joined by a bridge, each host with its own IP address, hostname, process tree, /tmp and /dev/shm,
 and nothing shared but the storage it is given.
 
+    from farm.testing.netns import Hosts, start_cluster
     with Hosts(shared="/path/share") as net:
         head = net.add("head", mounts={"/mnt/jobs": ""})      # "" = the share's top
-        gpu = net.add("gpu1", mounts={"/mnt/jobs": ""})
-        head.ray_head(); gpu.ray_node(head, gpus=1)
-        gpu.cut(); gpu.heal(); gpu.kill(); gpu.boot()
-        head.farm(["ls", "--jobs-root", "/mnt/jobs"])
+        gpu = net.add("gpu1", mounts={"/srv/farm": ""})      # the same share, another path
+        start_cluster(head, [gpu])                            # ray start: 0-CPU head, 1 logical GPU
+        gpu.cut(); gpu.heal()                                 # a network partition
+        gpu.kill(); gpu.rejoin()                              # a crash; rebooted, back in the cluster
+        head.farm(["ls", "--jobs-root", "/mnt/jobs"])         # farm, run on a host
 
 How it is built (needs root, ``ip netns``, ``unshare`` and ``nsenter``):
 - A switch namespace holds the bridge; each host namespace holds one end of a veth pair whose
@@ -40,10 +42,10 @@ import subprocess
 import sys
 import time
 
-#: The command that runs farm on a host: the one place to change it.
-FARM = [sys.executable, "-m", "farm"]
-#: The repository root, put on each host's PYTHONPATH (hosts run this tree's farm).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from farm.testing.process import FARM  # the command that runs farm, here and on every host
+
+#: The directory holding the ``farm`` package, put on each host's PYTHONPATH (hosts run this farm).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SUBNET = "10.77.0"
 RAY_PORT = 6379
 DASHBOARD_PORT = 8265
@@ -100,6 +102,7 @@ class Host:
         self.port = f"v{number}-{os.getpid() % 100000}"  # the switch side of the link (<= 15 chars)
         self.mounts = mounts
         self.init_pid: int | None = None  # PID 1 of the host's PID namespace, as the machine sees it
+        self.joined: tuple[Host, dict] | None = None  # the head and ray_node arguments it last joined with
         self._holder: subprocess.Popen | None = None
 
     # -- life
@@ -178,7 +181,7 @@ class Host:
         SIGKILL after ``timeout_s`` if given."""
         if self.init_pid is None:
             raise HostsUnavailable(f"host {self.name} is down; boot() it first")
-        limit = ["timeout", "-s", "KILL", str(int(timeout_s))] if timeout_s else []
+        limit = ["timeout", "--foreground", "-s", "KILL", str(int(timeout_s))] if timeout_s else []
         return ["nsenter", "-t", str(self.init_pid), "-n", "-m", "-p", "-u", "env", "-i", "-C", "/tmp/work",
                 *(f"{k}={v}" for k, v in self.env(env).items()), *limit, *argv]
 
@@ -225,8 +228,20 @@ class Host:
 
     def ray_node(self, head: Host, gpus: int = 1, cpus: int = 1, resources: dict[str, float] | None = None) -> None:
         """A worker node with ``gpus`` logical GPUs (a CPU machine pretending, as in Ray's tests)."""
+        self.joined = (head, {"gpus": gpus, "cpus": cpus, "resources": resources})
         self._ray_start([f"--address={head.ray_address}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
                          f"--resources={json.dumps(resources or {})}"])
+
+    def rejoin(self) -> None:
+        """Reboot this worker machine (every process killed, /tmp emptied) and join it to its
+        cluster again as before; returns once the head lists it alive."""
+        if self.joined is None:
+            raise HostsUnavailable(f"host {self.name} never joined a cluster")
+        head, args = self.joined
+        self.kill()
+        self.boot()
+        self.ray_node(head, **args)
+        head.wait_for_nodes({self.ip})
 
     def _ray_start(self, args: list[str]) -> None:
         result = self.run(["ray", "start", f"--node-ip-address={self.ip}", "--disable-usage-stats", *args], timeout_s=120)
@@ -253,6 +268,32 @@ class Host:
                 return
             time.sleep(0.5)
         raise HostsUnavailable(f"nodes {sorted(ips - alive)} did not join within {timeout_s:.0f} s (alive: {sorted(alive)})")
+
+
+def start_cluster(head: Host, gpu_hosts: list[Host], gpus: int = 1, cpus: int = 1, others: dict[Host, dict] | None = None) -> None:
+    """``ray start`` a head (no CPU, no GPU) and, at the same time, ``gpu_hosts`` with ``gpus``
+    logical GPUs and ``cpus`` CPUs each (and ``others`` with their own ray_node arguments); returns
+    once all are alive."""
+    import threading
+
+    head.ray_head()
+    joins = [(h, {"gpus": gpus, "cpus": cpus, "resources": {"farm-gpu-host": 1}}) for h in gpu_hosts] + list((others or {}).items())
+    errors: list[BaseException] = []
+
+    def join(host: Host, args: dict) -> None:
+        try:
+            host.ray_node(head, **args)
+        except BaseException as exc:  # reported below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=join, args=j) for j in joins]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    head.wait_for_nodes({head.ip, *(h.ip for h, _ in joins)})
 
 
 class Hosts:
