@@ -127,15 +127,16 @@ def netns_trial(n: int, rng: random.Random, net: Hosts, share: str, reference: s
     head, login = net.hosts["head"], net.hosts["login"]
     gpus = [h for name, h in net.hosts.items() if name.startswith("gpu")]
     alive = {node["ip"] for node in head.ray_nodes() if node["alive"]}
+    events: list[str] = []
     for host in gpus:  # a machine Ray declared dead after a cut reboots before the next trial
         if host.ip not in alive:
             host.rejoin()
+            events.append(f"{host.name} (declared dead after its cut) rebooted")
     d = f"t{n}"
     os.makedirs(os.path.join(share, d))
     out, jobs, here = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs", os.path.join(share, d, "jobs")
     submit = job_args("/mnt/jobs/media/clip.mkv", out, jobs) + ["--address", head.ray_address]
     log = os.path.join(share, d, "driver.log")
-    events: list[str] = []
     snapshots: list[set[str]] = []
     proc = login.start_farm(submit, log, timeout_s=400)
     deadline = time.time() + 300
@@ -192,6 +193,7 @@ def run_netns(args, rng: random.Random, work: str) -> int:
         print(result.stderr)
         return 1
     good = twice_total = beyond_total = 0
+    lines: list[str] = []
     with Hosts(share, lifetime_s=600 + 200 * args.trials) as net:
         head = net.add("head", {"/mnt/jobs": ""})
         gpus = [net.add(f"gpu{i}", {"/mnt/jobs": ""}) for i in (1, 2, 3)]
@@ -203,9 +205,12 @@ def run_netns(args, rng: random.Random, work: str) -> int:
             good += same
             twice_total += twice
             beyond_total += beyond
+            lines.append(what)
             print(f"trial {n:2d}: {'identical' if same else 'DIFFERENT'} ({what}; {time.time() - t0:.0f} s)", flush=True)
-    print(f"{good}/{args.trials} identical; {twice_total} shards committed twice, "
-          f"{beyond_total} of them done before a strike (redone beyond those in flight)")
+    told = " ".join(lines)
+    print(f"{good}/{args.trials} identical; {told.count('crashed')} machine crashes, {told.count('cut off')} link cuts "
+          f"({told.count('declared dead')} declared dead), {told.count('driver killed')} driver kills; "
+          f"{twice_total} shards committed twice, {beyond_total} of them done before a strike (redone beyond those in flight)")
     return 0 if good == args.trials else 1
 
 
