@@ -53,6 +53,7 @@ def net(tmp_path_factory):
     both = {"/mnt/jobs": "", "/srv/farm": ""}  # the cluster's machines have the share at both paths
     with Hosts(str(share), lifetime_s=1500) as hosts:
         head = hosts.add("head", both)
+        head.ray_head_cpus_dev = 1
         gpus = [hosts.add("gpu1", both), hosts.add("gpu2", both)]
         c1 = hosts.add("c1", {"/mnt/jobs": ""})
         c2 = hosts.add("c2", {"/srv/farm": ""})
