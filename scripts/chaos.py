@@ -27,6 +27,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,8 +40,8 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from farm.testing import make_test_clip  # noqa: E402
 from farm.testing.cluster import SimCluster, receipts  # noqa: E402
-from farm.testing.netns import Hosts, start_cluster, unavailable_reason  # noqa: E402
 from farm.testing.media import decode_all, packet_pts  # noqa: E402
+from farm.testing.netns import Hosts, start_cluster, unavailable_reason  # noqa: E402
 from farm.testing.process import kill_group, run_farm, start_farm  # noqa: E402
 
 MODEL = "fake:scale=2,ms=60"
@@ -122,7 +123,8 @@ def trial(n: int, rng: random.Random, cluster: SimCluster, clip: str, reference:
         return False, f"exit {code} after {'; '.join(events)}"
     same = identical(out, reference)
     twice, beyond = redone(jobs, snapshots)
-    return same, f"{'; '.join(events) or 'no strike landed'}; {twice} shards committed twice, {beyond} of them done before a strike"
+    what = "; ".join(events) or "no strike landed"
+    return same, f"{what}; {twice} shards committed twice, {beyond} of them done before a strike"
 
 
 def netns_trial(n: int, rng: random.Random, net: Hosts, share: str, reference: str) -> tuple[bool, str, int, int]:
@@ -167,14 +169,15 @@ def netns_trial(n: int, rng: random.Random, net: Hosts, share: str, reference: s
             kill_group(proc)
             if rng.random() < 0.5:
                 (job_id,) = os.listdir(here)
-                proc = login.start_farm(["resume", job_id, "--jobs-root", jobs, "--address", head.ray_address, "--quiet"], log, timeout_s=400)
+                resume = ["resume", job_id, "--jobs-root", jobs, "--address", head.ray_address, "--quiet"]
+                proc = login.start_farm(resume, log, timeout_s=400)
                 events.append("driver killed, resumed")
             else:
                 proc = login.start_farm(submit, log, timeout_s=400)
                 events.append("driver killed, resubmitted")
     try:
         code = proc.wait(timeout=max(10, deadline - time.time()))
-    except Exception:
+    except subprocess.TimeoutExpired:
         kill_group(proc)
         code = -9
     for thread in rebooting.values():
@@ -183,7 +186,8 @@ def netns_trial(n: int, rng: random.Random, net: Hosts, share: str, reference: s
     what = "; ".join(events) or "no strike landed"
     if code != 0:
         return False, f"exit {code} after {what} (log: {log})", twice, beyond
-    return identical(os.path.join(share, d, "out.mkv"), reference), f"{what}; {twice} committed twice, {beyond} done before a strike", twice, beyond
+    same = identical(os.path.join(share, d, "out.mkv"), reference)
+    return same, f"{what}; {twice} committed twice, {beyond} done before a strike", twice, beyond
 
 
 def run_netns(args, rng: random.Random, work: str) -> int:

@@ -11,10 +11,9 @@ machine give it back (rebooted, rejoined) before the next one."""
 
 from __future__ import annotations
 
-import json
 import os
+import subprocess
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -56,7 +55,7 @@ def net(tmp_path_factory):
         head.ray_head_cpus_dev = 1
         gpus = [hosts.add("gpu1", both), hosts.add("gpu2", both)]
         c1 = hosts.add("c1", {"/mnt/jobs": ""})
-        c2 = hosts.add("c2", {"/srv/farm": ""})
+        hosts.add("c2", {"/srv/farm": ""})
         reference: dict = {}
         ref = threading.Thread(target=lambda: reference.update(result=c1.farm(
             job_args("/mnt/jobs/media/clip.mkv", "/mnt/jobs/reference.mkv", "/tmp/work/ref-jobs", FAST, "--workers", "2"))))
@@ -124,7 +123,7 @@ def finish(net, proc, name: str, timeout_s: float = 240) -> int:
     Ray Job stopped) and counts as a hang."""
     try:
         return proc.wait(timeout=timeout_s)
-    except Exception:
+    except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         proc.wait(timeout=30)
         raise AssertionError(f"{name}: the job did not finish within {timeout_s:.0f} s: {log_of(net, name)}") from None
@@ -244,7 +243,8 @@ def test_local_output_path_with_the_driver_off_the_cluster(net):
     c1, head = net.hosts["c1"], net.hosts["head"]
     d = scenario(net, "f")
     jobs = f"/mnt/jobs/{d}/jobs"
-    result = c1.farm(job_args("/mnt/jobs/media/clip.mkv", "/tmp/work/f.mkv", jobs) + ["--address", head.client_url], timeout_s=300)
+    args = job_args("/mnt/jobs/media/clip.mkv", "/tmp/work/f.mkv", jobs) + ["--address", head.client_url]
+    result = c1.farm(args, timeout_s=300)
     if result.returncode == 0:
         same_bytes(c1.file("/tmp/work/f.mkv"), net.reference)
     else:

@@ -14,7 +14,8 @@ import pytest
 
 from farm.testing.netns import Hosts, unavailable_reason
 
-LISTEN = "import socket; s = socket.socket(); s.bind(('0.0.0.0', 7000)); s.listen(); open('/tmp/work/up', 'w').close(); s.accept()"
+LISTEN = ("import socket; s = socket.socket(); s.bind(('0.0.0.0', 7000)); s.listen(); "
+          "open('/tmp/work/up', 'w').close(); s.accept()")
 CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], 7000), timeout=3)"
 
 
@@ -50,7 +51,7 @@ def test_hosts_are_separate_machines(hosts, tmp_path):
     assert a.run(["hostname"]).stdout.strip() == "alpha" and b.run(["hostname"]).stdout.strip() == "beta"
     assert a.run(["bash", "-c", "echo hello > /mnt/jobs/note; echo secret > /tmp/work/mine"]).returncode == 0
     assert b.run(["cat", "/srv/farm/jobs/note"]).stdout == "hello\n"
-    assert open(tmp_path / "share" / "jobs" / "note").read() == "hello\n"
+    assert (tmp_path / "share" / "jobs" / "note").read_text() == "hello\n"
     assert b.run(["ls", "/tmp/work"]).stdout == "" and not os.path.exists("/tmp/work/mine")
     assert b.run(["test", "-e", "/mnt/jobs/note"]).returncode == 1, "beta sees only the path it was given"
     assert set(b.run(["ps", "-e", "-o", "comm="]).stdout.split()) <= {"bash", "sleep", "timeout", "ps"}, "its own processes only"
@@ -62,7 +63,7 @@ def test_hosts_are_separate_machines(hosts, tmp_path):
     b.cut()
     assert run(a, CONNECT, b.ip).returncode != 0, "a cut link carries nothing"
     b.heal()
-    assert run(a, CONNECT, b.ip).returncode == 0, open(tmp_path / "server.log").read()
+    assert run(a, CONNECT, b.ip).returncode == 0, (tmp_path / "server.log").read_text()
     server.wait(timeout=30)
 
 

@@ -189,7 +189,8 @@ class Host:
         """Run ``argv`` on this host to the end (killed after ``timeout_s``)."""
         return subprocess.run(self.command(argv, env, timeout_s), capture_output=True, text=True, timeout=timeout_s + 30)
 
-    def start(self, argv: list[str], log_path: str, env: dict[str, str] | None = None, timeout_s: float = 600) -> subprocess.Popen:
+    def start(self, argv: list[str], log_path: str, env: dict[str, str] | None = None,
+              timeout_s: float = 600) -> subprocess.Popen:
         """Start ``argv`` on this host; its output goes to ``log_path`` (a path of the caller's)."""
         with open(log_path, "ab") as log:
             return subprocess.Popen(self.command(argv, env, timeout_s), stdin=subprocess.DEVNULL, stdout=log,
@@ -198,7 +199,8 @@ class Host:
     def farm(self, args: list[str], env: dict[str, str] | None = None, timeout_s: float = 300) -> subprocess.CompletedProcess:
         return self.run(FARM + args, env, timeout_s)
 
-    def start_farm(self, args: list[str], log_path: str, env: dict[str, str] | None = None, timeout_s: float = 600) -> subprocess.Popen:
+    def start_farm(self, args: list[str], log_path: str, env: dict[str, str] | None = None,
+                   timeout_s: float = 600) -> subprocess.Popen:
         return self.start(FARM + args, log_path, env, timeout_s)
 
     def file(self, path: str) -> str:
@@ -270,14 +272,16 @@ class Host:
         raise HostsUnavailable(f"nodes {sorted(ips - alive)} did not join within {timeout_s:.0f} s (alive: {sorted(alive)})")
 
 
-def start_cluster(head: Host, gpu_hosts: list[Host], gpus: int = 1, cpus: int = 1, others: dict[Host, dict] | None = None) -> None:
+def start_cluster(head: Host, gpu_hosts: list[Host], gpus: int = 1, cpus: int = 1,
+                  others: dict[Host, dict] | None = None) -> None:
     """``ray start`` a head (no CPU, no GPU) and, at the same time, ``gpu_hosts`` with ``gpus``
     logical GPUs and ``cpus`` CPUs each (and ``others`` with their own ray_node arguments); returns
     once all are alive."""
     import threading
 
     head.ray_head()
-    joins = [(h, {"gpus": gpus, "cpus": cpus, "resources": {"farm-gpu-host": 1}}) for h in gpu_hosts] + list((others or {}).items())
+    joins = [(h, {"gpus": gpus, "cpus": cpus, "resources": {"farm-gpu-host": 1}}) for h in gpu_hosts]
+    joins += list((others or {}).items())
     errors: list[BaseException] = []
 
     def join(host: Host, args: dict) -> None:
