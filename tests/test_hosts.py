@@ -1,0 +1,241 @@
+"""Cluster mode on real hosts: five Linux namespace machines on one bridge, each with its own
+address, processes, /tmp and /dev/shm, sharing one directory as NFS would, mounted at /mnt/jobs on
+some and /srv/farm on others. The Ray cluster is started with `ray start` as the shipped configs
+start it: a head with no CPU and no GPU, and two GPU machines (one logical GPU, one CPU each). The
+user's machines c1 and c2 are not part of the cluster: they submit Ray Jobs to the head's dashboard
+or drive the job through Ray Client. Each scenario's output is compared, byte for byte, with a
+failure-free run of the same job on c1 alone.
+
+The hosts are built once per module (about a minute of `ray start`); scenarios that break a
+machine give it back (rebooted, rejoined) before the next one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections import Counter
+
+import pytest
+
+from farm.testing.cluster import ledger, receipts, wait_for_receipts
+from farm.testing.netns import Hosts, start_cluster, unavailable_reason
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+FAST = "fake:scale=2,ms=40"
+SLOW = "fake:scale=2,ms=200"
+FRAMES = 48
+SHARD_FRAMES = 4
+SHARDS = FRAMES // SHARD_FRAMES
+
+
+def job_args(src: str, out: str, jobs: str, model: str = FAST, *extra: str) -> list[str]:
+    return ["submit", src, "-o", out, "--jobs-root", jobs, "--model", model, "--no-face", "--codec", "ffv1",
+            "--shard-frames", str(SHARD_FRAMES), "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    """The five machines, the share (with the input clip in media/), the cluster, and the
+    failure-free reference output (``net.reference``, a path in the share)."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    from farm.testing import make_test_clip
+
+    share = tmp_path_factory.mktemp("share")
+    os.makedirs(share / "media")
+    make_test_clip(str(share / "media" / "clip.mkv"), frames=FRAMES, size=(64, 48), vfr=True, audio=True)
+    both = {"/mnt/jobs": "", "/srv/farm": ""}  # the cluster's machines have the share at both paths
+    with Hosts(str(share), lifetime_s=1500) as hosts:
+        head = hosts.add("head", both)
+        head.ray_head_cpus_dev = 1
+        gpus = [hosts.add("gpu1", both), hosts.add("gpu2", both)]
+        c1 = hosts.add("c1", {"/mnt/jobs": ""})
+        hosts.add("c2", {"/srv/farm": ""})
+        reference: dict = {}
+        ref = threading.Thread(target=lambda: reference.update(result=c1.farm(
+            job_args("/mnt/jobs/media/clip.mkv", "/mnt/jobs/reference.mkv", "/tmp/work/ref-jobs", FAST, "--workers", "2"))))
+        ref.start()
+        start_cluster(head, gpus)
+        ref.join()
+        assert reference["result"].returncode == 0, reference["result"].stderr
+        hosts.reference = str(share / "reference.mkv")
+        yield hosts
+
+
+def on_share(net, path: str) -> str:
+    """A host path under /mnt/jobs or /srv/farm, as this test process sees it."""
+    for mount in ("/mnt/jobs", "/srv/farm"):
+        if path.startswith(mount + "/"):
+            return os.path.join(net.shared, path[len(mount) + 1 :])
+    raise ValueError(path)
+
+
+def scenario(net, name: str) -> str:
+    """A fresh directory on the share for one scenario's output and jobs root (its name)."""
+    os.makedirs(os.path.join(net.shared, name))
+    return name
+
+
+def same_bytes(a: str, b: str) -> None:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read() == fb.read(), f"{a} and {b} differ"
+
+
+def gpu_node_ids(net) -> dict[str, str]:
+    """Ray node id -> host name, for the GPU machines."""
+    ips = {h.ip: h.name for h in net.hosts.values()}
+    return {n["id"]: ips[n["ip"]] for n in net.hosts["head"].ray_nodes() if n["alive"] and "GPU" in n["resources"]}
+
+
+def test_ray_job_from_off_the_cluster_onto_a_cpu_less_head(net):
+    """A user on their own machine submits a Ray Job to a cluster whose head has no CPU and no GPU
+    (as cluster/aws-gpu.yaml ships it): both GPU machines do shards, and the output is where the
+    user asked for it (on the share), identical to a failure-free single-machine run."""
+    c1, head = net.hosts["c1"], net.hosts["head"]
+    d = scenario(net, "a")
+    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
+    result = c1.farm(job_args("/mnt/jobs/media/clip.mkv", out, jobs) + ["--address", head.dashboard_url], timeout_s=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "succeeded" in result.stdout
+    same_bytes(on_share(net, out), net.reference)
+    hosts = Counter(gpu_node_ids(net).get(d["node"], d["node"]) for d in ledger(on_share(net, jobs))["done"].values())
+    assert set(hosts) == {"gpu1", "gpu2"} and sum(hosts.values()) == SHARDS, hosts
+
+
+def start_job(net, host, args: list[str], name: str):
+    """``farm submit`` on ``host`` in the background, its output in the share's ``name``.log."""
+    return host.start_farm(args, os.path.join(net.shared, f"{name}.log"), timeout_s=400)
+
+
+def log_of(net, name: str) -> str:
+    with open(os.path.join(net.shared, f"{name}.log"), errors="replace") as f:
+        return f.read()[-4000:]
+
+
+def finish(net, proc, name: str, timeout_s: float = 240) -> int:
+    """The exit status of a background submit; one that does not end in time is killed (and its
+    Ray Job stopped) and counts as a hang."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=30)
+        raise AssertionError(f"{name}: the job did not finish within {timeout_s:.0f} s: {log_of(net, name)}") from None
+    finally:
+        stop_ray_jobs(net)
+
+
+def stop_ray_jobs(net) -> None:
+    """Stop every Ray Job still running on the cluster (a scenario that failed leaves none behind)."""
+    code = ("import sys; from ray.job_submission import JobSubmissionClient; c = JobSubmissionClient(sys.argv[1]); "
+            "[c.stop_job(j.submission_id) for j in c.list_jobs() if not j.status.is_terminal()]")
+    head = net.hosts["head"]
+    head.run([head.env()["PATH"].split(":")[0] + "/python", "-c", code, head.dashboard_url], timeout_s=60)
+
+
+def kept(jobs_share: str, before: dict[int, str]) -> None:
+    """Shards done before the fault were not redone: the ledger still names their segments."""
+    done = ledger(jobs_share)["done"]
+    assert {s: done[str(s)]["segment"] for s in before} == before
+
+
+def test_a_gpu_machine_partitioned_mid_job(net):
+    """A GPU machine's network link goes down mid-job (a switch port fails; the machine and its
+    worker run on, unreachable): Ray declares it dead, its shard in flight is redone on the other
+    machine, and the output is identical to a failure-free run."""
+    c1, head, victim = net.hosts["c1"], net.hosts["head"], net.hosts["gpu1"]
+    d = scenario(net, "b")
+    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
+    proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
+    try:
+        wait_for_receipts(on_share(net, jobs), 2, proc, timeout=180)
+        before = {r["shard"]: r["segment"] for r in receipts(on_share(net, jobs))}
+        victim.cut()
+        code = finish(net, proc, d)
+    finally:
+        victim.heal()
+        victim.rejoin()
+    assert code == 0, log_of(net, d)
+    same_bytes(on_share(net, out), net.reference)
+    kept(on_share(net, jobs), before)
+
+
+def test_a_gpu_machine_crashes_mid_job(net):
+    """A GPU machine crashes mid-job (every process killed at once, /tmp gone): the job finishes
+    on the other machine with the identical output, keeping every shard done before the crash."""
+    c1, head, victim = net.hosts["c1"], net.hosts["head"], net.hosts["gpu2"]
+    d = scenario(net, "c")
+    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
+    proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
+    try:
+        wait_for_receipts(on_share(net, jobs), 2, proc, timeout=180)
+        before = {r["shard"]: r["segment"] for r in receipts(on_share(net, jobs))}
+        victim.kill()
+        code = finish(net, proc, d)
+    finally:
+        victim.rejoin()
+    assert code == 0, log_of(net, d)
+    same_bytes(on_share(net, out), net.reference)
+    kept(on_share(net, jobs), before)
+    redone = [f for f in ledger(on_share(net, jobs))["failures"] if "lost" in f["error"] or "gone" in f["error"]]
+    assert len(redone) <= 1, redone  # one worker per machine: at most one shard was in flight there
+
+
+def coordinators(head) -> set[str]:
+    """PIDs (on the head) of coordinator actor processes."""
+    return set(head.run(["pgrep", "-f", "^ray::(Coordinator|farm-coordinator)"]).stdout.split())
+
+
+def test_the_coordinator_killed_mid_job(net):
+    """The job's coordinator process on the head dies mid-job (Ray restarts the actor): the job
+    goes on with its workers and finishes with the identical output, in bounded time."""
+    c1, head = net.hosts["c1"], net.hosts["head"]
+    d = scenario(net, "d")
+    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
+    older = coordinators(head)  # of earlier scenarios' jobs, if any is left
+    proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
+    wait_for_receipts(on_share(net, jobs), 3, proc, timeout=180)
+    (pid,) = coordinators(head) - older
+    assert head.run(["kill", "-9", pid]).returncode == 0
+    code = finish(net, proc, d, timeout_s=90)
+    assert code == 0, log_of(net, d)
+    same_bytes(on_share(net, out), net.reference)
+
+
+def test_two_submitters_race_from_hosts_with_different_mount_paths(net):
+    """Two users submit the same job at once from two machines that mount the share at different
+    paths (/mnt/jobs on c1, /srv/farm on c2): one driver works and the other follows, every shard
+    is done once, both succeed, and the one output is identical to a failure-free run."""
+    c1, c2, head = net.hosts["c1"], net.hosts["c2"], net.hosts["head"]
+    d = scenario(net, "e")
+    procs = [start_job(net, host, job_args(f"{root}/media/clip.mkv", f"{root}/{d}/out.mkv", f"{root}/{d}/jobs")
+                       + ["--address", head.dashboard_url], f"{d}-{host.name}")
+             for host, root in ((c1, "/mnt/jobs"), (c2, "/srv/farm"))]
+    codes = [finish(net, p, f"{d}-{h}") for p, h in zip(procs, ("c1", "c2"))]
+    assert codes == [0, 0], log_of(net, f"{d}-c1") + log_of(net, f"{d}-c2")
+    same_bytes(os.path.join(net.shared, d, "out.mkv"), net.reference)
+    jobs = os.path.join(net.shared, d, "jobs")
+    assert Counter(r["shard"] for r in receipts(jobs)) == Counter(range(SHARDS)), "each shard committed once"
+    (job_id,) = os.listdir(jobs)
+    assert len(os.listdir(os.path.join(jobs, job_id, "logs"))) == SHARDS, "one attempt per shard"
+
+
+def test_local_output_path_with_the_driver_off_the_cluster(net):
+    """A user's machine drives the job through Ray Client and names an output in its own /tmp,
+    which no cluster machine can see: the output lands there, identical to a failure-free run, or
+    the submit is refused in one line before any GPU work."""
+    c1, head = net.hosts["c1"], net.hosts["head"]
+    d = scenario(net, "f")
+    jobs = f"/mnt/jobs/{d}/jobs"
+    args = job_args("/mnt/jobs/media/clip.mkv", "/tmp/work/f.mkv", jobs) + ["--address", head.client_url]
+    result = c1.farm(args, timeout_s=300)
+    if result.returncode == 0:
+        same_bytes(c1.file("/tmp/work/f.mkv"), net.reference)
+    else:
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and "/tmp/work/f.mkv" in lines[0], result.stderr[-3000:]
+        assert receipts(on_share(net, jobs)) == [], "refused before any GPU work"
+    assert not os.path.exists(head.file("/tmp/work/f.mkv")) and not os.path.exists(net.hosts["gpu1"].file("/tmp/work/f.mkv"))
