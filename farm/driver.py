@@ -30,6 +30,7 @@ from farm.actors.mux_task import assemble, mux_placement
 from farm.actors.pool import NAMESPACE, WorkerPool
 from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
+from farm.enhance.factories import job_module, resolve_factories
 from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
@@ -165,7 +166,8 @@ class Run:
             driver = {"host": socket.gethostname(), "pid": os.getpid(), "id": self.run_id}
             snapshot, instructions = ray.get(self.coord.start_run.remote(self.run_id, time.monotonic(), self.policy, self.p.job.jobs_root, driver))
             self.tracker.start(snapshot)
-            pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers)
+            pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers,
+                              resolve_factories(self.p.spec.model))
             self.bridge = RayBridge(pool, self.shards, self.p.job.job_id)
             pool.maintain(set(), time.monotonic())
             result = self._loop(instructions + self._handle([Tick(time.monotonic())]))
@@ -354,7 +356,7 @@ def submit_ray_job(
     for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):  # they would override the address given
         os.environ.pop(name, None)
     job_id = identify(cfg)
-    entrypoint = shlex.join(["python", "-m", "farm", "submit", *forwarded, "--address", "auto"])
+    entrypoint = shlex.join(["python", "-m", job_module(), "submit", *forwarded, "--address", "auto"])
     submission_id = f"farm-{(job_id or 'job')[:48]}-{uuid.uuid4().hex[:6]}"
     metadata = {"farm_input": cfg.input, "farm_output": cfg.output, "farm_job_id": job_id or "unknown until the driver starts"}
     # The SDK sets its own logger to INFO and logs every websocket it opens and closes.

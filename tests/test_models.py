@@ -422,3 +422,43 @@ def test_worker_without_the_weights_names_the_file_and_the_command(registry_job)
         f"{path} not found (model realesrgan-x4plus); run `farm models fetch --weights-dir {wdir}` "
         "or pass --weights-dir pointing at a folder that has it"
     )
+
+
+@pytest.mark.parametrize("which", ["sr", "face"])
+def test_worker_refuses_a_node_whose_own_weights_file_differs(tmp_path, which, face_weights):
+    """`--sr-weights /models/mine.pth` (or `--face-weights`) was hashed on the driver's machine;
+    another node holds a different file at that path. Its worker refuses to start, naming the
+    node, the path, both hashes and the fix, instead of mixing two models' frames in one output."""
+    import socket
+
+    from farm.actors.worker import EnhanceWorker
+    from farm.config import JobConfig, ModelConfig, OutputConfig
+    from farm.driver import prepare
+    from farm.storage.fs import sha256_file
+    from farm.testing import make_test_clip, write_gfpgan_weights, write_rrdbnet_weights
+
+    sr = write_rrdbnet_weights(str(tmp_path / "mine.pth"), scale=2, num_feat=4, num_block=1, num_grow_ch=4)
+    face = write_gfpgan_weights(str(tmp_path / "face.pth"))
+    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=4, size=(16, 16))
+    model = ModelConfig(sr_weights=sr, face=which == "face", face_weights=face, weights_dir=face_weights["dir"],
+                        face_detector=f"scripted:{tmp_path / 'none.json'}", trust_weights=True, precision="fp32", device="cpu")
+    (tmp_path / "none.json").write_text("{}")
+    p = prepare(JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=model, out=OutputConfig(codec="ffv1"),
+                          jobs_root=str(tmp_path / "jobs")))
+    path = sr if which == "sr" else face
+    recorded = sha256_file(path)
+    # The other node's file: same name and size, other weights.
+    if which == "sr":
+        write_rrdbnet_weights(path, scale=2, num_feat=4, num_block=1, num_grow_ch=4, seed=1)
+    else:
+        write_gfpgan_weights(path, seed=1)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    found = sha256_file(path)
+    assert found != recorded
+    worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")
+    with pytest.raises(WeightsError) as failure:
+        worker.ready()
+    assert str(failure.value) == (
+        f"node {socket.gethostname()} [{worker.node[:8]}] has another file at {path} (sha256 {found}, the job's is {recorded}); "
+        "copy the submitted file to that path on every node, or put it on shared storage"
+    )

@@ -25,6 +25,7 @@ import ray
 
 from farm.actors.metrics import WorkerMetrics
 from farm.enhance.enhancer import Enhancer, build_enhancer, check_node_weights, resolve_device
+from farm.enhance.factories import Factories, resolve_factories
 from farm.errors import FarmError, InputError, ProbeError, StorageError
 from farm.plan import output_sar, plan_geometry
 from farm.receipt import Receipt
@@ -56,8 +57,11 @@ class ShardProgress:
 class EnhanceWorker:
     """Turns shards of one job into committed segments."""
 
-    def __init__(self, jobs_root: str, job_id: str, worker_id: str, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, jobs_root: str, job_id: str, worker_id: str, device: str = "auto", threads: int | None = None,
+                 factories: Factories | None = None) -> None:
         # Loading happens in ready(), so that a failure reaches the driver as a clear FarmError.
+        # ``factories``: the driver's (farm.enhance.factories); None, in this process, reads its registry.
+        self.factories = factories
         self.worker_id = worker_id
         self.job = JobDir(jobs_root, job_id)
         self.requested_device = device
@@ -75,18 +79,19 @@ class EnhanceWorker:
     def _setup(self) -> Enhancer:
         self.spec: JobSpec = self.job.read_spec()
         source, model = self.spec.source, self.spec.model
-        fake = model.model.startswith("fake")  # the test model needs no torch (64 workers on one host)
-        self.device = "cpu" if fake else resolve_device(self.requested_device)
-        if self.threads and not fake:
+        factories = self.factories if self.factories is not None else resolve_factories(model)
+        self.device = resolve_device(self.requested_device) if factories.needs_torch else "cpu"
+        if self.threads and factories.needs_torch:
             import torch
 
             torch.set_num_threads(self.threads)
         # Weights come only from the weights dir, checked against the registry (once per node).
-        check_node_weights(model)
+        check_node_weights(model, factories, node=f"{self.host} [{self.node[:8]}]")
         return build_enhancer(
             model,
             lambda model_scale: plan_geometry(source.width, source.height, model_scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels),
             self.device,
+            factories,
         )
 
     # -- health -----------------------------------------------------------------------------------

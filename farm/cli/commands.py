@@ -21,7 +21,9 @@ from farm.errors import FarmError
 
 
 def _model_name(ctx, param, value: str) -> str:
-    if value in SR_MODELS or value.startswith("fake"):
+    from farm.enhance.factories import enhancer_factory
+
+    if value in SR_MODELS or enhancer_factory(value) is not None:
         return value
     raise click.BadParameter(f"unknown model {value!r}; known: {', '.join(SR_MODELS)}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Protocol
@@ -16,10 +17,11 @@ from typing import Any, Callable, Iterator, Literal, Protocol
 import numpy as np
 
 from farm.config import ModelConfig
+from farm.enhance.factories import Factories, face_detector_factory, resolve_factories
 from farm.enhance.faces import FacePath
 from farm.enhance.registry import FACE_DETECTOR, FACE_MODELS, FACE_PARSER, SR_MODELS, WeightsFile
 from farm.enhance.upscale import BatchUpscaler, batch_for, place
-from farm.enhance.weights import verify_file
+from farm.enhance.weights import file_sha256, verify_file
 from farm.errors import EnhanceError, MissingWeights, OutOfDeviceMemory, UnknownModel, UsageError, WeightsError
 from farm.plan import Geometry
 
@@ -171,12 +173,21 @@ def sr_arch_from_state_dict(state: dict[str, Any], path: str) -> SRArch:
 
 def resolve_sr(config: ModelConfig) -> tuple[str, WeightsFile | None]:
     """The SR weights path for ``config`` and, for registry models, the registry entry."""
-    if config.model not in SR_MODELS and not config.model.startswith("fake"):
-        raise UnknownModel(f"unknown model {config.model!r}; known: {', '.join(SR_MODELS)}")
+    entry = sr_model(config)
     if config.sr_weights:
         return config.sr_weights, None
-    entry = SR_MODELS[config.model]
     return registry_path(config.weights_dir, entry.weights, f"model {config.model}"), entry.weights
+
+
+def sr_model(config: ModelConfig):
+    """The registry entry of ``config.model``.
+
+    Raises:
+        UnknownModel: naming the known models.
+    """
+    if config.model not in SR_MODELS:
+        raise UnknownModel(f"unknown model {config.model!r}; known: {', '.join(SR_MODELS)}")
+    return SR_MODELS[config.model]
 
 
 def check_weights(config: ModelConfig) -> int:
@@ -186,14 +197,13 @@ def check_weights(config: ModelConfig) -> int:
     Raises:
         UnknownModel, MissingWeights, WeightsError.
     """
-    if config.model.startswith("fake"):
-        from farm.testing import FakeEnhancer
-
-        return FakeEnhancer.parse(config.model).model_scale
-    check_node_weights(config)
+    factories = resolve_factories(config)
+    if factories.enhancer is not None:
+        return factories.enhancer.model_scale(config)
+    check_node_weights(config, factories)
     path, _ = resolve_sr(config)
     arch = sr_arch_from_state_dict(load_state_dict(path), path)
-    expected = SR_MODELS[config.model]
+    expected = sr_model(config)
     if config.sr_weights is None and (arch.kind, arch.scale) != (expected.arch, expected.scale):
         raise WeightsError(f"{path} is a x{arch.scale} {arch.kind} model, but {config.model} is x{expected.scale} {expected.arch}")
     if config.face:
@@ -202,15 +212,19 @@ def check_weights(config: ModelConfig) -> int:
     return arch.scale
 
 
-def registry_files(config: ModelConfig) -> list[tuple[str, WeightsFile]]:
+def registry_files(config: ModelConfig, factories: Factories | None = None) -> list[tuple[str, WeightsFile]]:
     """The registry files ``config`` loads, with their paths; a user's own weights files
-    (``--sr-weights``, ``--face-weights``) are not registry files.
+    (``--sr-weights``, ``--face-weights``) are not registry files, and an enhancer or detector
+    from a factory (``factories``, default: this process's registry) loads none.
 
     Raises:
         UnknownModel, MissingWeights: naming the file and the command that fetches it.
     """
-    if config.model.startswith("fake"):
+    factories = resolve_factories(config) if factories is None else factories
+    if factories.enhancer is not None:
         return []
+    if config.face and factories.face_detector is None and config.face_detector != "retinaface_resnet50":
+        raise UsageError(f"unknown face detector {config.face_detector!r}; known: retinaface_resnet50")
     files = []
     path, registry = resolve_sr(config)
     if registry is not None:
@@ -220,23 +234,41 @@ def registry_files(config: ModelConfig) -> list[tuple[str, WeightsFile]]:
         if face_registry is not None:
             files.append((face_path, face_registry))
         files.append((registry_path(config.weights_dir, FACE_PARSER, "face parser"), FACE_PARSER))
-        if not config.face_detector.startswith("scripted:"):
+        if factories.face_detector is None:
             files.append((registry_path(config.weights_dir, FACE_DETECTOR, "face detector"), FACE_DETECTOR))
     return files
 
 
-def check_node_weights(config: ModelConfig) -> None:
+def check_node_weights(config: ModelConfig, factories: Factories | None = None, node: str | None = None) -> None:
     """On a worker, before loading: every registry file ``config`` needs is in the weights dir
-    and (unless ``trust_weights``) is the official release. Hashes are cached per node, so the
-    workers of one node hash each file once.
+    and (unless ``trust_weights``) is the official release, and a user's own weights files
+    (``--sr-weights``, ``--face-weights``) are the ones the job was submitted with (their sha256
+    in the job's record), not whatever this node holds at that path. Hashes are cached per node,
+    so the workers of one node hash each file once.
 
     Raises:
-        UnknownModel, MissingWeights, WeightsError: naming the file.
+        UnknownModel, MissingWeights, WeightsError: naming the file (and ``node``).
     """
-    files = registry_files(config)
+    factories = resolve_factories(config) if factories is None else factories
     if not config.trust_weights:
-        for path, weights in files:
+        for path, weights in registry_files(config, factories):
             verify_file(path, weights)
+    if factories.enhancer is not None:
+        return
+    own = [(config.sr_weights, config.sr_weights_sha256)]
+    if config.face:
+        own.append((config.face_weights, config.face_weights_sha256))
+    for path, recorded in own:
+        if path is None or recorded is None:
+            continue
+        if not os.path.isfile(path):
+            raise MissingWeights(f"{path} not found on node {node or socket.gethostname()}; the job needs that weights file on every node")
+        found = file_sha256(path)
+        if found != recorded:
+            raise WeightsError(
+                f"node {node or socket.gethostname()} has another file at {path} (sha256 {found}, the job's is {recorded}); "
+                "copy the submitted file to that path on every node, or put it on shared storage"
+            )
 
 
 def _face_weights_path(config: ModelConfig) -> tuple[str, WeightsFile | None]:
@@ -414,9 +446,10 @@ class _Guard:
 
 
 @contextlib.contextmanager
-def facexlib_setup(weights_dir: str | None, detector: str) -> Iterator[None]:
+def facexlib_setup(weights_dir: str | None, detector: str, detector_factory: Callable[[], Any] | None = None) -> Iterator[None]:
     """While GFPGANer is built: facexlib loads from ``weights_dir`` (never downloading into the
-    working directory) and uses the requested detector."""
+    working directory) and uses the requested detector: ``detector_factory()`` when given (a
+    stand-in, :mod:`farm.enhance.factories`), else facexlib's ``detector``."""
     import facexlib.utils.face_restoration_helper as frh
     import gfpgan.utils
 
@@ -427,10 +460,9 @@ def facexlib_setup(weights_dir: str | None, detector: str) -> Iterator[None]:
         return original_helper(*args, **kwargs)
 
     gfpgan.utils.FaceRestoreHelper = helper
-    if detector.startswith("scripted:"):
-        from farm.testing import ScriptedFaceDetector
-
-        frh.init_detection_model = lambda *a, **k: ScriptedFaceDetector(detector.split(":", 1)[1])
+    detector_factory = detector_factory or face_detector_factory(detector)
+    if detector_factory is not None:
+        frh.init_detection_model = lambda *a, **k: detector_factory()
     elif detector != "retinaface_resnet50":
         raise UsageError(f"unknown face detector {detector!r}; known: retinaface_resnet50")
     try:
@@ -443,7 +475,8 @@ def facexlib_setup(weights_dir: str | None, detector: str) -> Iterator[None]:
 class ModelEnhancer:
     """RealESRGANer, with GFPGANer around it when faces are on, loaded once on one device."""
 
-    def __init__(self, config: ModelConfig, geometry_for: Callable[[int], Geometry], device: str) -> None:
+    def __init__(self, config: ModelConfig, geometry_for: Callable[[int], Geometry], device: str,
+                 detector_factory: Callable[[], Any] | None = None) -> None:
         install_torchvision_shim()
         import torch
 
@@ -482,7 +515,7 @@ class ModelEnhancer:
 
             face_path, _ = _face_weights_path(config)
             multiplier = gfpgan_channel_multiplier(load_state_dict(face_path), face_path)
-            with facexlib_setup(config.weights_dir, config.face_detector):
+            with facexlib_setup(config.weights_dir, config.face_detector, detector_factory):
                 try:
                     self.restorer = GFPGANer(
                         model_path=face_path,
@@ -602,12 +635,11 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def build_enhancer(config: ModelConfig, geometry_for: Callable[[int], Geometry], device: str) -> Enhancer:
-    """The enhancer a worker uses: the fake one for ``fake...`` model names, else the models."""
-    if config.model.startswith("fake"):
-        from farm.testing import FakeEnhancer
-
-        fake = FakeEnhancer.parse(config.model)
-        fake.geometry = geometry_for(fake.model_scale)
-        return fake
-    return ModelEnhancer(config, geometry_for, device)
+def build_enhancer(config: ModelConfig, geometry_for: Callable[[int], Geometry], device: str,
+                   factories: Factories | None = None) -> Enhancer:
+    """The enhancer a worker uses: from ``factories.enhancer`` when there is one (``factories``
+    default: this process's registry, :mod:`farm.enhance.factories`), else the real models."""
+    factories = resolve_factories(config) if factories is None else factories
+    if factories.enhancer is not None:
+        return factories.enhancer(config, geometry_for, device)
+    return ModelEnhancer(config, geometry_for, device, factories.face_detector)
