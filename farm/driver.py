@@ -61,23 +61,41 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
         try:
             ctx = ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace=NAMESPACE)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            hint = "; pass --token or set RAY_AUTH_TOKEN" if "auth" in str(exc).lower() or "token" in str(exc).lower() else ""
+            hint = "; pass --token-file, --token or set RAY_AUTH_TOKEN" if "auth" in str(exc).lower() or "token" in str(exc).lower() else ""
             raise ClusterError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}{hint}") from None
     else:
-        # An embedded cluster serves this machine only: keep every port on loopback.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ctx = ray.init(
+        ctx = _start_local_ray(num_cpus, dashboard)
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url else None
+
+
+def _start_local_ray(num_cpus: int | None, dashboard: bool):
+    """An embedded cluster for this machine only: every port of its GCS, raylet, workers, dashboard
+    and agents on 127.0.0.1, and Ray's token authentication left on (Ray's default for a local
+    cluster; it writes a token to ~/.ray/auth_token if there is none). Only an explicit
+    ``RAY_AUTH_MODE=disabled`` turns it off.
+
+    Ray binds all interfaces unless it takes the node's address to be loopback, which it does only
+    where "clusters are disabled" (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when ray is imported,
+    so the constant is set here too; child processes read the variable)."""
+    from ray._private import ray_constants  # type: ignore[attr-defined]
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    saved, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        return ray.init(
             address="local",
             num_cpus=num_cpus or os.cpu_count() or 1,
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
             dashboard_port=_port(8265),
+            _node_ip_address="127.0.0.1",
             logging_level=logging.ERROR,
             log_to_driver=False,
             namespace=NAMESPACE,
         )
-    url = getattr(ctx, "dashboard_url", None)
-    return f"http://{url}" if url else None
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def _port(preferred: int) -> int:
@@ -367,7 +385,7 @@ def submit_ray_job(
         client.submit_job(entrypoint=entrypoint, submission_id=submission_id, metadata=metadata)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
         auth = any(w in str(exc).lower() for w in ("401", "403", "auth", "token"))
-        hint = "; the cluster wants its authentication token: pass --token or set RAY_AUTH_TOKEN" if auth else ""
+        hint = "; the cluster wants its authentication token: pass --token-file, --token or set RAY_AUTH_TOKEN" if auth else ""
         raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {_first_line(exc)}{hint}") from None
     result = {"submission_id": submission_id, "job_id": job_id, "output": cfg.output, "dashboard": dashboard}
     if detach:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from farm import __version__
-from farm.config import ModelConfig, OutputConfig
+from farm.config import ModelConfig, OutputConfig, check_job_id
 from farm.errors import StorageError
 from farm.owner import OwnerRecord
 from farm.plan import Shard, plan_shards, snap_window
@@ -149,7 +149,7 @@ class JobDir:
 
     def __init__(self, jobs_root: str, job_id: str) -> None:
         self.jobs_root = jobs_root
-        self.job_id = job_id
+        self.job_id = check_job_id(job_id)  # a typed id must not reach outside the jobs root
         self.storage = Storage(jobs_root).sub(job_id)
 
     @property
