@@ -250,8 +250,9 @@ def check_node_weights(config: ModelConfig, factories: Factories | None = None, 
         UnknownModel, MissingWeights, WeightsError: naming the file (and ``node``).
     """
     factories = resolve_factories(config) if factories is None else factories
+    files = registry_files(config, factories)  # raises for an unknown model or detector, or a missing file
     if not config.trust_weights:
-        for path, weights in registry_files(config, factories):
+        for path, weights in files:
             verify_file(path, weights)
     if factories.enhancer is not None:
         return
