@@ -12,12 +12,12 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal, Protocol
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
 from farm.config import ModelConfig
-from farm.enhance.factories import Factories, face_detector_factory, resolve_factories
+from farm.enhance.factories import Enhancer, Factories, face_detector_factory, resolve_factories
 from farm.enhance.faces import FacePath
 from farm.enhance.registry import FACE_DETECTOR, FACE_MODELS, FACE_PARSER, SR_MODELS, WeightsFile
 from farm.enhance.upscale import BatchUpscaler, batch_for, place
@@ -29,20 +29,6 @@ log = logging.getLogger(__name__)
 
 #: Tile sizes tried, largest first, when a frame runs out of device memory.
 OOM_TILES = (512, 256, 128, 64)
-
-
-class Enhancer(Protocol):
-    """Turns one BGR frame into its enhanced output frame.
-
-    An enhancer may also offer ``batch_size(height, width) -> int`` and ``enhance_batch(frames,
-    numbers) -> outputs`` (same results as :meth:`enhance` frame by frame); the worker then hands
-    it consecutive frames together."""
-
-    model_scale: int
-
-    def enhance(self, frame: np.ndarray, number: int) -> np.ndarray: ...
-
-    def describe(self) -> dict[str, Any]: ...
 
 
 def install_torchvision_shim() -> None:

@@ -16,9 +16,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from farm.config import ModelConfig
-    from farm.enhance.enhancer import Enhancer
     from farm.plan import Geometry
+
+
+class Enhancer(Protocol):
+    """Turns one BGR frame into its enhanced output frame.
+
+    An enhancer may also offer ``batch_size(height, width) -> int`` and ``enhance_batch(frames,
+    numbers) -> outputs`` (same results as :meth:`enhance` frame by frame); the worker then hands
+    it consecutive frames together."""
+
+    model_scale: int
+
+    def enhance(self, frame: np.ndarray, number: int) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class EnhancerFactory(Protocol):
