@@ -84,7 +84,7 @@ def check_torch() -> list[Check]:
 def check_model_libraries() -> Check:
     """basicsr needs the torchvision shim before it imports; then realesrgan, gfpgan, facexlib."""
     try:
-        from farm.enhance.enhancer import install_torchvision_shim
+        from farm.enhance.patches import install_torchvision_shim
 
         install_torchvision_shim()
         import basicsr  # noqa: F401

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 
 def load_models(args):
-    from farm.enhance.enhancer import facexlib_setup, install_torchvision_shim
+    from farm.enhance.patches import facexlib_setup, install_torchvision_shim
     from farm.testing import install_fakes
 
     install_fakes()  # --face-detector scripted:PATH

@@ -71,7 +71,7 @@ def test_without_a_registered_detector_a_scripted_one_is_refused(monkeypatch, tm
     detectors farm knows."""
     import pytest
 
-    from farm.enhance.enhancer import check_node_weights
+    from farm.enhance.weights import check_node_weights
     from farm.errors import UsageError
 
     monkeypatch.setattr(factories, "_DETECTORS", {})
