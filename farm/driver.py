@@ -88,7 +88,8 @@ def _start_local_ray(num_cpus: int | None, dashboard: bool):
             num_cpus=num_cpus or os.cpu_count() or 1,
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
-            dashboard_port=_port(8265),
+            # No port given: Ray takes 8265 or the next free one when it binds (a port checked
+            # free beforehand can be taken by another Ray starting meanwhile).
             _node_ip_address="127.0.0.1",
             logging_level=logging.ERROR,
             log_to_driver=False,
@@ -96,18 +97,6 @@ def _start_local_ray(num_cpus: int | None, dashboard: bool):
         )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
-
-
-def _port(preferred: int) -> int:
-    """``preferred`` if nothing listens on it on loopback, else a free port (another Ray on this
-    machine has the dashboard's usual port)."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
 
 
 def use_token(token: str) -> None:
