@@ -181,18 +181,19 @@ def check_node_weights(config: ModelConfig, factories: Factories | None = None, 
             verify_file(path, weights)
     if factories.enhancer is not None:
         return
-    own = [(config.sr_weights, config.sr_weights_sha256)]
+    own: list[tuple[str | None, str | None]] = [(config.sr_weights, config.sr_weights_sha256)]
     if config.face:
         own.append((config.face_weights, config.face_weights_sha256))
-    for path, recorded in own:
-        if path is None or recorded is None:
+    where = node or socket.gethostname()
+    for own_path, recorded in own:
+        if own_path is None or recorded is None:
             continue
-        if not os.path.isfile(path):
-            raise MissingWeights(f"{path} not found on node {node or socket.gethostname()}; the job needs that weights file on every node")
-        found = file_sha256(path)
+        if not os.path.isfile(own_path):
+            raise MissingWeights(f"{own_path} not found on node {where}; the job needs that weights file on every node")
+        found = file_sha256(own_path)
         if found != recorded:
             raise WeightsError(
-                f"node {node or socket.gethostname()} has another file at {path} (sha256 {found}, the job's is {recorded}); "
+                f"node {where} has another file at {own_path} (sha256 {found}, the job's is {recorded}); "
                 "copy the submitted file to that path on every node, or put it on shared storage"
             )
 

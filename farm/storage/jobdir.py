@@ -1,4 +1,5 @@
-"""The job directory on shared storage, and the job spec every actor reads from it.
+"""The job directory on shared storage, and the job spec every actor reads from it. Over 300 lines:
+the whole layout (spec, ledger, receipts, the segment commit protocol, logs, control files) in one place.
 
     <jobs-root>/<job-id>/
       job.json                  spec: input, probe + frame index, model and output settings,
