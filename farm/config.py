@@ -200,6 +200,26 @@ class JobConfig:
             raise UsageError(f"--lease-timeout must be positive, got {self.lease_timeout_s}")
 
 
+#: What a job id may be: one path component (the job's directory under the jobs root), of the
+#: characters :func:`job_id` makes, and not ``.`` or ``..``.
+JOB_ID_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9_.-]{1,128}")
+
+
+def check_job_id(job_id: str) -> str:
+    """``job_id`` when it can name a job directory; a typed id such as ``../../etc`` would resolve
+    outside the jobs root.
+
+    Raises:
+        UsageError: naming the id and what a job id looks like.
+    """
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        raise UsageError(
+            f"bad job id {job_id!r}: a job id is a name that `farm ls` shows (letters, digits, '_', '.', '-'; "
+            "not '.' or '..')"
+        )
+    return job_id
+
+
 def job_id(input_name: str, input_fingerprint: str, model: ModelConfig, out: OutputConfig) -> str:
     """``<input stem>-<hash>``: the same input, pixel settings and encode settings always give the
     same id, and any other encode settings (codec, CRF, preset, pixel format) another one."""

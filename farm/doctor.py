@@ -84,7 +84,7 @@ def check_torch() -> list[Check]:
 def check_model_libraries() -> Check:
     """basicsr needs the torchvision shim before it imports; then realesrgan, gfpgan, facexlib."""
     try:
-        from farm.enhance.enhancer import install_torchvision_shim
+        from farm.enhance.patches import install_torchvision_shim
 
         install_torchvision_shim()
         import basicsr  # noqa: F401
@@ -126,7 +126,8 @@ def check_ray() -> Check:
 
 def check_weights(weights_dir: str) -> list[Check]:
     """One line per registry file when any is present (hashed once per node); one line when none is."""
-    from farm.enhance.weights import file_sha256, status
+    from farm.enhance.hashes import file_sha256
+    from farm.enhance.weights import status
     from farm.errors import FarmError
 
     try:

@@ -30,6 +30,7 @@ from farm.actors.mux_task import assemble, mux_placement
 from farm.actors.pool import NAMESPACE, WorkerPool
 from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
+from farm.enhance.factories import job_module, resolve_factories
 from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
@@ -60,35 +61,42 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
         try:
             ctx = ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace=NAMESPACE)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            hint = "; pass --token or set RAY_AUTH_TOKEN" if "auth" in str(exc).lower() or "token" in str(exc).lower() else ""
+            hint = "; pass --token-file, --token or set RAY_AUTH_TOKEN" if "auth" in str(exc).lower() or "token" in str(exc).lower() else ""
             raise ClusterError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}{hint}") from None
     else:
-        # An embedded cluster serves this machine only: keep every port on loopback.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ctx = ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=dashboard,
-            dashboard_host="127.0.0.1",
-            dashboard_port=_port(8265),
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-            namespace=NAMESPACE,
-        )
+        ctx = _start_local_ray(num_cpus, dashboard)
     url = getattr(ctx, "dashboard_url", None)
     return f"http://{url}" if url else None
 
 
-def _port(preferred: int) -> int:
-    """``preferred`` if nothing listens on it on loopback, else a free port (another Ray on this
-    machine has the dashboard's usual port)."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+def _start_local_ray(num_cpus: int | None, dashboard: bool):
+    """An embedded cluster for this machine only: every port of its GCS, raylet, workers, dashboard
+    and agents on 127.0.0.1, and Ray's token authentication left on (Ray's default for a local
+    cluster; it writes a token to ~/.ray/auth_token if there is none). Only an explicit
+    ``RAY_AUTH_MODE=disabled`` turns it off.
+
+    Ray binds all interfaces unless it takes the node's address to be loopback, which it does only
+    where "clusters are disabled" (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when ray is imported,
+    so the constant is set here too; child processes read the variable)."""
+    from ray._private import ray_constants  # type: ignore[attr-defined]
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    saved, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        return ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            # No port given: Ray takes 8265 or the next free one when it binds (a port checked
+            # free beforehand can be taken by another Ray starting meanwhile).
+            _node_ip_address="127.0.0.1",
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            namespace=NAMESPACE,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def use_token(token: str) -> None:
@@ -165,7 +173,8 @@ class Run:
             driver = {"host": socket.gethostname(), "pid": os.getpid(), "id": self.run_id}
             snapshot, instructions = ray.get(self.coord.start_run.remote(self.run_id, time.monotonic(), self.policy, self.p.job.jobs_root, driver))
             self.tracker.start(snapshot)
-            pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers)
+            pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers,
+                              resolve_factories(self.p.spec.model))
             self.bridge = RayBridge(pool, self.shards, self.p.job.job_id)
             pool.maintain(set(), time.monotonic())
             result = self._loop(instructions + self._handle([Tick(time.monotonic())]))
@@ -354,7 +363,7 @@ def submit_ray_job(
     for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):  # they would override the address given
         os.environ.pop(name, None)
     job_id = identify(cfg)
-    entrypoint = shlex.join(["python", "-m", "farm", "submit", *forwarded, "--address", "auto"])
+    entrypoint = shlex.join(["python", "-m", job_module(), "submit", *forwarded, "--address", "auto"])
     submission_id = f"farm-{(job_id or 'job')[:48]}-{uuid.uuid4().hex[:6]}"
     metadata = {"farm_input": cfg.input, "farm_output": cfg.output, "farm_job_id": job_id or "unknown until the driver starts"}
     # The SDK sets its own logger to INFO and logs every websocket it opens and closes.
@@ -365,7 +374,7 @@ def submit_ray_job(
         client.submit_job(entrypoint=entrypoint, submission_id=submission_id, metadata=metadata)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
         auth = any(w in str(exc).lower() for w in ("401", "403", "auth", "token"))
-        hint = "; the cluster wants its authentication token: pass --token or set RAY_AUTH_TOKEN" if auth else ""
+        hint = "; the cluster wants its authentication token: pass --token-file, --token or set RAY_AUTH_TOKEN" if auth else ""
         raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {_first_line(exc)}{hint}") from None
     result = {"submission_id": submission_id, "job_id": job_id, "output": cfg.output, "dashboard": dashboard}
     if detach:

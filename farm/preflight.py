@@ -21,7 +21,7 @@ from typing import Any
 
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.config import job_id as make_job_id
-from farm.enhance.enhancer import check_weights
+from farm.enhance.weights import check_weights
 from farm.errors import FarmError, InputError, OutputError, StorageError, UsageError
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, sha256_file, split_location

@@ -37,8 +37,10 @@ import numpy as np  # noqa: E402
 
 
 def load_models(args):
-    from farm.enhance.enhancer import facexlib_setup, install_torchvision_shim
+    from farm.enhance.patches import facexlib_setup, install_torchvision_shim
+    from farm.testing import install_fakes
 
+    install_fakes()  # --face-detector scripted:PATH
     install_torchvision_shim()
     import torch
     from basicsr.archs.rrdbnet_arch import RRDBNet

@@ -21,6 +21,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# The benchmarks run farm's fakes in this process (the fake model, the scripted face detector).
+from farm.testing import install_fakes  # noqa: E402
+
+install_fakes()
+
 
 def machine() -> str:
     """'<date>, <CPU model> (<n> cores)[, <GPU>], load <1-min load average>'."""
@@ -108,7 +113,7 @@ def run(cmd: list[str], env: dict | None = None, niceness: int = 0) -> tuple[flo
 
 def farm_submit(args: list[str]) -> tuple[float, dict[str, Any]]:
     """``farm submit ... --quiet --json``; (wall seconds, its JSON result)."""
-    wall, out = run([sys.executable, "-m", "farm", "submit", *args, "--quiet", "--json"])
+    wall, out = run([sys.executable, "-m", "farm.testing.cli", "submit", *args, "--quiet", "--json"])
     return wall, json.loads(out.strip().splitlines()[-1])
 
 

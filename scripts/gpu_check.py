@@ -140,7 +140,7 @@ def old_rows(args, weights, script, precision, faces, budget, clip):
     from gfpgan import GFPGANer
     from realesrgan import RealESRGANer
 
-    from farm.enhance.enhancer import facexlib_setup
+    from farm.enhance.patches import facexlib_setup
 
     device = torch.device(args.device)
     net = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
@@ -218,7 +218,7 @@ def main() -> None:
     precisions = (args.precisions or ("fp32,fp16" if args.device == "cuda" else "fp32")).split(",")
     width, height = (int(v) for v in args.size.lower().split("x"))
 
-    from farm.enhance.enhancer import install_torchvision_shim
+    from farm.enhance.patches import install_torchvision_shim
 
     install_torchvision_shim()
     import torch

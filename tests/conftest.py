@@ -22,6 +22,12 @@ os.environ.pop("RAY_ADDRESS", None)
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.pop("RAY_AUTH_TOKEN", None)
 
+# The fakes (model `fake[:OPTIONS]`, `--face-detector scripted:PATH`) are registered for the tests
+# in this process; tests that run farm as a process use the test entry point (tests.helpers.FARM).
+from farm.testing import install_fakes  # noqa: E402
+
+install_fakes()
+
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_RAY_TMP, ignore_errors=True)

@@ -14,7 +14,7 @@ from farm.testing.process import FARM, kill_group, run_farm, start_farm  # noqa:
 
 def reference_upsampler(weights: str, scale: int, num_feat: int = 8, num_block: int = 1, num_grow_ch: int = 4, tile: int = 0):
     """realesrgan's own RealESRGANer (fp32, CPU, library default pre-padding)."""
-    from farm.enhance.enhancer import install_torchvision_shim
+    from farm.enhance.patches import install_torchvision_shim
 
     install_torchvision_shim()
     from basicsr.archs.rrdbnet_arch import RRDBNet

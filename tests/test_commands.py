@@ -70,3 +70,74 @@ def test_status_of_unknown_job_is_one_line(tmp_path):
     result = run_farm(["status", "nope-123", "--jobs-root", str(tmp_path)])
     assert result.returncode == 1 and result.stderr.strip() == f"error: no job nope-123 under {tmp_path}; `farm ls --jobs-root {tmp_path}` lists the jobs"
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--shard", "0"], ["resume"], ["cancel"]])
+def test_a_job_id_that_leaves_the_jobs_root_is_refused(tmp_path, command):
+    """`farm status ../outside` (a typo, or a script passing user input on): the id would resolve
+    to a directory outside the jobs root, where a job with that layout lies; it is refused as a
+    usage error, and nothing there is read or written."""
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    jobs, outside = tmp_path / "jobs", tmp_path / "outside"
+    jobs.mkdir()
+    outside.mkdir()
+    (outside / "job.json").write_text("{}")
+    result = CliRunner().invoke(main, [command[0], "../outside", *command[1:], "--jobs-root", str(jobs)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "error: bad job id '../outside': a job id is a name that `farm ls` shows (letters, digits, '_', '.', '-'; "
+        "not '.' or '..')"
+    )
+    assert sorted(os.listdir(outside)) == ["job.json"] and os.listdir(jobs) == []
+
+
+def test_check_job_id_accepts_the_ids_farm_makes():
+    """Every id farm makes (`<stem>-<hash>`, stems of any input name) passes the check, and
+    path-like ones do not."""
+    from farm.config import ModelConfig, OutputConfig, check_job_id, job_id
+    from farm.errors import UsageError
+
+    for name in ["holiday.mp4", "/videos/my film (1).mkv", "..mkv", ".hidden.mp4", "s3://b/k/x.y.mov", "ünïcode.avi"]:
+        made = job_id(name, "fp", ModelConfig(), OutputConfig())
+        assert check_job_id(made) == made
+    for bad in [".", "..", "...", "../x", "a/b", "/etc", "", "a\\b", "x" * 200]:
+        with pytest.raises(UsageError):
+            check_job_id(bad)
+
+
+def test_token_file_reaches_ray_and_stays_off_the_command_line(tmp_path, monkeypatch):
+    """A user keeps the cluster's token in a file (`--token-file ~/.ray/token`, so `ps` never
+    shows it): submit hands Ray that token, and a Ray Job's driver is not given the file's path
+    or the token among its forwarded options."""
+    from click.testing import CliRunner
+
+    from farm import driver
+    from farm.cli import main
+
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-token-0123\n")
+    seen: dict = {}
+
+    def fake_submit_ray_job(cfg, forwarded, address, *, token=None, detach=False, on_line=print):
+        seen.update(forwarded=forwarded, token=token)
+        return {"submission_id": "s", "job_id": "j", "output": cfg.output, "state": "submitted", "dashboard": address}
+
+    monkeypatch.setattr(driver, "submit_ray_job", fake_submit_ray_job)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-environment")
+    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=4, size=(16, 16), audio=False)
+    out = str(tmp_path / "out.mkv")
+    result = CliRunner().invoke(main, ["submit", clip, "-o", out, "--model", "fake", "--no-face", "--codec", "ffv1",
+                                       "--address", "http://head:8265", "--token-file", str(token_file), "--detach"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"forwarded": [clip, "-o", out, "--model", "fake", "--no-face", "--codec", "ffv1"], "token": "secret-token-0123"}
+
+    (tmp_path / "empty").write_text("\n")
+    for path, line in [(tmp_path / "absent", f"error: cannot read --token-file {tmp_path / 'absent'}: No such file or directory; "
+                                             "pass a readable file holding the token"),
+                       (tmp_path / "empty", f"error: --token-file {tmp_path / 'empty'} must hold the token alone, on one line")]:
+        refused = CliRunner().invoke(main, ["submit", clip, "-o", out, "--model", "fake", "--address", "http://head:8265",
+                                            "--token-file", str(path)])
+        assert refused.exit_code == 2 and refused.stderr.strip() == line

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from farm.config import ModelConfig
-from farm.enhance.enhancer import build_enhancer, check_weights, load_state_dict, sr_arch_from_state_dict
+from farm.enhance.arch import load_state_dict, sr_arch_from_state_dict
+from farm.enhance.enhancer import build_enhancer
+from farm.enhance.weights import check_weights
 from farm.errors import EnhanceError, MissingWeights, OutOfDeviceMemory, WeightsError
 from farm.plan import plan_geometry
 from farm.testing import pattern_frame, write_compact_weights, write_rrdbnet_weights

@@ -179,7 +179,7 @@ def narrow_gfpgan():
 def face_setup(tmp_path, tiny_x4, face_weights, frames, faces, scale=None, narrow=False, device="cpu"):
     """A farm enhancer and a reference GFPGANer (with RealESRGANer) on the same weights, the same
     scripted faces and the same stand-in parser (and, with ``narrow``, the same narrow GFPGAN)."""
-    from farm.enhance.enhancer import facexlib_setup, install_torchvision_shim
+    from farm.enhance.patches import facexlib_setup, install_torchvision_shim
 
     script = write_face_script(str(tmp_path / "faces.json"), {frame_key(frames[i]): rows for i, rows in faces.items()})
     h, w = frames[0].shape[:2]

@@ -195,8 +195,6 @@ def cycles(mods: dict[str, str]) -> list[list[str]]:
     return groups
 
 
-@pytest.mark.xfail(strict=True, reason="enhance picks test fakes by model name: the seams step removes it "
-                   "(the driver no longer reads status through the CLI: the ledger step removed that)")
 def test_farm_keeps_its_layers():
     """A contributor adds an import that runs against the design (the core loading PyAV, a video
     module reaching for the models, a print outside the CLI, a cycle): this test names the line."""

@@ -101,7 +101,7 @@ def test_scale_2_with_x4_model(local_ray, tmp_path, tiny_x4):
 def test_face_path_equals_gfpganer(local_ray, tmp_path, tiny_x4, face_weights):
     """Faces on two frames and none on the rest: every output frame is exactly what GFPGANer
     (with RealESRGANer as its background upsampler) returns for that frame."""
-    from farm.enhance.enhancer import facexlib_setup, install_torchvision_shim
+    from farm.enhance.patches import facexlib_setup, install_torchvision_shim
     from farm.testing import face_row, frame_key, make_test_clip, write_face_script
 
     clip = make_test_clip(str(tmp_path / "faces.mkv"), frames=6, size=(96, 96), audio=True)

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from farm.cli import main
-from farm.enhance import weights
+from farm.enhance import fetch, hashes, weights
 from farm.enhance.registry import SR_MODELS, WeightsFile
-from farm.enhance.weights import Fetched
+from farm.enhance.fetch import Fetched
 from farm.errors import UnknownModel, WeightsError
 
 SIZE = 1 << 20  # 1 MiB: four chunks of the downloader's 256 KiB
@@ -142,7 +142,7 @@ def test_fetch_downloads_with_progress_and_places_verified_files(server, tmp_pat
     server.files = {"sr.pth": sr, "face.pth": face}
     progress = Recorder()
     wdir = tmp_path / "weights"
-    results = weights.fetch(str(wdir), registry=registry(sr=sr, face=face), base_url=server.url, progress=progress)
+    results = fetch.fetch(str(wdir), registry=registry(sr=sr, face=face), base_url=server.url, progress=progress)
     assert results == [
         Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "downloaded", SIZE, 0),
         Fetched("face", "face.pth", str(wdir / "face.pth"), "downloaded", SIZE // 2, 0),
@@ -162,9 +162,9 @@ def test_interrupted_download_resumes_with_only_the_missing_bytes(server, tmp_pa
     server.cut_after = {"sr.pth": 600_000}
     wdir = tmp_path / "weights"
     reg = registry(sr=data)
-    [first] = weights.fetch(str(wdir), registry=reg, base_url=server.url)
+    [first] = fetch.fetch(str(wdir), registry=reg, base_url=server.url)
     kept = os.path.getsize(wdir / "sr.pth.part")
-    assert kept >= 2 * weights.CHUNK_BYTES  # whole chunks written before the drop survive
+    assert kept >= 2 * fetch.CHUNK_BYTES  # whole chunks written before the drop survive
     assert dataclasses.replace(first, error=None) == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "failed")
     # (the exception's name, in parentheses, is requests' and may vary between its versions)
     assert re.fullmatch(
@@ -175,7 +175,7 @@ def test_interrupted_download_resumes_with_only_the_missing_bytes(server, tmp_pa
     assert not (wdir / "sr.pth").exists()
 
     progress = Recorder()
-    [second] = weights.fetch(str(wdir), registry=reg, base_url=server.url, progress=progress)
+    [second] = fetch.fetch(str(wdir), registry=reg, base_url=server.url, progress=progress)
     assert second == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "resumed", SIZE - kept, kept)
     assert server.log[-1] == {"path": "sr.pth", "range": f"bytes={kept}-", "status": 206, "sent": SIZE - kept}
     assert progress.of("sr") == ([("start", "sr", "sr.pth", SIZE, kept), ("finish", "sr", "resumed")], SIZE - kept)
@@ -191,7 +191,7 @@ def test_complete_part_file_is_placed_without_downloading_again(server, tmp_path
     wdir = tmp_path / "weights"
     wdir.mkdir()
     (wdir / "sr.pth.part").write_bytes(data)
-    [result] = weights.fetch(str(wdir), registry=registry(sr=data), base_url=server.url)
+    [result] = fetch.fetch(str(wdir), registry=registry(sr=data), base_url=server.url)
     assert result == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "resumed", 0, 4096)
     assert [(e["range"], e["status"]) for e in server.log] == [("bytes=4096-", 416)]
     assert (wdir / "sr.pth").read_bytes() == data and os.listdir(wdir) == ["sr.pth"]
@@ -203,7 +203,7 @@ def test_wrong_sha256_leaves_nothing_in_place(server, tmp_path):
     server.files = {"sr.pth": payload(5)}
     wdir = tmp_path / "weights"
     reg = registry(sr=payload(6))
-    [result] = weights.fetch(str(wdir), registry=reg, base_url=server.url)
+    [result] = fetch.fetch(str(wdir), registry=reg, base_url=server.url)
     actual = hashlib.sha256(payload(5)).hexdigest()
     assert result == Fetched(
         "sr", "sr.pth", str(wdir / "sr.pth"), "failed",
@@ -220,10 +220,10 @@ def test_fetch_is_idempotent(server, tmp_path):
     server.files = {"sr.pth": data}
     wdir = tmp_path / "weights"
     reg = registry(sr=data)
-    weights.fetch(str(wdir), registry=reg, base_url=server.url)
+    fetch.fetch(str(wdir), registry=reg, base_url=server.url)
     mtime = os.stat(wdir / "sr.pth").st_mtime_ns
     progress = Recorder()
-    assert weights.fetch(str(wdir), registry=reg, base_url=server.url, progress=progress) == [
+    assert fetch.fetch(str(wdir), registry=reg, base_url=server.url, progress=progress) == [
         Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "present")
     ]
     assert len(server.log) == 1  # only the first fetch's request
@@ -240,14 +240,14 @@ def test_a_different_file_under_a_registry_name_is_kept_unless_forced(server, tm
     wdir.mkdir()
     (wdir / "sr.pth").write_bytes(b"my fine-tuned weights")
     reg = registry(sr=data)
-    [kept] = weights.fetch(str(wdir), registry=reg, base_url=server.url)
+    [kept] = fetch.fetch(str(wdir), registry=reg, base_url=server.url)
     mine = hashlib.sha256(b"my fine-tuned weights").hexdigest()
     assert kept.outcome == "failed" and kept.error == (
         f"{wdir / 'sr.pth'} is there but is not the official sr.pth (sha256 {mine[:12]}…); "
         "pass --force to replace it, or keep it and pass --trust-weights to `farm submit`"
     )
     assert (wdir / "sr.pth").read_bytes() == b"my fine-tuned weights" and server.log == []
-    [forced] = weights.fetch(str(wdir), registry=reg, base_url=server.url, force=True)
+    [forced] = fetch.fetch(str(wdir), registry=reg, base_url=server.url, force=True)
     assert forced == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "downloaded", 4096, 0)
     assert (wdir / "sr.pth").read_bytes() == data
 
@@ -314,10 +314,10 @@ def test_hash_is_computed_once_per_node(tmp_path, monkeypatch):
     path = tmp_path / "w.pth"
     path.write_bytes(payload(10))
     calls = []
-    real = weights.sha256_file
-    monkeypatch.setattr(weights, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = hashes.sha256_file
+    monkeypatch.setattr(hashes, "sha256_file", lambda p: calls.append(p) or real(p))
     digests = []
-    threads = [threading.Thread(target=lambda: digests.append(weights.file_sha256(str(path)))) for _ in range(8)]
+    threads = [threading.Thread(target=lambda: digests.append(hashes.file_sha256(str(path)))) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -325,7 +325,7 @@ def test_hash_is_computed_once_per_node(tmp_path, monkeypatch):
     assert digests == [hashlib.sha256(payload(10)).hexdigest()] * 8
     assert calls == [str(path)]
     path.write_bytes(payload(11))
-    assert weights.file_sha256(str(path)) == hashlib.sha256(payload(11)).hexdigest()
+    assert hashes.file_sha256(str(path)) == hashlib.sha256(payload(11)).hexdigest()
     assert calls == [str(path)] * 2
 
 
@@ -334,7 +334,7 @@ def test_weights_dir_must_be_a_path():
     from farm.errors import UsageError
 
     with pytest.raises(UsageError, match=r"^--weights-dir must be a path .* not s3://bucket/weights; mount the storage"):
-        weights.fetch("s3://bucket/weights")
+        fetch.fetch("s3://bucket/weights")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,8 +373,8 @@ def test_worker_refuses_to_start_on_a_damaged_registry_file(registry_job, monkey
 
     path, make = registry_job
     calls = []
-    real = weights.sha256_file
-    monkeypatch.setattr(weights, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = hashes.sha256_file
+    monkeypatch.setattr(hashes, "sha256_file", lambda p: calls.append(p) or real(p))
     p = make()
     for i in range(2):
         info = EnhanceWorker(p.job.jobs_root, p.job.job_id, f"w{i}", "cpu").ready()
@@ -421,4 +421,44 @@ def test_worker_without_the_weights_names_the_file_and_the_command(registry_job)
     assert str(failure.value) == (
         f"{path} not found (model realesrgan-x4plus); run `farm models fetch --weights-dir {wdir}` "
         "or pass --weights-dir pointing at a folder that has it"
+    )
+
+
+@pytest.mark.parametrize("which", ["sr", "face"])
+def test_worker_refuses_a_node_whose_own_weights_file_differs(tmp_path, which, face_weights):
+    """`--sr-weights /models/mine.pth` (or `--face-weights`) was hashed on the driver's machine;
+    another node holds a different file at that path. Its worker refuses to start, naming the
+    node, the path, both hashes and the fix, instead of mixing two models' frames in one output."""
+    import socket
+
+    from farm.actors.worker import EnhanceWorker
+    from farm.config import JobConfig, ModelConfig, OutputConfig
+    from farm.driver import prepare
+    from farm.storage.fs import sha256_file
+    from farm.testing import make_test_clip, write_gfpgan_weights, write_rrdbnet_weights
+
+    sr = write_rrdbnet_weights(str(tmp_path / "mine.pth"), scale=2, num_feat=4, num_block=1, num_grow_ch=4)
+    face = write_gfpgan_weights(str(tmp_path / "face.pth"))
+    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=4, size=(16, 16))
+    model = ModelConfig(sr_weights=sr, face=which == "face", face_weights=face, weights_dir=face_weights["dir"],
+                        face_detector=f"scripted:{tmp_path / 'none.json'}", trust_weights=True, precision="fp32", device="cpu")
+    (tmp_path / "none.json").write_text("{}")
+    p = prepare(JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=model, out=OutputConfig(codec="ffv1"),
+                          jobs_root=str(tmp_path / "jobs")))
+    path = sr if which == "sr" else face
+    recorded = sha256_file(path)
+    # The other node's file: same name and size, other weights.
+    if which == "sr":
+        write_rrdbnet_weights(path, scale=2, num_feat=4, num_block=1, num_grow_ch=4, seed=1)
+    else:
+        write_gfpgan_weights(path, seed=1)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    found = sha256_file(path)
+    assert found != recorded
+    worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")
+    with pytest.raises(WeightsError) as failure:
+        worker.ready()
+    assert str(failure.value) == (
+        f"node {socket.gethostname()} [{worker.node[:8]}] has another file at {path} (sha256 {found}, the job's is {recorded}); "
+        "copy the submitted file to that path on every node, or put it on shared storage"
     )

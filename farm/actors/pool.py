@@ -13,6 +13,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from farm.actors.worker import EnhanceWorker
+from farm.enhance.factories import Factories
 from farm.errors import FarmError
 from farm.ledger import WorkerJoined, WorkerLost, WorkerStartFailed
 from farm.storage.jobdir import JobDir
@@ -35,8 +36,9 @@ class WorkerPool:
     """Keeps the desired number of enhance workers alive, one per GPU slot across the cluster's
     live nodes (or N CPU workers), avoiding blocked nodes."""
 
-    def __init__(self, job: JobDir, device: str, gpus_per_worker: float, cap: int | None) -> None:
+    def __init__(self, job: JobDir, device: str, gpus_per_worker: float, cap: int | None, factories: Factories | None = None) -> None:
         self.job = job
+        self.factories = factories  # resolved on the driver, handed to every worker (farm.enhance.factories)
         self.device = device
         self.gpus_per_worker = gpus_per_worker
         self.cap = cap
@@ -107,7 +109,7 @@ class WorkerPool:
         else:
             options.update(num_cpus=self.threads)
             threads = self.threads
-        handle: Any = _REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads)
+        handle: Any = _REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads, self.factories)
         self.members[worker_id] = _Member(handle, node=node)
         self.pending_ready[handle.ready.remote()] = worker_id
 

@@ -5,15 +5,16 @@ shard, enhances every frame, encodes a chunk in the job's OUTPUT codec (the spec
 the settings every chunk of the job shares, :func:`farm.video.encode.chunk_settings`) to a scratch
 file, and commits it to the job directory with a receipt recording what the tail needs
 (``video``: codec parameters, reorder delay, pts shift, encoder settings). Decoding, enhancing and
-encoding run in three threads joined by small queues, so the device is not kept waiting by I/O or
-by the encoder."""
+encoding run in three threads joined by small queues (:mod:`farm.actors.pipeline`), so the device
+is not kept waiting by I/O or by the encoder; the segment's commit protocol is the job directory's
+(:meth:`farm.storage.jobdir.JobDir.commit_segment`). Over 300 lines because the receipt and the
+attempt log are still built here, as dicts, until the typed Receipt takes them."""
 
 from __future__ import annotations
 
 import logging
 import os
 import platform
-import queue
 import socket
 import threading
 import time
@@ -24,11 +25,13 @@ from typing import Any, Callable, Iterator
 import ray
 
 from farm.actors.metrics import WorkerMetrics
-from farm.enhance.enhancer import Enhancer, build_enhancer, check_node_weights, resolve_device
+from farm.actors.pipeline import END, Pipeline
+from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device
+from farm.enhance.factories import Factories, resolve_factories
+from farm.enhance.weights import check_node_weights
 from farm.errors import FarmError, InputError, ProbeError, StorageError
 from farm.plan import output_sar, plan_geometry
 from farm.receipt import Receipt
-from farm.storage.fs import sha256_file
 from farm.storage.jobdir import JobDir, JobSpec
 from farm.video.decode import decode_shard
 from farm.video.encode import ChunkWriter, chunk_settings
@@ -56,8 +59,11 @@ class ShardProgress:
 class EnhanceWorker:
     """Turns shards of one job into committed segments."""
 
-    def __init__(self, jobs_root: str, job_id: str, worker_id: str, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, jobs_root: str, job_id: str, worker_id: str, device: str = "auto", threads: int | None = None,
+                 factories: Factories | None = None) -> None:
         # Loading happens in ready(), so that a failure reaches the driver as a clear FarmError.
+        # ``factories``: the driver's (farm.enhance.factories); None, in this process, reads its registry.
+        self.factories = factories
         self.worker_id = worker_id
         self.job = JobDir(jobs_root, job_id)
         self.requested_device = device
@@ -75,18 +81,19 @@ class EnhanceWorker:
     def _setup(self) -> Enhancer:
         self.spec: JobSpec = self.job.read_spec()
         source, model = self.spec.source, self.spec.model
-        fake = model.model.startswith("fake")  # the test model needs no torch (64 workers on one host)
-        self.device = "cpu" if fake else resolve_device(self.requested_device)
-        if self.threads and not fake:
+        factories = self.factories if self.factories is not None else resolve_factories(model)
+        self.device = resolve_device(self.requested_device) if factories.needs_torch else "cpu"
+        if self.threads and factories.needs_torch:
             import torch
 
             torch.set_num_threads(self.threads)
         # Weights come only from the weights dir, checked against the registry (once per node).
-        check_node_weights(model)
+        check_node_weights(model, factories, node=f"{self.host} [{self.node[:8]}]")
         return build_enhancer(
             model,
             lambda model_scale: plan_geometry(source.width, source.height, model_scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels),
             self.device,
+            factories,
         )
 
     # -- health -----------------------------------------------------------------------------------
@@ -155,25 +162,23 @@ class EnhanceWorker:
             self.progress_state.started = self.progress_state.updated = t0
         token = uuid.uuid4().hex[:8]
         name = self.job.segment_name(index, token)
-        scratch = self.job.storage.scratch_file(self.job.segment_rel(name))
+        scratch = self.job.scratch_segment(name)
         timings = {"decode_s": 0.0, "enhance_s": 0.0, "encode_s": 0.0}
         faces_before = getattr(self.enhancer, "faces_found", 0)
         try:
             frames, video = self._encode(scratch, index, start, stop, timings)
-            size = os.path.getsize(scratch)
-            digest = sha256_file(scratch)
-            self.job.storage.commit_file(scratch, self.job.segment_rel(name))
+            size, digest = self.job.commit_segment(scratch, name)
         except FarmError as exc:
-            _discard(scratch)
+            self.job.discard_scratch(scratch)
             self._log_attempt(index, token, attempt, start, stop, t0, timings, error=str(exc))
             kind = StorageError if type(exc) in (InputError, ProbeError) else type(exc)  # see above
             raise kind(f"shard {index} [{start}, {stop}): {exc}") from None
         except OSError as exc:  # a read or write that failed below PyAV or fsspec: transient storage
-            _discard(scratch)
+            self.job.discard_scratch(scratch)
             self._log_attempt(index, token, attempt, start, stop, t0, timings, error=repr(exc))
             raise StorageError(f"shard {index} [{start}, {stop}) on {self.host}: {exc}") from None
         except Exception as exc:
-            _discard(scratch)
+            self.job.discard_scratch(scratch)
             self._log_attempt(index, token, attempt, start, stop, t0, timings, error=repr(exc))
             raise
         finally:
@@ -198,9 +203,6 @@ class EnhanceWorker:
         k = self.spec.frames_per_source_frame
         out_start, out_stop = k * start, k * stop  # output frame numbers
         out_index = self.spec.output_index  # the output's frames and times (two per frame for double)
-        decoded: queue.Queue = queue.Queue(QUEUE_FRAMES)
-        enhanced: queue.Queue = queue.Queue(QUEUE_FRAMES)
-        stop_event = threading.Event()
 
         def produce() -> Iterator:
             t = time.perf_counter()
@@ -210,12 +212,11 @@ class EnhanceWorker:
                 yield item
                 t = time.perf_counter()
 
-        decoder = _Stage(produce, decoded, stop_event)
         writer_result: dict[str, Any] = {}
 
-        def consume() -> None:
-            first = _get(enhanced, stop_event)
-            if first is _END:
+        def consume(next_item: Callable[[], Any]) -> None:
+            first = next_item()
+            if first is END:
                 return
             number, pixels = first
             h, w = pixels.shape[:2]
@@ -227,22 +228,19 @@ class EnhanceWorker:
                                       sample_aspect_ratio=output_sar(source.sample_aspect_ratio, self.spec.model.target, self.spec.model.square_pixels))
             with ChunkWriter(scratch, settings) as writer:
                 item = first
-                while item is not _END:
+                while item is not END:
                     t = time.perf_counter()
                     writer.write(item[1], out_index.pts[item[0]])
                     timings["encode_s"] += time.perf_counter() - t
-                    item = _get(enhanced, stop_event)
+                    item = next_item()
             writer_result["frames"] = writer.frames
             writer_result["video"] = writer.info
 
-        encoder = _Thread(consume)
         enhancer = self.enhancer
         assert enhancer is not None
         enhance_batch = getattr(enhancer, "enhance_batch", None)
         batch_size = getattr(enhancer, "batch_size", None)
-        decoder.start()
-        encoder.start()
-        try:
+        with Pipeline(produce, consume, QUEUE_FRAMES) as pipeline:
             expected = out_start
             ended = False
             while not ended:
@@ -250,8 +248,8 @@ class EnhanceWorker:
                 # Frames of a batch go through the model together; the queue keeps the decoder ahead.
                 want = batch_size(source.height, source.width) if batch_size else 1
                 while len(batch) < want:
-                    item = _get(decoded, stop_event, decoder)
-                    if item is _END:
+                    item = pipeline.take()
+                    if item is END:
                         ended = True
                         break
                     assert item[0] == expected + len(batch), f"decoder gave frame {item[0]}, expected {expected + len(batch)}"
@@ -266,21 +264,13 @@ class EnhanceWorker:
                     outs = [enhancer.enhance(frame, number) for number, frame in batch]
                 timings["enhance_s"] += time.perf_counter() - t
                 for number, out in zip(numbers, outs):
-                    _put(enhanced, (number, out), stop_event, encoder)
+                    pipeline.give((number, out))
                 expected += len(batch)
                 with self._lock:
                     self.progress_state.frames += len(batch)
                     self.progress_state.frames_done += len(batch)
                     self.progress_state.updated = time.time()
-            _put(enhanced, _END, stop_event, encoder)
-            encoder.join()
-            encoder.raise_error()
-            decoder.raise_error()
-        except BaseException:
-            stop_event.set()
-            decoder.join(5)
-            encoder.join(5)
-            raise
+            pipeline.finish()
         frames = writer_result.get("frames", 0)
         if frames != out_stop - out_start:
             raise StorageError(f"chunk holds {frames} frames, expected {out_stop - out_start}")
@@ -323,71 +313,3 @@ def _node_id() -> str:
     except ImportError:
         pass
     return socket.gethostname()
-
-
-_END = object()
-
-
-class _Thread(threading.Thread):
-    """A daemon thread that keeps its exception for the caller."""
-
-    def __init__(self, target: Callable[[], None]) -> None:
-        super().__init__(daemon=True)
-        self._target_fn = target
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._target_fn()
-        except BaseException as exc:  # handed to the enhancing thread by raise_error()
-            self.error = exc
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-
-class _Stage(_Thread):
-    """Runs a generator into a bounded queue, ending it with _END."""
-
-    def __init__(self, produce: Callable[[], Iterator], out: queue.Queue, stop: threading.Event) -> None:
-        def run() -> None:
-            try:
-                for item in produce():
-                    if not _put(out, item, stop, None):
-                        return
-            finally:
-                _put(out, _END, stop, None)
-
-        super().__init__(run)
-
-
-def _put(q: queue.Queue, item, stop: threading.Event, consumer: _Thread | None) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            if consumer is not None and not consumer.is_alive():
-                consumer.raise_error()
-                return False
-    return False
-
-
-def _get(q: queue.Queue, stop: threading.Event, producer: _Thread | None = None):
-    while not stop.is_set():
-        try:
-            return q.get(timeout=0.1)
-        except queue.Empty:
-            if producer is not None and not producer.is_alive() and q.empty():
-                producer.raise_error()
-                return _END
-    return _END
-
-
-def _discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-

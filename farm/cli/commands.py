@@ -14,16 +14,40 @@ import click
 from farm.cli.base import jobs_root_default, main, weights_dir_default
 from farm.config import CODECS, DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL
 from farm.enhance.registry import FACE_MODELS, SR_MODELS
-from farm.errors import FarmError
+from farm.errors import FarmError, UsageError
 
 # ----------------------------------------------------------------------------------------------
 # submit
 
 
 def _model_name(ctx, param, value: str) -> str:
-    if value in SR_MODELS or value.startswith("fake"):
+    from farm.enhance.factories import enhancer_factory
+
+    if value in SR_MODELS or enhancer_factory(value) is not None:
         return value
     raise click.BadParameter(f"unknown model {value!r}; known: {', '.join(SR_MODELS)}")
+
+
+#: The cluster's token: from a file (so that it is not on the command line, where `ps` shows it),
+#: the environment, or the command line, in that order.
+token_options = [
+    click.option("--token-file", type=click.Path(dir_okay=False), help="File holding the Ray authentication token of the cluster (wins over RAY_AUTH_TOKEN)."),
+    click.option("--token", envvar="RAY_AUTH_TOKEN", help="Ray authentication token of the cluster (also RAY_AUTH_TOKEN; --token-file keeps it out of `ps`)."),
+]
+
+
+def _token(token: str | None, token_file: str | None) -> str | None:
+    """The token from ``--token-file`` when given, else ``--token`` / RAY_AUTH_TOKEN."""
+    if not token_file:
+        return token or None
+    try:
+        with open(token_file) as f:
+            text = f.read().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read --token-file {token_file}: {exc.strerror or exc}; pass a readable file holding the token") from None
+    if not text or len(text.split()) != 1:
+        raise UsageError(f"--token-file {token_file} must hold the token alone, on one line")
+    return text
 
 
 def job_options(fn):
@@ -58,7 +82,7 @@ def job_options(fn):
         click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True, help="Attempts per shard before the job fails."),
         click.option("--lease-timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, help="Seconds without progress before a worker counts as hung."),
         click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster: host:port or auto (run the driver here), or the dashboard URL http://head:8265 (submit as a Ray Job). Default: start Ray on this machine."),
-        click.option("--token", envvar="RAY_AUTH_TOKEN", help="Ray authentication token of the cluster (also RAY_AUTH_TOKEN)."),
+        *token_options,
         click.option("--detach", is_flag=True, help="With a dashboard URL: return once the Ray Job is submitted."),
         click.option("--quiet", is_flag=True, help="No live progress view."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
@@ -128,19 +152,20 @@ def submit(input: str, output: str, **o: Any) -> None:
 
     cfg = build_config(input, output, **o)
     address = o["address"]
+    token = _token(o["token"], o["token_file"])
     if address and address.startswith(("http://", "https://")):
         forwarded = [input, "-o", output, *_forwarded_options(click.get_current_context())]
-        result = submit_ray_job(cfg, forwarded, address, token=o["token"], detach=o["detach"], on_line=click.echo)
+        result = submit_ray_job(cfg, forwarded, address, token=token, detach=o["detach"], on_line=click.echo)
         _print_result(result, o["as_json"])
         return
-    if o["token"]:
-        use_token(o["token"])
+    if token:
+        use_token(token)
     result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress), o["quiet"] or o["as_json"])
     _print_result(result, o["as_json"])
 
 
 #: Options that concern this invocation, not the job; never forwarded to a Ray Job's driver.
-_LOCAL_ONLY = {"address", "token", "detach", "quiet", "as_json", "output"}
+_LOCAL_ONLY = {"address", "token", "token_file", "detach", "quiet", "as_json", "output"}
 
 
 def _forwarded_options(ctx: click.Context) -> list[str]:
@@ -255,16 +280,22 @@ def ls_(jobs_root: str, as_json: bool) -> None:
 @click.option("--max-attempts", type=click.IntRange(min=1))
 @click.option("--quiet", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None, max_attempts: int | None, quiet: bool, as_json: bool) -> None:
+@token_options[0]
+@token_options[1]
+def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None, max_attempts: int | None, quiet: bool, as_json: bool,
+           token: str | None, token_file: str | None) -> None:
     """Continue JOB_ID from its checkpoint, with the settings it was submitted with.
 
     \b
     Example:
       farm resume holiday-3f9a2c1b7d0e --jobs-root /mnt/nfs/farm-jobs
     """
-    from farm.driver import submit as run_submit
+    from farm.driver import submit as run_submit, use_token
     from farm.preflight import resume_config
 
+    token = _token(token, token_file)
+    if token:
+        use_token(token)
     cfg = resume_config(jobs_root, job_id, workers=workers, max_attempts=max_attempts)
     result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress), quiet or as_json)
     _print_result(result, as_json)

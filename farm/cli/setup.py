@@ -88,17 +88,17 @@ def fetch(names: tuple[str, ...], weights_dir: str, base_url: str | None, force:
     resumes where it stopped; files already there and verified are not downloaded again. NAMES
     are registry names (`farm models list`) or file names.
     """
-    from farm.enhance import weights
+    from farm.enhance import fetch, weights
 
     chosen = weights.select(names)  # fail on a bad name before any download
     console = _console(stderr=True)
     if quiet:
-        results = weights.fetch(weights_dir, chosen, base_url=base_url, force=force)
+        results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force)
     elif console.is_terminal:
         with _Bars(console) as bars:
-            results = weights.fetch(weights_dir, chosen, base_url=base_url, force=force, progress=bars)
+            results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force, progress=bars)
     else:
-        results = weights.fetch(weights_dir, chosen, base_url=base_url, force=force, progress=_Lines(console))
+        results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force, progress=_Lines(console))
     failed = [r for r in results if r.outcome == "failed"]
     placed = sum(r.outcome in ("downloaded", "resumed") for r in results)
     click.echo(f"{placed} downloaded, {sum(r.outcome == 'present' for r in results)} already present, {len(failed)} failed; weights dir {weights.weights_path(weights_dir)}")
@@ -186,7 +186,7 @@ def doctor(weights_dir: str, jobs_root: str, address: str | None, as_json: bool)
 
 
 class _Bars:
-    """Rich progress bars, one per file (implements farm.enhance.weights.FetchProgress)."""
+    """Rich progress bars, one per file (implements farm.enhance.fetch.FetchProgress)."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from farm.config import JOB_ID_PATTERN
 from farm.errors import InputError
 from farm.ledger import Ledger, Policy, summarize
 from farm.storage.fs import Storage
@@ -20,7 +21,7 @@ def list_jobs(jobs_root: str) -> list[dict[str, Any]]:
     root = Storage(jobs_root)
     out = []
     for name in root.list():
-        if not root.exists(f"{name}/{SPEC}"):
+        if not JOB_ID_PATTERN.fullmatch(name) or not root.exists(f"{name}/{SPEC}"):
             continue
         try:
             info = job_status(jobs_root, name)

@@ -237,7 +237,8 @@ def _roi_methods() -> dict[bool, str]:
             continue
         x0, y0, x1, y1 = box
         for src, is_u8 in ((u8, True), (f64, False)):
-            whole = cv2.warpAffine(src, matrix, out, flags=3 if not is_u8 else cv2.INTER_LINEAR)[y0:y1, x0:x1]
+            # The float mask is warped as facexlib's paste warps it: flags=3, which is INTER_AREA.
+            whole = cv2.warpAffine(src, matrix, out, flags=cv2.INTER_AREA if not is_u8 else cv2.INTER_LINEAR)[y0:y1, x0:x1]
             xy, table = fixed_point_maps(matrix, box)
             remapped = cv2.remap(src, xy, table, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             exact[is_u8] &= bool(np.array_equal(remapped, whole))

@@ -1,49 +1,26 @@
-"""The registry's weights files on disk: list them, fetch them (resumable, sha256-checked, placed
-atomically) and verify them, plus the once-per-node verification cache workers use.
-
-A file appears under its registry name only after its sha256 matched; until then it lives in
-``<file>.part``, and the next fetch resumes it with an HTTP Range request. A weights dir is a
-filesystem path (local disk or a shared mount such as NFS or EFS), because torch and facexlib load
-from paths. Nothing here imports torch."""
+"""The weights files on a node: where a job's model finds them (registry files in the weights dir, or
+a user's own files), and the checks before anything loads: on the driver (:func:`check_weights`)
+and on every worker (:func:`check_node_weights`, hashes cached per node, :mod:`farm.enhance.hashes`);
+plus listing a weights dir (``farm models``). Fetching is :mod:`farm.enhance.fetch`. Nothing here
+imports torch at import time."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import logging
 import os
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
-from farm import __version__
-from farm.enhance.registry import WeightsFile, all_weights
-from farm.errors import UnknownModel, UsageError, WeightsError
-from farm.storage.fs import fsync_dir, hash_file_into, is_url, sha256_file
-
-log = logging.getLogger(__name__)
-
-#: Where a node keeps its verification cache (default: ``<temp dir>/farm-<uid>``).
-NODE_CACHE_ENV = "FARM_NODE_CACHE_DIR"
-PART_SUFFIX = ".part"
-CHUNK_BYTES = 256 * 1024
-TIMEOUT_S = 60.0
+from farm.config import ModelConfig
+from farm.enhance.arch import gfpgan_channel_multiplier, load_state_dict, sr_arch_from_state_dict
+from farm.enhance.factories import Factories, resolve_factories
+from farm.enhance.hashes import cached_sha256, file_sha256, fresh_sha256
+from farm.enhance.registry import FACE_DETECTOR, FACE_MODELS, FACE_PARSER, SR_MODELS, WeightsFile, all_weights
+from farm.errors import MissingWeights, UnknownModel, UsageError, WeightsError
+from farm.storage.fs import is_url
 
 State = Literal["verified", "present", "missing", "mismatch"]
-Outcome = Literal["downloaded", "resumed", "present", "failed"]
-
-
-class FetchProgress(Protocol):
-    """What a fetch reports while it runs (the CLI draws it as progress bars)."""
-
-    def start(self, name: str, file: str, total: int | None, done: int) -> None: ...
-
-    def advance(self, name: str, nbytes: int) -> None: ...
-
-    def finish(self, name: str, outcome: Outcome) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +34,6 @@ class FileState:
     size: int | None  # on disk; None when missing
     state: State  # ``present``: there, but not hashed on this node yet
     actual_sha256: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """What a fetch did for one file."""
-
-    name: str
-    file: str
-    path: str
-    outcome: Outcome
-    bytes_downloaded: int = 0
-    resumed_from: int = 0  # bytes of an earlier partial download that were kept
-    error: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,32 +79,138 @@ def select(names: Iterable[str] = (), registry: Mapping[str, WeightsFile] | None
     return chosen
 
 
-def source_url(weights: WeightsFile, base_url: str | None = None) -> str:
-    """Where to download ``weights`` from: the official URL, or ``<base_url>/<file>``."""
-    return f"{base_url.rstrip('/')}/{weights.file}" if base_url else weights.url
+# ----------------------------------------------------------------------------------------------
+# A job's files
+
+
+def registry_path(weights_dir: str | None, weights: WeightsFile, what: str) -> str:
+    """Where a registry file must be, or a MissingWeights naming the file and the fix."""
+    if weights_dir is None:
+        raise MissingWeights(f"no weights dir for {what} ({weights.file}); pass --weights-dir DIR")
+    path = os.path.join(weights_dir, weights.file)
+    if not os.path.isfile(path):
+        raise MissingWeights(
+            f"{path} not found ({what}); run `farm models fetch --weights-dir {weights_dir}` "
+            "or pass --weights-dir pointing at a folder that has it"
+        )
+    return path
+
+
+def resolve_sr(config: ModelConfig) -> tuple[str, WeightsFile | None]:
+    """The SR weights path for ``config`` and, for registry models, the registry entry."""
+    entry = sr_model(config)
+    if config.sr_weights:
+        return config.sr_weights, None
+    return registry_path(config.weights_dir, entry.weights, f"model {config.model}"), entry.weights
+
+
+def sr_model(config: ModelConfig):
+    """The registry entry of ``config.model``.
+
+    Raises:
+        UnknownModel: naming the known models.
+    """
+    if config.model not in SR_MODELS:
+        raise UnknownModel(f"unknown model {config.model!r}; known: {', '.join(SR_MODELS)}")
+    return SR_MODELS[config.model]
+
+
+def check_weights(config: ModelConfig) -> int:
+    """Fail fast, before any work, on weights that are missing, damaged, or do not fit the
+    request; returns the SR model's native scale.
+
+    Raises:
+        UnknownModel, MissingWeights, WeightsError.
+    """
+    factories = resolve_factories(config)
+    if factories.enhancer is not None:
+        return factories.enhancer.model_scale(config)
+    check_node_weights(config, factories)
+    path, _ = resolve_sr(config)
+    arch = sr_arch_from_state_dict(load_state_dict(path), path)
+    expected = sr_model(config)
+    if config.sr_weights is None and (arch.kind, arch.scale) != (expected.arch, expected.scale):
+        raise WeightsError(f"{path} is a x{arch.scale} {arch.kind} model, but {config.model} is x{expected.scale} {expected.arch}")
+    if config.face:
+        face_path, _ = face_weights_path(config)
+        gfpgan_channel_multiplier(load_state_dict(face_path), face_path)
+    return arch.scale
+
+
+def registry_files(config: ModelConfig, factories: Factories | None = None) -> list[tuple[str, WeightsFile]]:
+    """The registry files ``config`` loads, with their paths; a user's own weights files
+    (``--sr-weights``, ``--face-weights``) are not registry files, and an enhancer or detector
+    from a factory (``factories``, default: this process's registry) loads none.
+
+    Raises:
+        UnknownModel, MissingWeights: naming the file and the command that fetches it.
+    """
+    factories = resolve_factories(config) if factories is None else factories
+    if factories.enhancer is not None:
+        return []
+    if config.face and factories.face_detector is None and config.face_detector != "retinaface_resnet50":
+        raise UsageError(f"unknown face detector {config.face_detector!r}; known: retinaface_resnet50")
+    files = []
+    path, registry = resolve_sr(config)
+    if registry is not None:
+        files.append((path, registry))
+    if config.face:
+        face_path, face_registry = face_weights_path(config)
+        if face_registry is not None:
+            files.append((face_path, face_registry))
+        files.append((registry_path(config.weights_dir, FACE_PARSER, "face parser"), FACE_PARSER))
+        if factories.face_detector is None:
+            files.append((registry_path(config.weights_dir, FACE_DETECTOR, "face detector"), FACE_DETECTOR))
+    return files
+
+
+def check_node_weights(config: ModelConfig, factories: Factories | None = None, node: str | None = None) -> None:
+    """On a worker, before loading: every registry file ``config`` needs is in the weights dir
+    and (unless ``trust_weights``) is the official release, and a user's own weights files
+    (``--sr-weights``, ``--face-weights``) are the ones the job was submitted with (their sha256
+    in the job's record), not whatever this node holds at that path. Hashes are cached per node,
+    so the workers of one node hash each file once.
+
+    Raises:
+        UnknownModel, MissingWeights, WeightsError: naming the file (and ``node``).
+    """
+    factories = resolve_factories(config) if factories is None else factories
+    files = registry_files(config, factories)  # raises for an unknown model or detector, or a missing file
+    if not config.trust_weights:
+        for path, weights in files:
+            verify_file(path, weights)
+    if factories.enhancer is not None:
+        return
+    own: list[tuple[str | None, str | None]] = [(config.sr_weights, config.sr_weights_sha256)]
+    if config.face:
+        own.append((config.face_weights, config.face_weights_sha256))
+    where = node or socket.gethostname()
+    for own_path, recorded in own:
+        if own_path is None or recorded is None:
+            continue
+        if not os.path.isfile(own_path):
+            raise MissingWeights(f"{own_path} not found on node {where}; the job needs that weights file on every node")
+        found = file_sha256(own_path)
+        if found != recorded:
+            raise WeightsError(
+                f"node {where} has another file at {own_path} (sha256 {found}, the job's is {recorded}); "
+                "copy the submitted file to that path on every node, or put it on shared storage"
+            )
+
+
+def face_weights_path(config: ModelConfig) -> tuple[str, WeightsFile | None]:
+    if config.face_model not in FACE_MODELS:
+        raise UnknownModel(f"unknown face model {config.face_model!r}; known: {', '.join(FACE_MODELS)}")
+    if config.face_weights:
+        if not os.path.isfile(config.face_weights):
+            raise MissingWeights(f"face weights file {config.face_weights} not found")
+        return config.face_weights, None
+    entry = FACE_MODELS[config.face_model]
+    return registry_path(config.weights_dir, entry.weights, f"face model {config.face_model}"), entry.weights
 
 
 # ----------------------------------------------------------------------------------------------
-# Verifying, hashed once per node
-
-
-def file_sha256(path: str) -> str:
-    """The sha256 of a local file, from this node's cache when the file (path, size, mtime) has
-    been hashed before: eight workers on one node hash a 350 MB file once, not eight times."""
-    key, stamp = _stamp(path)
-    cache = _cache_file()
-    if cache is None:
-        return sha256_file(path)
-    # The lock makes the workers starting together on a node wait for the first one's hash.
-    with _locked(cache + ".lock", remove=False):
-        entries = _read_cache(cache)
-        known = _lookup(entries, key, stamp)
-        if known is not None:
-            return known
-        digest = sha256_file(path)
-        entries[key] = {**stamp, "sha256": digest}
-        _write_cache(cache, entries)
-        return digest
+# Verifying
 
 
 def verify_file(path: str, weights: WeightsFile) -> None:
@@ -178,277 +248,7 @@ def status(
             out.append(FileState(name, weights.file, path, weights.sha256, None, "missing"))
             continue
         size = os.path.getsize(path)
-        actual = _fresh_sha256(path) if hash_files else _cached_sha256(path)
+        actual = fresh_sha256(path) if hash_files else cached_sha256(path)
         state: State = "present" if actual is None else ("verified" if actual == weights.sha256 else "mismatch")
         out.append(FileState(name, weights.file, path, weights.sha256, size, state, actual))
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Fetching
-
-
-def fetch(
-    weights_dir: str,
-    names: Iterable[str] = (),
-    *,
-    registry: Mapping[str, WeightsFile] | None = None,
-    base_url: str | None = None,
-    force: bool = False,
-    progress: FetchProgress | None = None,
-) -> list[Fetched]:
-    """Download the selected registry files into ``weights_dir``; files already there and
-    verified are left alone. Each file is streamed into ``<file>.part`` (resumed with an HTTP
-    Range request when an earlier fetch was interrupted), hashed, and renamed into place only when
-    its sha256 is the registry's. A failing file does not stop the others.
-
-    Args:
-        registry: the files and their expected sha256 (default: farm's registry).
-        base_url: serve the registry's file names from this URL instead of the official ones.
-        force: replace files that are present but are not the official ones.
-
-    Returns:
-        One result per file, in registry order; ``outcome == "failed"`` carries the error.
-
-    Raises:
-        UnknownModel, UsageError: a bad name or weights dir.
-        WeightsError: the weights dir cannot be created.
-    """
-    import requests
-
-    root = weights_path(weights_dir)
-    chosen = select(names, registry)
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(f"cannot create the weights dir {root}: {exc.strerror or exc}") from None
-    results = []
-    with requests.Session() as session:
-        session.headers["User-Agent"] = f"farm/{__version__}"
-        for name, weights in chosen.items():
-            path = os.path.join(root, weights.file)
-            try:
-                with _locked(os.path.join(root, f".{weights.file}.lock")):
-                    results.append(_fetch_one(session, name, weights, path, source_url(weights, base_url), force, progress))
-            except (WeightsError, OSError) as exc:
-                message = str(exc) if isinstance(exc, WeightsError) else f"cannot place {path}: {exc.strerror or exc}"
-                log.info("%s", message)  # returned to the caller, who reports it
-                results.append(Fetched(name, weights.file, path, "failed", error=message))
-                if progress is not None:
-                    progress.finish(name, "failed")
-    return results
-
-
-def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, force: bool, progress: FetchProgress | None) -> Fetched:
-    if os.path.isfile(path):
-        actual = file_sha256(path)
-        if actual == weights.sha256:
-            if progress is not None:
-                size = os.path.getsize(path)
-                progress.start(name, weights.file, size, size)
-                progress.finish(name, "present")
-            return Fetched(name, weights.file, path, "present")
-        if not force:
-            raise WeightsError(
-                f"{path} is there but is not the official {weights.file} (sha256 {actual[:12]}…); "
-                "pass --force to replace it, or keep it and pass --trust-weights to `farm submit`"
-            )
-    part = path + PART_SUFFIX
-    # One retry from zero when the server says the part is already whole or too long (HTTP 416).
-    for _ in range(2):
-        kept = os.path.getsize(part) if os.path.isfile(part) else 0
-        got = _download(session, name, weights, url, part, kept, progress)
-        if got is None:
-            _unlink(part)
-            continue
-        digest, received, kept = got
-        if digest != weights.sha256:
-            _unlink(part)
-            raise WeightsError(
-                f"{url} gave a {weights.file} whose sha256 is {digest[:12]}…, not the registry's {weights.sha256[:12]}…; "
-                "nothing was placed (a wrong mirror or a changed release?)"
-            )
-        os.replace(part, path)
-        fsync_dir(os.path.dirname(path))
-        _remember(path, digest)
-        if progress is not None:
-            progress.finish(name, "resumed" if kept else "downloaded")
-        return Fetched(name, weights.file, path, "resumed" if kept else "downloaded", received, kept)
-    raise WeightsError(f"{url} refuses to serve {weights.file} (HTTP 416 even from the first byte)")
-
-
-def _download(session, name: str, weights: WeightsFile, url: str, part: str, kept: int, progress: FetchProgress | None) -> tuple[str, int, int] | None:
-    """Stream ``url`` into ``part`` after its first ``kept`` bytes; returns (sha256 of the whole
-    part, bytes received, bytes kept), or None when the server says ``kept`` is past the end."""
-    import requests
-
-    headers = {"Range": f"bytes={kept}-"} if kept else {}
-    received = 0
-    streaming = False
-    try:
-        with session.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as response:
-            if response.status_code == 416 and kept:
-                # The part may already be complete (interrupted between the last byte and the rename).
-                whole = sha256_file(part)
-                if whole == weights.sha256:
-                    if progress is not None:
-                        progress.start(name, weights.file, kept, kept)
-                    return whole, 0, kept
-                return None
-            if response.status_code == 206 and kept and _range_start(response.headers.get("Content-Range")) == kept:
-                mode = "ab"
-            elif response.status_code == 200:
-                kept, mode = 0, "wb"  # no Range support here: start over
-            else:
-                raise WeightsError(f"cannot download {weights.file} from {url}: HTTP {response.status_code} {response.reason}")
-            length = response.headers.get("Content-Length")
-            total = kept + int(length) if length and length.isdigit() else None
-            digest = hash_file_into(hashlib.sha256(), part) if kept else hashlib.sha256()
-            if progress is not None:
-                progress.start(name, weights.file, total, kept)
-            streaming = True
-            with open(part, mode) as f:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    if progress is not None:
-                        progress.advance(name, len(chunk))
-                f.flush()
-                os.fsync(f.fileno())
-    except requests.RequestException as exc:
-        if not streaming:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise WeightsError(f"cannot download {weights.file} from {url}: {reason}; check the network, or --base-url") from None
-        have = os.path.getsize(part) if os.path.isfile(part) else 0
-        raise WeightsError(
-            f"download of {weights.file} from {url} stopped after {have} bytes ({type(exc).__name__}); "
-            "run the same command again to resume it"
-        ) from None
-    except OSError as exc:
-        raise WeightsError(f"cannot write {part}: {exc.strerror or exc}") from None
-    return digest.hexdigest(), received, kept
-
-
-def _range_start(content_range: str | None) -> int | None:
-    # "bytes 1000-4999/5000" -> 1000
-    if not content_range or not content_range.startswith("bytes "):
-        return None
-    first = content_range[len("bytes ") :].split("-", 1)[0]
-    return int(first) if first.isdigit() else None
-
-
-# ----------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _fresh_sha256(path: str) -> str:
-    digest = sha256_file(path)
-    _remember(path, digest)
-    return digest
-
-
-def _remember(path: str, digest: str) -> None:
-    """Record a hash just computed (or a file just placed) so this node need not hash it again."""
-    cache = _cache_file()
-    if cache is None:
-        return
-    key, stamp = _stamp(path)
-    with _locked(cache + ".lock", remove=False):
-        entries = _read_cache(cache)
-        entries[key] = {**stamp, "sha256": digest}
-        _write_cache(cache, entries)
-
-
-def _cached_sha256(path: str) -> str | None:
-    cache = _cache_file()
-    if cache is None:
-        return None
-    return _lookup(_read_cache(cache), *_stamp(path))
-
-
-def _stamp(path: str) -> tuple[str, dict[str, int]]:
-    """The cache key of a file and what must not have changed for its cached hash to hold."""
-    st = os.stat(path)
-    return os.path.realpath(path), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _lookup(entries: dict, key: str, stamp: dict[str, int]) -> str | None:
-    entry = entries.get(key)
-    if entry and all(entry.get(k) == v for k, v in stamp.items()) and isinstance(entry.get("sha256"), str):
-        return entry["sha256"]
-    return None
-
-
-def _cache_file() -> str | None:
-    """This user's node-local cache file, or None when no private directory is available (then
-    every check hashes): a shared temp dir must not let another user vouch for a file."""
-    root = os.environ.get(NODE_CACHE_ENV) or os.path.join(tempfile.gettempdir(), f"farm-{os.getuid()}")
-    try:
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        st = os.stat(root)
-    except OSError:
-        return None
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        log.warning("not caching weights hashes: %s is not a private directory of this user", root)
-        return None
-    return os.path.join(root, "weights-sha256.json")
-
-
-def _read_cache(cache: str) -> dict:
-    try:
-        with open(cache) as f:
-            entries = json.load(f)
-        return entries if isinstance(entries, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(cache: str, entries: dict) -> None:
-    tmp = f"{cache}.tmp-{os.getpid()}"
-    # Forget files that are gone (temporary dirs, moved weights) so the cache stays small.
-    entries = {path: entry for path, entry in entries.items() if os.path.exists(path)}
-    try:
-        with open(tmp, "w") as f:
-            json.dump(entries, f, indent=1, sort_keys=True)
-        os.replace(tmp, cache)
-    except OSError as exc:  # a cache that cannot be written only costs another hash later
-        log.debug("cannot write %s: %s", cache, exc)
-        _unlink(tmp)
-
-
-@contextlib.contextmanager
-def _locked(path: str, remove: bool = True) -> Iterator[None]:
-    """An exclusive lock on ``path`` (created if needed), so two fetches into one shared weights
-    dir do not write one ``.part`` at once. With ``remove`` the lock file is deleted afterwards;
-    a waiter that then holds the lock of a deleted file notices (inode changed) and locks again."""
-    fd = None
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:  # a filesystem without locks: go on unlocked
-            log.debug("cannot lock %s: %s", path, exc)
-            if fd is not None:
-                os.close(fd)
-            fd = None
-            break
-        try:
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        yield
-    finally:
-        if fd is not None:
-            if remove:
-                _unlink(path)
-            os.close(fd)
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-

@@ -1,4 +1,5 @@
-"""The job directory on shared storage, and the job spec every actor reads from it.
+"""The job directory on shared storage, and the job spec every actor reads from it. Over 300 lines:
+the whole layout (spec, ledger, receipts, the segment commit protocol, logs, control files) in one place.
 
     <jobs-root>/<job-id>/
       job.json                  spec: input, probe + frame index, model and output settings,
@@ -21,17 +22,18 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from farm import __version__
-from farm.config import ModelConfig, OutputConfig
+from farm.config import ModelConfig, OutputConfig, check_job_id
 from farm.errors import StorageError
 from farm.owner import OwnerRecord
 from farm.plan import Shard, plan_shards, snap_window
-from farm.storage.fs import TMP_MARK, Storage
+from farm.storage.fs import TMP_MARK, Storage, sha256_file
 from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
 from farm.video.encode import CHUNK_SUFFIX
 from farm.video.index import FrameIndex
@@ -149,7 +151,7 @@ class JobDir:
 
     def __init__(self, jobs_root: str, job_id: str) -> None:
         self.jobs_root = jobs_root
-        self.job_id = job_id
+        self.job_id = check_job_id(job_id)  # a typed id must not reach outside the jobs root
         self.storage = Storage(jobs_root).sub(job_id)
 
     @property
@@ -221,6 +223,34 @@ class JobDir:
 
     def write_receipt(self, segment: str, receipt: dict) -> None:
         self.storage.write_json(self.receipt_rel(segment), receipt)
+
+    # The commit protocol of a shard's segment: built in a scratch file, committed whole (a
+    # rename, or an upload), then its receipt; a reader trusts a segment only with its receipt
+    # and the size recorded there (receipts()), so a crash between the steps leaves no half.
+
+    def scratch_segment(self, name: str) -> str:
+        """A local path to build segment ``name`` in, before :meth:`commit_segment`."""
+        return self.storage.scratch_file(self.segment_rel(name))
+
+    def commit_segment(self, scratch: str, name: str) -> tuple[int, str]:
+        """Move the finished ``scratch`` into place as segment ``name``; returns its size in bytes
+        and sha256 (for the receipt, which the caller writes next with :meth:`write_receipt`).
+
+        Raises:
+            StorageError: naming the segment's location.
+        """
+        size = os.path.getsize(scratch)
+        digest = sha256_file(scratch)
+        self.storage.commit_file(scratch, self.segment_rel(name))
+        return size, digest
+
+    @staticmethod
+    def discard_scratch(scratch: str) -> None:
+        """Remove an uncommitted scratch segment (after a failed shard); gone already is fine."""
+        try:
+            os.unlink(scratch)
+        except FileNotFoundError:
+            pass
 
     def receipts(self) -> list[dict]:
         """Every committed segment's receipt whose segment is present with the recorded size."""

@@ -1,5 +1,6 @@
 """Fakes behind farm's seams: a deterministic nearest-neighbour enhancer, optionally slow, failing or
-hanging on chosen frames, and a face detector whose answers are scripted per frame in a file."""
+hanging on chosen frames, and a face detector whose answers are scripted per frame in a file.
+:func:`install_fakes` registers them (:mod:`farm.enhance.factories`); the ``farm`` command never does."""
 
 from __future__ import annotations
 
@@ -75,6 +76,21 @@ class FakeEnhancer:
         return fake_output(frame, self.model_scale, self.geometry)
 
 
+class FakeEnhancerFactory:
+    """The enhancer factory for model names ``fake`` and ``fake:OPTIONS`` (:class:`FakeEnhancer`);
+    registered by :func:`install_fakes`, never by the ``farm`` command."""
+
+    needs_torch = False  # nearest-neighbour in numpy: 64 fake workers fit on one host
+
+    def model_scale(self, config) -> int:
+        return FakeEnhancer.parse(config.model).model_scale
+
+    def __call__(self, config, geometry_for, device: str) -> FakeEnhancer:
+        fake = FakeEnhancer.parse(config.model)
+        fake.geometry = geometry_for(fake.model_scale)
+        return fake
+
+
 def fake_output(frame: np.ndarray, model_scale: int, geometry: Geometry | None) -> np.ndarray:
     """What :class:`FakeEnhancer` returns for ``frame``: the reference for tests."""
     import cv2
@@ -128,3 +144,22 @@ def write_face_script(path: str, faces: dict[str, list[list[float]]]) -> str:
     with open(path, "w") as f:
         json.dump(faces, f)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Plugging them in
+
+#: The test entry point: ``python -m farm.testing.cli`` is ``farm`` with the fakes installed.
+TEST_ENTRY_MODULE = "farm.testing.cli"
+
+
+def install_fakes() -> None:
+    """Register farm's fakes in this process (the tests' conftest, the test entry point
+    ``python -m farm.testing.cli`` and the benchmark scripts call it): model names
+    ``fake[:OPTIONS]`` and ``--face-detector scripted:PATH``. A Ray Job submitted from here runs
+    the test entry point on the cluster; Ray workers get the factories from the driver."""
+    from farm.enhance import factories
+
+    factories.register_enhancer("fake", FakeEnhancerFactory())
+    factories.register_face_detector("scripted", ScriptedFaceDetector)
+    factories.set_job_module(TEST_ENTRY_MODULE)

@@ -1,4 +1,4 @@
-"""Running the ``farm`` command as a process, in its own process group so a test or script can kill
+"""Running the ``farm`` command (with the fakes installed: :mod:`farm.testing.cli`) as a process, in its own process group so a test or script can kill
 all of it (the driver and the Ray it started) at once."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 
-FARM = [sys.executable, "-m", "farm"]
+#: farm as a process, with the fakes installed (the `farm` command has none): the test entry point.
+FARM = [sys.executable, "-m", "farm.testing.cli"]
 
 
 def run_farm(args: list[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -33,7 +33,7 @@ def write_rrdbnet_weights(
     is a picture that depends on every input pixel nearby, and on the input's precision."""
     import torch
 
-    from farm.enhance.enhancer import install_torchvision_shim
+    from farm.enhance.patches import install_torchvision_shim
 
     install_torchvision_shim()
     from basicsr.archs.rrdbnet_arch import RRDBNet
@@ -54,7 +54,7 @@ def write_compact_weights(path: str, *, scale: int = 4, num_feat: int = 8, num_c
     """Random SRVGGNetCompact weights (``num_feat=64, num_conv=32`` is realesr-general-x4v3's size)."""
     import torch
 
-    from farm.enhance.enhancer import install_torchvision_shim
+    from farm.enhance.patches import install_torchvision_shim
 
     install_torchvision_shim()
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
@@ -68,7 +68,7 @@ def write_gfpgan_weights(path: str, *, channel_multiplier: int = 1, seed: int = 
     """Random GFPGAN (clean architecture) weights; GFPGANer's face size is fixed at 512."""
     import torch
 
-    from farm.enhance.enhancer import install_torchvision_shim
+    from farm.enhance.patches import install_torchvision_shim
 
     install_torchvision_shim()
     from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
@@ -95,7 +95,7 @@ def write_face_helper_weights(weights_dir: str, *, find_no_faces: bool = True, s
     finds no face (random detectors otherwise "find" dozens per frame)."""
     import torch
 
-    from farm.enhance.enhancer import install_torchvision_shim
+    from farm.enhance.patches import install_torchvision_shim
     from farm.enhance.registry import FACE_DETECTOR, FACE_PARSER
 
     install_torchvision_shim()
