@@ -129,7 +129,8 @@ class Host:
                 self.init_pid = children[0]
                 return
             if self._holder.poll() is not None:
-                raise HostsUnavailable(f"host {self.name} did not boot: {self._holder.stderr.read().decode().strip()}")
+                stderr = self._holder.stderr.read().decode().strip() if self._holder.stderr else ""
+                raise HostsUnavailable(f"host {self.name} did not boot: {stderr}")
             time.sleep(0.05)
         raise HostsUnavailable(f"host {self.name} did not boot within 20 s")
 
