@@ -1,4 +1,5 @@
-"""The job commands of ``farm``: submit, status, ls, resume, cancel, demo."""
+"""The job commands of ``farm``: submit, status, ls, resume, cancel, demo. Over 300 lines: the
+submit options (with the token's) and the six commands that share them and their printing."""
 
 from __future__ import annotations
 
