@@ -346,8 +346,9 @@ def submit_ray_job(
     """Submit ``farm submit <forwarded>`` as a Ray Job to the cluster whose dashboard is at
     ``dashboard``; unless ``detach``, follow its logs until it ends.
 
-    The entrypoint runs farm from the cluster's own environment (``python -m farm``); input,
-    output and jobs root must be paths the cluster sees (shared storage or object store URLs).
+    The entrypoint runs farm from the cluster's own environment (``python -m farm``, or the test
+    entry point when this process installed the fakes: :func:`farm.enhance.factories.job_module`);
+    input, output and jobs root must be paths the cluster sees (shared storage or object store URLs).
 
     Raises:
         ClusterError: the cluster cannot be reached or refuses the job.
