@@ -25,13 +25,14 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from farm.actors.bridge import RayBridge
+from farm.actors.connect import NAMESPACE, join
 from farm.actors.coordinator import Coordinator
 from farm.actors.mux_task import assemble, mux_placement
-from farm.actors.pool import NAMESPACE, WorkerPool
+from farm.actors.pool import WorkerPool
 from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
 from farm.enhance.factories import job_module, resolve_factories
-from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
+from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError, first_line
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
 from farm.preflight import Prepared, identify, output_current, prepare, record_output
@@ -58,11 +59,7 @@ def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool 
     if token:
         use_token(token)
     if address:
-        try:
-            ctx = ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace=NAMESPACE)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            hint = "; pass --token-file, --token or set RAY_AUTH_TOKEN" if "auth" in str(exc).lower() or "token" in str(exc).lower() else ""
-            raise ClusterError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}{hint}") from None
+        ctx = join(address)
     else:
         ctx = _start_local_ray(num_cpus, dashboard)
     url = getattr(ctx, "dashboard_url", None)
@@ -108,11 +105,6 @@ def use_token(token: str) -> None:
     from ray._raylet import Config  # type: ignore[attr-defined]
 
     Config.initialize("")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
@@ -376,7 +368,7 @@ def submit_ray_job(
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
         auth = any(w in str(exc).lower() for w in ("401", "403", "auth", "token"))
         hint = "; the cluster wants its authentication token: pass --token-file, --token or set RAY_AUTH_TOKEN" if auth else ""
-        raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {_first_line(exc)}{hint}") from None
+        raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {first_line(exc)}{hint}") from None
     result = {"submission_id": submission_id, "job_id": job_id, "output": cfg.output, "dashboard": dashboard}
     if detach:
         return {**result, "state": "submitted"}

@@ -20,6 +20,13 @@ class FarmError(Exception):
         return self.message
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries' messages run to tracebacks), or its
+    type's name when it has none: what a one-line error quotes of a cause."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 class UsageError(FarmError):
     """An option or combination of options that can never work."""
 

@@ -22,7 +22,7 @@ from typing import Any
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.config import job_id as make_job_id
 from farm.enhance.weights import check_weights
-from farm.errors import FarmError, InputError, OutputError, StorageError, UsageError
+from farm.errors import FarmError, OutputError, StorageError, UsageError
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
 from farm.storage.jobdir import SUBMIT, JobDir, JobSpec, frames_per_second
@@ -294,9 +294,7 @@ def _identity(model: ModelConfig, source: SourceInfo, out: OutputConfig) -> tupl
 
 def load_submit(jobs_root: str, job_id: str) -> dict[str, Any]:
     """The output settings of a job's last submit (for ``farm resume``)."""
-    job = JobDir(jobs_root, job_id)
-    if not job.exists():
-        raise InputError(f"no job {job_id} under {jobs_root}; `farm ls --jobs-root {jobs_root}` lists the jobs")
+    job = JobDir.existing(jobs_root, job_id)
     try:
         return job.storage.read_json(SUBMIT)
     except FileNotFoundError:

@@ -6,14 +6,15 @@ Results come back as plain dicts (they cross Ray); :func:`probe_nodes` turns the
 
 from __future__ import annotations
 
-import logging
 import socket
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from farm.actors.connect import join
 from farm.doctor import Check, Status, check_jobs_root, check_weights
+from farm.errors import ClusterError
 
 #: How long a node may take to answer (a fresh node imports farm first).
 PROBE_TIMEOUT_S = 120.0
@@ -35,10 +36,9 @@ def probe_nodes(address: str | None, jobs_root: str, weights_dir: str, timeout_s
     owns = not ray.is_initialized()
     if owns:
         try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, namespace="farm")
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return [Check(f"cluster {address}", "fail", f"cannot connect: {first}; with token auth set RAY_AUTH_TOKEN")]
+            join(address)
+        except ClusterError as exc:
+            return [Check(f"cluster {address}", "fail", exc.message)]
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         task = ray.remote(num_cpus=0, max_retries=0)(_probe)

@@ -12,6 +12,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from farm.actors.connect import NAMESPACE
 from farm.actors.worker import EnhanceWorker
 from farm.enhance.factories import Factories
 from farm.errors import FarmError
@@ -20,7 +21,6 @@ from farm.storage.jobdir import JobDir
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "farm"
 
 
 @dataclass

@@ -15,7 +15,7 @@ import click
 from farm.cli.base import jobs_root_default, main, weights_dir_default
 from farm.config import CODECS, DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL
 from farm.enhance.registry import FACE_MODELS, SR_MODELS
-from farm.errors import FarmError, UsageError
+from farm.errors import UsageError
 
 # ----------------------------------------------------------------------------------------------
 # submit
@@ -291,7 +291,8 @@ def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None
     Example:
       farm resume holiday-3f9a2c1b7d0e --jobs-root /mnt/nfs/farm-jobs
     """
-    from farm.driver import submit as run_submit, use_token
+    from farm.driver import submit as run_submit
+    from farm.driver import use_token
     from farm.preflight import resume_config
 
     token = _token(token, token_file)
@@ -314,9 +315,7 @@ def cancel(job_id: str, jobs_root: str) -> None:
     """
     from farm.storage.jobdir import JobDir
 
-    job = JobDir(jobs_root, job_id)
-    if not job.exists():
-        raise FarmError(f"no job {job_id} under {jobs_root}; `farm ls` lists the jobs")
+    job = JobDir.existing(jobs_root, job_id)
     job.request_cancel()
     click.echo(f"cancel requested for {job_id}; its driver stops the workers within seconds")
 

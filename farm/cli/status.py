@@ -40,9 +40,7 @@ def newest_job(jobs_root: str) -> str:
 
 def job_status(jobs_root: str, job_id: str) -> dict[str, Any]:
     """The ``farm status --json`` object of a job, from its ledger snapshot."""
-    job = JobDir(jobs_root, job_id)
-    if not job.exists():
-        raise InputError(f"no job {job_id} under {jobs_root}; `farm ls --jobs-root {jobs_root}` lists the jobs")
+    job = JobDir.existing(jobs_root, job_id)
     spec = job.read_spec()
     data = job.read_ledger()
     ledger = Ledger.from_json(data, Policy()) if data else Ledger(spec.shards())

@@ -14,8 +14,8 @@ import numpy as np
 
 from farm.config import ModelConfig
 from farm.enhance.arch import gfpgan_channel_multiplier, load_state_dict, sr_arch_from_state_dict
-from farm.enhance.factories import Enhancer, Factories, resolve_factories
 from farm.enhance.faces import FacePath
+from farm.enhance.factories import Enhancer, Factories, resolve_factories
 from farm.enhance.patches import Guard, faces_in_16_bit, facexlib_setup, install_torchvision_shim, new_upsampler
 from farm.enhance.upscale import BatchUpscaler, batch_for, place
 from farm.enhance.weights import face_weights_path, resolve_sr

@@ -15,7 +15,7 @@ from farm import __version__
 from farm.enhance.hashes import file_sha256, locked, remember, unlink
 from farm.enhance.registry import WeightsFile
 from farm.enhance.weights import select, weights_path
-from farm.errors import WeightsError
+from farm.errors import WeightsError, first_line
 from farm.storage.fs import fsync_dir, hash_file_into, sha256_file
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def _download(session, name: str, weights: WeightsFile, url: str, part: str, kep
                 os.fsync(f.fileno())
     except requests.RequestException as exc:
         if not streaming:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise WeightsError(f"cannot download {weights.file} from {url}: {reason}; check the network, or --base-url") from None
         have = os.path.getsize(part) if os.path.isfile(part) else 0
         raise WeightsError(

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from farm import __version__
 from farm.config import ModelConfig, OutputConfig, check_job_id
-from farm.errors import StorageError
+from farm.errors import InputError, StorageError
 from farm.owner import OwnerRecord
 from farm.plan import Shard, plan_shards, snap_window
 from farm.storage.fs import TMP_MARK, Storage, sha256_file
@@ -160,6 +160,18 @@ class JobDir:
 
     def exists(self) -> bool:
         return self.storage.exists(SPEC)
+
+    @classmethod
+    def existing(cls, jobs_root: str, job_id: str) -> JobDir:
+        """The job directory of a job the user named.
+
+        Raises:
+            InputError: there is no such job under ``jobs_root``.
+        """
+        job = cls(jobs_root, job_id)
+        if not job.exists():
+            raise InputError(f"no job {job_id} under {jobs_root}; `farm ls --jobs-root {jobs_root}` lists the jobs")
+        return job
 
     def read_spec(self) -> JobSpec:
         try:
