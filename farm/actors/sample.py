@@ -1,0 +1,82 @@
+"""Ray shells for the commands that look before a long job (``farm preview``, ``farm estimate``):
+they run farm's own code on one of the cluster's workers, so the numbers and pictures come from
+the device the job will use.
+
+A one-shot task is enough for a preview (load the enhancer, render the frames, return them); an
+estimate reuses :class:`farm.actors.worker.EnhanceWorker` itself, one per GPU model."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import ray
+
+from farm.actors.pool import NAMESPACE
+
+
+def cluster_has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def render_on_cluster(spec, source_frames: Sequence[int], device: str):
+    """:func:`farm.preview.render_frames` in one task on a GPU of the cluster (a CPU when it has
+    none), with the job's enhancer loaded there.
+
+    Returns:
+        ``(frames, device)`` as :func:`farm.preview.render_here` gives them.
+    """
+    from farm.preview import render_here
+
+    def run(spec_json: dict, frames: list[int]):
+        from farm.storage.jobdir import JobSpec
+
+        return render_here(device)(JobSpec.from_json(spec_json), frames)
+
+    gpu = device != "cpu" and cluster_has_gpus()
+    task = ray.remote(run).options(num_gpus=1 if gpu else 0, num_cpus=1, name=f"farm-preview {spec.source.location}", max_retries=0)
+    return ray.get(task.remote(spec.to_json(), list(source_frames)))
+
+
+def device_groups() -> dict[str, str | None]:
+    """The cluster's kinds of workers: accelerator type (Ray's ``accelerator_type:X`` resource)
+    -> one live node id that has it; ``{"cpu": None}`` on a cluster without GPUs."""
+    groups: dict[str, str | None] = {}
+    for node in ray.nodes():
+        resources = node.get("Resources", {})
+        if not node.get("Alive") or not resources.get("GPU"):
+            continue
+        kinds = [k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")] or ["gpu"]
+        groups.setdefault(kinds[0], node["NodeID"])
+    return groups or {"cpu": None}
+
+
+def gpu_count(kind: str) -> float:
+    """GPUs of ``kind`` in the cluster now."""
+    total = 0.0
+    for node in ray.nodes():
+        resources = node.get("Resources", {})
+        if node.get("Alive") and resources.get("GPU") and (f"accelerator_type:{kind}" in resources or kind == "gpu"):
+            total += resources["GPU"]
+    return total
+
+
+def spawn_worker(jobs_root: str, job_id: str, name: str, device: str, node: str | None, threads: int | None) -> Any:
+    """An :class:`EnhanceWorker` actor for sampling: on ``node``'s GPU, or on this cluster's CPUs."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from farm.actors.pool import _REMOTE_WORKER
+
+    options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": 0, "name": f"farm-sample-{job_id}-{name}"}
+    if node is not None:
+        options.update(num_gpus=1, num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+    else:
+        options.update(num_cpus=threads or 1)
+    return _REMOTE_WORKER.options(**options).remote(jobs_root, job_id, name, device, threads)
+
+
+def get(ref):
+    return ray.get(ref)
+
+
+def kill(handle) -> None:
+    ray.kill(handle, no_restart=True)
