@@ -67,6 +67,13 @@ class EnhanceError(FarmError):
     retryable = True
 
 
+class BadOutput(EnhanceError):
+    """The job's first output frame is uniform, black or NaN where its source is not (broken
+    weights, device or decode): not retried, so the job stops at its first shard."""
+
+    retryable = False
+
+
 class OutOfDeviceMemory(EnhanceError):
     """The device ran out of memory even with the smallest tile size."""
 

@@ -30,6 +30,7 @@ from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device
 from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.weights import check_node_weights
 from farm.errors import FarmError, InputError, ProbeError, StorageError
+from farm.first_frame import FirstFrameCheck
 from farm.plan import output_sar, plan_geometry
 from farm.receipt import Receipt
 from farm.storage.jobdir import JobDir, JobSpec
@@ -240,6 +241,7 @@ class EnhanceWorker:
         assert enhancer is not None
         enhance_batch = getattr(enhancer, "enhance_batch", None)
         batch_size = getattr(enhancer, "batch_size", None)
+        check = FirstFrameCheck(getattr(enhancer, "geometry", None), self.spec.model.sr_weights or self.spec.model.model) if start == 0 else None
         with Pipeline(produce, consume, QUEUE_FRAMES) as pipeline:
             expected = out_start
             ended = False
@@ -263,6 +265,8 @@ class EnhanceWorker:
                 else:
                     outs = [enhancer.enhance(frame, number) for number, frame in batch]
                 timings["enhance_s"] += time.perf_counter() - t
+                if check is not None and not check.done:  # the job's first shard: before any frame is encoded
+                    check.see([frame for _, frame in batch], outs, numbers)
                 for number, out in zip(numbers, outs):
                     pipeline.give((number, out))
                 expected += len(batch)
@@ -270,6 +274,8 @@ class EnhanceWorker:
                     self.progress_state.frames += len(batch)
                     self.progress_state.frames_done += len(batch)
                     self.progress_state.updated = time.time()
+            if check is not None:
+                check.finish()
             pipeline.finish()
         frames = writer_result.get("frames", 0)
         if frames != out_stop - out_start:
