@@ -80,3 +80,38 @@ def get(ref):
 
 def kill(handle) -> None:
     ray.kill(handle, no_restart=True)
+
+
+def sample_on_cluster(device: str, gpus_per_worker: float, cap: int | None):
+    """A :data:`farm.estimate.Sampler` that runs the job's own worker once per GPU model of the
+    cluster (on one node that has it), all kinds at once; on a cluster without GPUs, one CPU worker
+    with the threads the pool would give it."""
+    import time
+
+    def sample(prepared, shards):
+        groups = device_groups()
+        cpus = int(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 1)))
+        n = cap or max(1, cpus // 4)
+        handles, started = {}, time.perf_counter()
+        for k, (kind, node) in enumerate(groups.items()):
+            threads = None if node is not None else max(1, cpus // n)
+            handles[kind] = spawn_worker(prepared.job.jobs_root, prepared.job.job_id, f"e{k}", device, node, threads)
+        ready = {kind: h.ready.remote() for kind, h in handles.items()}
+        ready_s, names = {}, {}
+        for kind, ref in ready.items():
+            names[kind] = ray.get(ref).get("device_name", kind)
+            ready_s[kind] = time.perf_counter() - started
+        calls = {kind: [h.run_shard.remote(s.index, s.start, s.stop, 1) for s in shards] for kind, h in handles.items()}
+        out = []
+        try:
+            for kind, refs in calls.items():
+                workers = gpu_count(kind) / gpus_per_worker if groups[kind] is not None else n
+                if cap is not None:
+                    workers = min(workers, cap)
+                out.append((names[kind], workers, ready_s[kind], ray.get(refs)))
+        finally:
+            for h in handles.values():
+                kill(h)
+        return out
+
+    return sample

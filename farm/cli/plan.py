@@ -51,15 +51,19 @@ def full_options(o: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _cluster(address: str | None, token: str | None):
-    """Joined to the cluster at ``address`` while inside (nothing without an address)."""
-    if not address:
+def _cluster(address: str | None, token: str | None, local: bool = False):
+    """Joined to the cluster at ``address`` while inside; without one, nothing, or with ``local``
+    the Ray a local ``farm submit`` would start (or the one this process already runs)."""
+    if not address and not local:
         yield False
         return
     from farm.driver import start_ray
 
     import ray
 
+    if ray.is_initialized():
+        yield True
+        return
     with contextlib.redirect_stdout(sys.stderr):
         start_ray(address, token=token, dashboard=False)
     try:
@@ -108,4 +112,82 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, **
     times = ", ".join(f"{t:.3f}" for t in result.times_s)
     click.echo(f"{result.path}  ({len(result.frames)} frames at {times} s, {result.canvas[0]}x{result.canvas[1]}, "
                f"{result.device}, {result.seconds:.1f} s)")
+
+
+#: The submit options an estimate takes: everything that shapes the job, not how it is followed.
+JOB_OPTIONS = MODEL_OPTIONS + ("codec", "crf", "preset", "pix_fmt", "shard_frames", "workers", "gpus_per_worker", "jobs_root")
+
+
+def _default_output(input: str, codec: str) -> str:
+    import tempfile
+
+    stem = os.path.splitext(os.path.basename(input.rstrip("/")))[0] or "video"
+    return os.path.join(tempfile.gettempdir(), stem if codec == "png" else f"{stem}.mkv")
+
+
+@main.command()
+@click.argument("input")
+@click.option("-o", "--output", help="The output the job would write (checked as submit checks it; default: an .mkv).")
+@click.option("--gpus", type=click.FloatRange(min=0, min_open=True), help="Wall time for this many workers of each sampled kind instead of this cluster's.")
+@click.option("--price-per-gpu-hour", "price", type=click.FloatRange(min=0), help="Cost of one device-hour, for the cost line.")
+@click.option("--sample-frames", type=click.IntRange(min=1), default=16, show_default=True, help="Frames timed from each of 3 shards, after a warm-up.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@submit_options(JOB_OPTIONS)
+def estimate(input: str, output: str | None, gpus: float | None, price: float | None, sample_frames: int, as_json: bool, **o: Any) -> None:
+    """Time a sample of INPUT's job on the device it would use and estimate the whole job:
+    frames, model time per frame, GPU-hours, wall time, disk and cost.
+
+    \b
+    Examples:
+      farm estimate film.mkv --target 2160p
+      farm estimate film.mkv --address auto --price-per-gpu-hour 2.5
+      farm estimate film.mkv --gpus 16 --json
+    """
+    from farm.estimate import estimate as run_estimate
+
+    options = full_options(o)
+    cfg = build_config(input, output or _default_output(input, options["codec"]), **options)
+    # Sampled in a Ray worker like the job's own (Ray's worker processes run the same code
+    # measurably slower on a small CPU than a plain process: see the README's Performance).
+    with _cluster(o["address"], o["token"], local=True):
+        from farm.actors.sample import sample_on_cluster
+
+        sampler = sample_on_cluster(cfg.model.device, cfg.gpus_per_worker, cfg.workers)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_estimate(cfg, gpus=gpus, price=price, sampler=sampler, sample_frames=sample_frames)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), sort_keys=True))
+        return
+    for line in render_estimate(result, price):
+        click.echo(line)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def render_estimate(e, price: float | None) -> list[str]:
+    lines = [f"frames      {e.frames} (output frames, from the probe)"]
+    for s in e.samples:
+        lines.append(f"device      {s.kind}: {s.model_s_per_frame:.4f} model-s/frame, {s.worker_s_per_frame:.4f} worker-s/frame "
+                     f"(timed on {s.frames} frames after a warm-up; load {s.load_s:.1f} s), {s.workers:g} workers")
+    lines.append(f"GPU-hours   {e.gpu_hours:.3f} device-hours held ({e.model_hours:.3f} in the model)")
+    where = f"on {e.gpus:g} workers of each kind" if e.gpus is not None else "on this cluster"
+    lines.append(f"wall        {_duration(e.wall_s)} {where}, worker start included, the final concatenation not")
+    per_frame = e.chunk_bytes / max(1, e.frames)
+    lines.append(f"disk        {_bytes(e.chunk_bytes)} of chunks + {_bytes(e.output_bytes)} of output ({e.codec}, {_bytes(per_frame)}/frame measured)")
+    if e.cost is not None:
+        lines.append(f"cost        {e.cost:.2f} at {price:g} per device-hour")
+    return lines
 

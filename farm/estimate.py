@@ -1,0 +1,182 @@
+"""``farm estimate``: what a job will take, from a timed sample of the job itself.
+
+The job is prepared as ``farm submit`` prepares it (same checks, same plan), in a scratch jobs
+root; a worker (:class:`farm.actors.worker.EnhanceWorker`, the job's own) then runs a warm-up shard
+and a few of the job's shards spread through the video, each cut to at most ``sample_frames``
+frames, on the device the job would use (on a cluster: one worker per GPU model). Every figure
+comes from those shards' receipts and the probe: model seconds per frame, the worker's seconds per
+frame (decode and encode overlap the model), bytes per frame of the chunks in the output codec,
+and the model load time. The scratch job is deleted afterwards.
+
+Decisions: wall time assumes the workers of a kind run as fast together as the one sampled alone
+(true on GPUs; on a CPU the default is one worker with all the cores, which is what is sampled);
+the tail (concatenation and verification) is not included, as it is a fraction of a second per
+chunk; chunks and output are both counted, as the job keeps its chunks until the output verified."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from farm.config import JobConfig
+from farm.plan import Shard
+from farm.preflight import Prepared, prepare
+from farm.storage.fs import is_url, normalize
+
+log = logging.getLogger(__name__)
+
+#: Shards sampled after the warm-up, and at most this many frames of each.
+SAMPLE_SHARDS = 3
+SAMPLE_FRAMES = 16
+#: Frames of the warm-up shard (model load, cuDNN autotuning, first allocations).
+WARMUP_FRAMES = 2
+
+
+@dataclass(frozen=True)
+class DeviceSample:
+    """One kind of worker, timed on the sample."""
+
+    kind: str  # the device name the worker reported ("cpu", "NVIDIA H100 80GB HBM3", "fake")
+    workers: float  # how many such workers the job gets on this cluster
+    frames: int  # output frames timed, after the warm-up
+    model_s_per_frame: float
+    worker_s_per_frame: float  # the worker's whole shard time per frame
+    bytes_per_frame: float  # of the chunks, in the output codec
+    load_s: float  # the worker's start: model load and checks
+
+
+@dataclass(frozen=True)
+class Estimate:
+    frames: int  # output frames of the job
+    samples: tuple[DeviceSample, ...]
+    wall_s: float  # on this cluster (or on ``gpus`` of each kind)
+    gpu_hours: float  # worker-hours: the devices held for the job
+    model_hours: float
+    chunk_bytes: int
+    output_bytes: int
+    cost: float | None = None
+    gpus: float | None = None  # --gpus N, when given
+    codec: str = "x264"
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["samples"] = [dataclasses.asdict(s) for s in self.samples]
+        return data
+
+
+#: ``(prepared job, shards to run) -> one (kind, workers, ready seconds, receipts) per kind``;
+#: the first receipt of each kind is the warm-up's.
+Sampler = Callable[[Prepared, Sequence[Shard]], list[tuple[str, float, float, list[dict]]]]
+
+
+def sample_shards(prepared: Prepared, count: int = SAMPLE_SHARDS, frames: int = SAMPLE_FRAMES) -> list[Shard]:
+    """A warm-up shard and ``count`` shards of the job's plan spread through the video, each cut
+    to at most ``frames`` source frames (the first frames of the real shard: same keyframe start)."""
+    shards = prepared.spec.shards()
+    warm = shards[0]
+    picks = [shards[int((k + 0.5) * len(shards) / count)] for k in range(min(count, len(shards)))]
+    picks = list(dict.fromkeys(picks))
+    out = [Shard(warm.index, warm.start, min(warm.stop, warm.start + WARMUP_FRAMES))]
+    return out + [Shard(s.index, s.start, min(s.stop, s.start + frames)) for s in picks]
+
+
+def summarise(kind: str, workers: float, ready_s: float, receipts: list[dict]) -> DeviceSample:
+    """Per-frame figures of one kind from its sample receipts (the warm-up's left out, unless it
+    is the only one)."""
+    timed = receipts[1:] or receipts
+    frames = sum(r["output_frames"] for r in timed)
+    return DeviceSample(
+        kind=kind,
+        workers=workers,
+        frames=frames,
+        model_s_per_frame=sum(r["timings"]["enhance_s"] for r in timed) / frames,
+        worker_s_per_frame=sum(r["seconds"] for r in timed) / frames,
+        bytes_per_frame=sum(r["bytes"] for r in timed) / frames,
+        load_s=ready_s,
+    )
+
+
+def combine(prepared: Prepared, samples: Sequence[DeviceSample], gpus: float | None, price: float | None) -> Estimate:
+    """The job's figures from its samples: frames from the probe, rates from the samples."""
+    spec = prepared.spec
+    frames = spec.source.num_frames * spec.frames_per_source_frame
+    workers = {s.kind: (gpus if gpus is not None else s.workers) for s in samples}
+    rate = sum(workers[s.kind] / s.worker_s_per_frame for s in samples)  # frames per second, all kinds
+    wall = frames / rate + max(s.load_s for s in samples)
+    # Each kind does its share of the frames at its own speed.
+    shares = {s.kind: workers[s.kind] / s.worker_s_per_frame / rate for s in samples}
+    gpu_hours = sum(frames * shares[s.kind] * s.worker_s_per_frame for s in samples) / 3600
+    model_hours = sum(frames * shares[s.kind] * s.model_s_per_frame for s in samples) / 3600
+    bytes_per_frame = sum(shares[s.kind] * s.bytes_per_frame for s in samples)
+    chunk_bytes = int(frames * bytes_per_frame)
+    cost = gpu_hours * price if price is not None else None
+    return Estimate(frames, tuple(samples), wall, gpu_hours, model_hours, chunk_bytes, chunk_bytes, cost, gpus, spec.out.codec)
+
+
+def cpu_plan(workers: int | None, cpus: int | None = None) -> tuple[int, int]:
+    """CPU workers and torch threads each, as the worker pool plans them for ``cpus`` (default:
+    this machine's, which is what a local job's Ray gets)."""
+    cpus = cpus or os.cpu_count() or 1
+    n = workers or max(1, cpus // 4)
+    return n, max(1, cpus // n)
+
+
+def sample_here(device: str, workers: int | None, cpus: int | None = None) -> Sampler:
+    """A sampler that runs the job's worker in this process (no Ray), with the torch threads a
+    job's CPU worker gets from ``cpus`` (see :func:`cpu_plan`)."""
+
+    def sample(prepared: Prepared, shards: Sequence[Shard]) -> list[tuple[str, float, float, list[dict]]]:
+        from farm.actors.worker import EnhanceWorker
+
+        n, per_worker = cpu_plan(workers, cpus)
+        t = time.perf_counter()
+        worker = EnhanceWorker(prepared.job.jobs_root, prepared.job.job_id, "estimate", device, per_worker)
+        info = worker.ready()
+        ready_s = time.perf_counter() - t
+        receipts = [worker.run_shard(s.index, s.start, s.stop, 1) for s in shards]
+        gpus = (workers or _local_gpus()) if info["device"] == "cuda" else n
+        return [(info.get("device_name", info["device"]), gpus, ready_s, receipts)]
+
+    return sample
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def estimate(cfg: JobConfig, *, gpus: float | None = None, price: float | None = None, sampler: Sampler | None = None,
+             sample_frames: int = SAMPLE_FRAMES, count: int = SAMPLE_SHARDS) -> Estimate:
+    """Time a sample of ``cfg``'s job and estimate the whole.
+
+    Raises:
+        FarmError: what ``farm submit`` would refuse, with the same line.
+    """
+    scratch_parent = normalize(cfg.jobs_root) if cfg.jobs_root else None
+    if scratch_parent is None or not is_url(scratch_parent):
+        root = tempfile.mkdtemp(prefix="farm-estimate-", dir=scratch_parent if scratch_parent and os.path.isdir(scratch_parent) else None)
+    else:
+        root = f"{scratch_parent}/.farm-estimate-{uuid.uuid4().hex[:8]}"
+    try:
+        prepared = prepare(dataclasses.replace(cfg, jobs_root=root, restart=True))
+        shards = sample_shards(prepared, count, sample_frames)
+        results = (sampler or sample_here(cfg.model.device, cfg.workers))(prepared, shards)
+        samples = [summarise(kind, workers, ready_s, receipts) for kind, workers, ready_s, receipts in results]
+        return combine(prepared, samples, gpus, price)
+    finally:
+        if is_url(root):
+            from farm.storage.fs import Storage
+
+            Storage(root).remove("", recursive=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+

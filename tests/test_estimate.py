@@ -1,0 +1,68 @@
+"""`farm estimate`: the model time and disk it predicts from a timed sample are those of the real
+job (within 25 %), measured in the same test run."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from farm.cli import main
+from farm.testing import make_test_clip
+
+pytestmark = [pytest.mark.ray]
+
+#: The models of the test jobs, as command-line words (the one place that picks them).
+FAKE_40MS = ["--model", "fake:scale=2,ms=40"]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> str:
+    return make_test_clip(str(tmp_path_factory.mktemp("estimate") / "clip.mp4"), frames=96, size=(64, 48), audio=False)
+
+
+def run_job(clip: str, tmp_path, model: list[str]) -> tuple[dict, dict]:
+    """(the estimate's JSON, the real job's totals) for the same command line."""
+    common = [clip, *model, "--no-face", "--device", "cpu", "--workers", "1", "--codec", "x264", "--crf", "23"]
+    runner = CliRunner()
+    estimated = runner.invoke(main, ["estimate", *common, "--json", "--price-per-gpu-hour", "2"])
+    assert estimated.exit_code == 0, estimated.output
+    jobs, output = str(tmp_path / "jobs"), str(tmp_path / "out.mkv")
+    submitted = runner.invoke(main, ["submit", *common, "-o", output, "--quiet", "--jobs-root", jobs])
+    assert submitted.exit_code == 0, submitted.output
+    receipts = [json.load(open(p)) for p in glob.glob(os.path.join(jobs, "*", "segments", "*.json"))]
+    real = {
+        "frames": sum(r["output_frames"] for r in receipts),
+        "model_s": sum(r["timings"]["enhance_s"] for r in receipts),
+        "chunk_bytes": sum(r["bytes"] for r in receipts),
+        "output_bytes": os.path.getsize(output),
+    }
+    return json.loads(estimated.stdout), real
+
+
+def check(e: dict, real: dict) -> None:
+    assert e["frames"] == real["frames"] == 96
+    predicted_model_s = e["model_hours"] * 3600
+    assert 0.75 <= predicted_model_s / real["model_s"] <= 1.25, (predicted_model_s, real)
+    assert 0.75 <= e["chunk_bytes"] / real["chunk_bytes"] <= 1.25, (e, real)
+    assert 0.75 <= e["output_bytes"] / real["output_bytes"] <= 1.25, (e, real)
+    assert e["cost"] == pytest.approx(e["gpu_hours"] * 2)
+    [sample] = e["samples"]
+    assert sample["workers"] == 1 and sample["frames"] > 0
+
+
+def test_fake_model_at_40ms(clip, tmp_path, local_ray):
+    """A user estimates a job with a model of known fixed cost (40 ms a frame): the predicted model
+    time and disk are the job's."""
+    e, real = run_job(clip, tmp_path, FAKE_40MS)
+    check(e, real)
+    assert e["samples"][0]["model_s_per_frame"] == pytest.approx(0.040, rel=0.25)
+
+
+def test_tiny_real_weights(clip, tmp_path, tiny_x4, local_ray):
+    """The same with real (tiny, random) RRDBNet weights run by the real model code on the CPU."""
+    e, real = run_job(clip, tmp_path, ["--sr-weights", tiny_x4])
+    check(e, real)
