@@ -186,8 +186,12 @@ class JobConfig:
     max_attempts: int = 3
     lease_timeout_s: float = 600.0  # a worker with no progress for this long is hung
     restart: bool = False
+    batch_frames: int | None = None  # frames per model call (None: chosen by frame size); speed only
+    tuned_from: str | None = None  # the `farm tune` profile entry that set speed options, if one did
 
     def __post_init__(self) -> None:
+        if self.batch_frames is not None and self.batch_frames <= 0:
+            raise UsageError(f"--batch must be at least 1, got {self.batch_frames}")
         if self.shard_frames is not None and self.shard_frames <= 0:
             raise UsageError(f"--shard-frames must be a positive number of frames, got {self.shard_frames}")
         if self.workers is not None and self.workers <= 0:

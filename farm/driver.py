@@ -166,7 +166,7 @@ class Run:
             snapshot, instructions = ray.get(self.coord.start_run.remote(self.run_id, time.monotonic(), self.policy, self.p.job.jobs_root, driver))
             self.tracker.start(snapshot)
             pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers,
-                              resolve_factories(self.p.spec.model))
+                              resolve_factories(self.p.spec.model), self.cfg.batch_frames)
             self.bridge = RayBridge(pool, self.shards, self.p.job.job_id)
             pool.maintain(set(), time.monotonic())
             result = self._loop(instructions + self._handle([Tick(time.monotonic())]))

@@ -61,6 +61,12 @@ class Shard:
         return f"shard {self.index} [{self.start}, {self.stop})"
 
 
+def default_cpu_workers(cpus: int) -> int:
+    """CPU workers a job gets without --workers: one per 4 cores, at least one (the pool's rule,
+    and the default `farm tune` measures against)."""
+    return max(1, cpus // 4)
+
+
 def default_shard_frames(num_frames: int) -> int:
     """Shard size used when the user gives none: about TARGET_SHARDS shards, within sane bounds."""
     return max(MIN_DEFAULT_SHARD_FRAMES, min(MAX_DEFAULT_SHARD_FRAMES, math.ceil(num_frames / TARGET_SHARDS)))

@@ -250,7 +250,10 @@ def prepare(cfg: JobConfig) -> Prepared:
     spec = dataclasses.replace(spec, out=cfg.out, model=dataclasses.replace(spec.model, weights_dir=model.weights_dir, sr_weights=model.sr_weights, face_weights=model.face_weights, trust_weights=model.trust_weights))
     if resumed:
         job.write_spec(spec)
-    job.storage.write_json(SUBMIT, {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location})
+    # The speed settings this submit runs with (they change no pixel): what `farm tune` set, or the user.
+    settings = {"workers": cfg.workers, "gpus_per_worker": cfg.gpus_per_worker, "batch_frames": cfg.batch_frames, "precision": model.precision,
+                "compile": model.compile, "tile": model.tile, "tuned_from": cfg.tuned_from}
+    job.storage.write_json(SUBMIT, {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location, "settings": settings})
     return Prepared(cfg, job, spec, geometry, resumed, disk_note, owner)
 
 

@@ -17,6 +17,7 @@ from farm.actors.worker import EnhanceWorker
 from farm.enhance.factories import Factories
 from farm.errors import FarmError
 from farm.ledger import WorkerJoined, WorkerLost, WorkerStartFailed
+from farm.plan import default_cpu_workers
 from farm.storage.jobdir import JobDir
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ class WorkerPool:
     """Keeps the desired number of enhance workers alive, one per GPU slot across the cluster's
     live nodes (or N CPU workers), avoiding blocked nodes."""
 
-    def __init__(self, job: JobDir, device: str, gpus_per_worker: float, cap: int | None, factories: Factories | None = None) -> None:
-        self.job = job
+    def __init__(self, job: JobDir, device: str, gpus_per_worker: float, cap: int | None, factories: Factories | None = None,
+                 batch: int | None = None) -> None:
+        self.job, self.batch = job, batch  # batch: frames per model call (None: by frame size)
         self.factories = factories  # resolved on the driver, handed to every worker (farm.enhance.factories)
         self.device = device
         self.gpus_per_worker = gpus_per_worker
@@ -52,7 +54,7 @@ class WorkerPool:
 
     def _cpu_plan(self) -> tuple[int, int]:
         cpus = int(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 1)))
-        n = self.cap or max(1, cpus // 4)
+        n = self.cap or default_cpu_workers(cpus)
         return n, max(1, cpus // n)
 
     def _slots(self, blocked: set[str], nodes: list[dict]) -> dict[str | None, int]:
@@ -109,7 +111,7 @@ class WorkerPool:
         else:
             options.update(num_cpus=self.threads)
             threads = self.threads
-        handle: Any = _REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads, self.factories)
+        handle: Any = _REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads, self.factories, self.batch)
         self.members[worker_id] = _Member(handle, node=node)
         self.pending_ready[handle.ready.remote()] = worker_id
 

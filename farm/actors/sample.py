@@ -115,3 +115,43 @@ def sample_on_cluster(device: str, gpus_per_worker: float, cap: int | None):
         return out
 
     return sample
+
+
+def tune_runner(prepare_variant, shards, device: str, cpus: int):
+    """A :data:`farm.tune.Runner`: the candidate's workers (``batch`` frames per call; on a CPU
+    with its threads each, on CUDA ``workers`` sharing one GPU), each running a warm-up shard,
+    then one timed shard each, all at once; returns frames per second of them together.
+
+    ``prepare_variant(candidate)`` gives the prepared scratch job for the candidate's model
+    settings (precision, compile, tile)."""
+    import time
+
+    from farm.actors.pool import _REMOTE_WORKER
+
+    def run(candidate) -> float:
+        prepared = prepare_variant(candidate)
+        job = prepared.job
+        gpu = device == "cuda"
+        handles = []
+        for k in range(int(candidate.workers)):
+            options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": 0, "name": f"farm-tune-{job.job_id}-{k}"}
+            if gpu:
+                options.update(num_gpus=1 / candidate.workers, num_cpus=1)
+            else:
+                options.update(num_cpus=candidate.threads)
+            handles.append(_REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, f"t{k}", device,
+                                                                    None if gpu else candidate.threads, candidate.batch or None))
+        try:
+            ray.get([h.ready.remote() for h in handles])
+            warm = shards[0]
+            ray.get([h.run_shard.remote(warm.index, warm.start, warm.stop, 1) for h in handles])
+            timed = [shards[1 + k % (len(shards) - 1)] if len(shards) > 1 else warm for k in range(len(handles))]
+            t = time.perf_counter()
+            receipts = ray.get([h.run_shard.remote(s.index, s.start, s.stop, 1) for h, s in zip(handles, timed)])
+            wall = time.perf_counter() - t
+        finally:
+            for h in handles:
+                kill(h)
+        return sum(r["output_frames"] for r in receipts) / wall
+
+    return run

@@ -61,11 +61,11 @@ class EnhanceWorker:
     """Turns shards of one job into committed segments."""
 
     def __init__(self, jobs_root: str, job_id: str, worker_id: str, device: str = "auto", threads: int | None = None,
-                 factories: Factories | None = None) -> None:
+                 factories: Factories | None = None, batch: int | None = None) -> None:
         # Loading happens in ready(), so that a failure reaches the driver as a clear FarmError.
         # ``factories``: the driver's (farm.enhance.factories); None, in this process, reads its registry.
         self.factories = factories
-        self.worker_id = worker_id
+        self.worker_id, self.batch = worker_id, batch  # batch: frames per model call (None: by frame size)
         self.job = JobDir(jobs_root, job_id)
         self.requested_device = device
         self.threads = threads
@@ -90,12 +90,15 @@ class EnhanceWorker:
             torch.set_num_threads(self.threads)
         # Weights come only from the weights dir, checked against the registry (once per node).
         check_node_weights(model, factories, node=f"{self.host} [{self.node[:8]}]")
-        return build_enhancer(
+        enhancer = build_enhancer(
             model,
             lambda model_scale: plan_geometry(source.width, source.height, model_scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels),
             self.device,
             factories,
         )
+        if self.batch and hasattr(enhancer, "batch_frames"):
+            enhancer.batch_frames = self.batch  # still halved after an out-of-memory, as the default
+        return enhancer
 
     # -- health -----------------------------------------------------------------------------------
 
@@ -311,11 +314,6 @@ class EnhanceWorker:
 
 def _node_id() -> str:
     """The Ray node this runs on (several simulated nodes can share a host name)."""
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()
-    except ImportError:
-        pass
+    if ray.is_initialized():  # ray is imported above: this module is a Ray actor's
+        return ray.get_runtime_context().get_node_id()
     return socket.gethostname()

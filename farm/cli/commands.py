@@ -76,6 +76,7 @@ def job_options(fn):
         click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
         click.option("--fp16/--fp32", "fp16", default=None, help="Precision (default: fp16 on CUDA, fp32 on CPU)."),
         click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True, help="Tile size for the upscaler (0: whole frames; out-of-memory frames are retried tiled anyway)."),
+        click.option("--batch", type=click.IntRange(min=1), help="Frames per model call (default: by frame size, or what `farm tune` measured best)."),
         click.option("--deinterlace", type=click.Choice(["auto", "on", "off", "double"]), default="auto", show_default=True, help="bwdif before the model: auto (sources flagged interlaced), on, off, or double (one frame per field, twice the rate)."),
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the upscaler: faster on CUDA after minutes of start-up per worker."),
         click.option("--jobs-root", help="Where job directories live: a path, NFS mount or s3:// URL (default: .farm-jobs next to the output, or $FARM_JOBS_ROOT)."),
@@ -129,6 +130,7 @@ def build_config(input: str, output: str, **o: Any):
         max_attempts=o["max_attempts"],
         lease_timeout_s=o["lease_timeout"],
         restart=o["restart"],
+        batch_frames=o.get("batch"),
     )
 
 
@@ -150,8 +152,9 @@ def submit(input: str, output: str, **o: Any) -> None:
     """
     from farm.driver import submit as run_submit
     from farm.driver import submit_ray_job, use_token
+    from farm.cli.plan import apply_tuned
 
-    cfg = build_config(input, output, **o)
+    cfg = apply_tuned(build_config(input, output, **o), click.get_current_context())
     address = o["address"]
     token = _token(o["token"], o["token_file"])
     if address and address.startswith(("http://", "https://")):

@@ -7,6 +7,7 @@ what they show, time and tune is what the same ``farm submit`` line would run.""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -190,4 +191,101 @@ def render_estimate(e, price: float | None) -> list[str]:
     if e.cost is not None:
         lines.append(f"cost        {e.cost:.2f} at {price:g} per device-hour")
     return lines
+
+
+@main.command()
+@click.argument("input")
+@click.option("--sample-frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames each worker is timed on, after a warm-up.")
+@click.option("--try-compile", is_flag=True, help="Also measure --compile (CUDA; minutes of start-up per worker).")
+@click.option("--dry-run", is_flag=True, help="Measure and print, but do not write the profile.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@submit_options(MODEL_OPTIONS[:-2] + ("codec", "crf", "preset", "pix_fmt"))
+def tune(input: str, sample_frames: int, try_compile: bool, dry_run: bool, as_json: bool, **o: Any) -> None:
+    """Measure which speed settings are fastest on this machine for INPUT's job, and keep the best
+    in a profile that `farm submit` uses for the options it is not given.
+
+    \b
+    Examples:
+      farm tune holiday.mp4
+      farm tune film.mkv --target 2160p --try-compile
+    """
+    from farm.tune import candidates, choose, entry_for, measure, write_profile
+
+    options = full_options(o)
+    cfg = build_config(input, _default_output(input, options["codec"]), **options)
+    with _cluster(None, None, local=True), contextlib.redirect_stdout(sys.stderr):
+        from farm.actors.sample import tune_runner
+        from farm.tune import TuneSample
+
+        with TuneSample(cfg, sample_frames, tune_runner, local_device_name(cfg.model.device)) as sample:
+            cands = candidates(sample.device, sample.cpus, sample.height, sample.width, compile=try_compile)
+            measured = measure(cands, sample.runner())
+    best, why = choose(measured)
+    path = None
+    if not dry_run:
+        path = write_profile(entry_for(best, why, input), sample.device_name, sample.klass)
+    if as_json:
+        click.echo(json.dumps({"device": sample.device_name, "size_class": sample.klass, "profile": path, "why": why,
+                               "chosen": dataclasses.asdict(best.candidate),
+                               "measured": [{**dataclasses.asdict(m.candidate), "fps": m.fps, "error": m.error} for m in measured]}, sort_keys=True))
+        return
+    click.echo(f"{'setting':<44} {'fps':>8}")
+    for m in measured:
+        mark = " <- chosen" if m is best else (" (default)" if m is measured[0] else "")
+        click.echo(f"{m.candidate.label():<44} {m.fps:>8.3f}{mark}" if m.fps else f"{m.candidate.label():<44} {'failed':>8}: {m.error}")
+    click.echo(f"chose {why}")
+    click.echo(f"wrote {path} [{sample.device_name} / {sample.klass}]; `farm submit` uses it for options it is not given"
+               if path else "not written (--dry-run)")
+
+
+def apply_tuned(cfg, ctx: click.Context, echo=lambda line: click.echo(line, err=True)):
+    """``cfg`` with the `farm tune` profile's settings for this machine's device and the input's
+    size, for each speed option the user did not set; says which it took."""
+    import dataclasses as dc
+
+    from farm.tune import lookup, profile_path
+
+    if ctx.params.get("address") or not os.path.exists(profile_path()):
+        return cfg
+    from farm.video.probe import probe
+
+    source = probe(cfg.input)
+    found = lookup(local_device_name(cfg.model.device), source.width, source.height)
+    if found is None:
+        return cfg
+    entry, label = found
+    unset = lambda name: ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None)  # noqa: E731
+    model, changes, taken = cfg.model, {}, []
+    if unset("batch") and entry.get("batch"):
+        changes["batch_frames"] = int(entry["batch"])
+        taken.append(f"batch {entry['batch']}")
+    if "threads" in entry:
+        if unset("workers"):
+            changes["workers"] = int(entry["workers"])
+            taken.append(f"{entry['workers']} workers x {entry['threads']} threads")
+    elif unset("gpus_per_worker"):
+        changes["gpus_per_worker"] = 1 / float(entry["workers"])
+        taken.append(f"{entry['workers']} workers per GPU")
+    if "threads" not in entry and unset("fp16") and entry.get("precision"):
+        model = dc.replace(model, precision=entry["precision"])
+        taken.append(entry["precision"])
+    if unset("compile_model") and entry.get("compile"):
+        model = dc.replace(model, compile=True)
+        taken.append("--compile")
+    if unset("tile") and entry.get("tile"):
+        model = dc.replace(model, tile=int(entry["tile"]))
+        taken.append(f"tile {entry['tile']}")
+    if not taken:
+        return cfg
+    echo(f"using `farm tune`'s settings for {label} from {profile_path()}: {', '.join(taken)} (options given override them)")
+    return dc.replace(cfg, model=model, tuned_from=label, **changes)
+
+
+def local_device_name(device: str) -> str:
+    """The device a local job's workers use, by name ("cpu" or the CUDA device's)."""
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
