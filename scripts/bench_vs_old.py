@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--face-every", type=int, default=6, help="a face on every Nth frame (from frame 1)")
     p.add_argument("--workdir", default=os.path.join("/tmp", "farm-bench-vs-old"))
     p.add_argument("--profile", action="store_true", help="then profile both frame loops in this process (cProfile)")
+    p.add_argument("--workers", type=int, help="farm's workers (default: farm's own default for this machine)")
+    p.add_argument("--use-tune-profile", action="store_true", help="let farm use this user's `farm tune` profile (default: farm's defaults only)")
     args = p.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -67,8 +69,9 @@ def main() -> None:
     farm_out = os.path.join(args.workdir, "farm.mp4")
     farm_wall, result = benchlib.farm_submit([
         clip, "-o", farm_out, "--sr-weights", weights["sr"], "--face-weights", weights["face"], "--weights-dir", weights["dir"],
-        "--face-detector", f"scripted:{script}", "--trust-weights", "--target", "1080p", "--workers", "1",
-        "--device", args.device, "--jobs-root", jobs, "--restart"])
+        "--face-detector", f"scripted:{script}", "--trust-weights", "--target", "1080p",
+        "--device", args.device, "--jobs-root", jobs, "--restart", *(["--workers", str(args.workers)] if args.workers else [])],
+        env=None if args.use_tune_profile else {**os.environ, "XDG_CONFIG_HOME": os.path.join(args.workdir, "no-profile")})
     logs = benchlib.shard_logs(jobs, result["job_id"])
     farm_steady = os.path.getmtime(farm_out) - logs[0]["started"]
 
@@ -82,6 +85,9 @@ def main() -> None:
     print(f"old script: {n / old_wall:.3f} fps end to end ({old_wall:.1f} s: imports {old['import_s']:.1f}, "
           f"models {old['load_s']:.1f}, frames {old['frames_s']:.1f}, encode {old['encode_s']:.1f}); "
           f"{n / old_steady:.3f} fps steady; {old['faces']} faces")
+    settings = json.load(open(os.path.join(jobs, result["job_id"], "submit.json"))).get("settings", {})
+    print(f"farm settings: {len({r['worker'] for r in logs})} workers ({'--workers ' + str(args.workers) if args.workers else 'default'}), "
+          f"{len(logs)} shards, recorded {settings}")
     print(f"farm:       {n / farm_wall:.3f} fps end to end ({farm_wall:.1f} s: start-up {farm_wall - farm_steady:.1f}, "
           f"shards and mux {farm_steady:.1f}; inside shards: decode {benchlib.summed(logs, 'decode_s'):.1f}, "
           f"enhance {benchlib.summed(logs, 'enhance_s'):.1f}, encode {benchlib.summed(logs, 'encode_s'):.1f}); "

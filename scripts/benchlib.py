@@ -111,9 +111,9 @@ def run(cmd: list[str], env: dict | None = None, niceness: int = 0) -> tuple[flo
     return wall, proc.stdout
 
 
-def farm_submit(args: list[str]) -> tuple[float, dict[str, Any]]:
+def farm_submit(args: list[str], env: dict | None = None) -> tuple[float, dict[str, Any]]:
     """``farm submit ... --quiet --json``; (wall seconds, its JSON result)."""
-    wall, out = run([sys.executable, "-m", "farm.testing.cli", "submit", *args, "--quiet", "--json"])
+    wall, out = run([sys.executable, "-m", "farm.testing.cli", "submit", *args, "--quiet", "--json"], env=env)
     return wall, json.loads(out.strip().splitlines()[-1])
 
 

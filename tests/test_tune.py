@@ -1,0 +1,71 @@
+"""`farm tune`: measures speed settings on the user's video, keeps the fastest in a profile, and
+the next `farm submit` runs with them (when not given other options)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from farm.cli import main
+from farm.testing import make_test_clip
+from farm.tune import Candidate, Measured, candidates, choose, read_profile, size_class
+
+#: The model of the test jobs, as command-line words (the one place that picks it).
+FAKE_40MS = ["--model", "fake:scale=2,ms=40"]
+
+
+def test_candidates_and_choice():
+    """On a 2-core machine tune tries 1 and 2 workers (threads filling the cores) at batches 1 and
+    2, the default first; the fastest wins, a near-tie goes to the earlier (simpler) one."""
+    cands = candidates("cpu", 2, 48, 64)
+    assert cands[0] == Candidate(1, 2, 1)  # the default: one worker per 4 cores (at least one), by-size batch
+    assert cands == [Candidate(1, 2, 1), Candidate(1, 2, 2), Candidate(2, 1, 1), Candidate(2, 1, 2)]
+    measured = [Measured(c, fps) for c, fps in zip(cands, [1.0, 1.02, 1.5, None])]
+    best, why = choose(measured)
+    assert best is measured[2]
+    assert why == "2 workers x 1 thread, batch 1: 1.500 fps, 1.50x the default (1 worker x 2 threads, batch 1: 1.000 fps)"
+    best, _ = choose(measured[:2])
+    assert best is measured[0]  # 2 % faster is a tie
+    assert [size_class(*s) for s in [(64, 48), (720, 576), (1920, 1080), (3840, 2160)]] == ["thumb", "sd", "hd", "uhd"]
+
+
+@pytest.mark.ray
+def test_tune_then_submit_uses_the_profile(tmp_path, local_ray):
+    """A user runs `farm tune` on their clip, then `farm submit` without speed options: the job
+    runs with the chosen settings, which were among those measured, and says where they came from."""
+    clip = make_test_clip(str(tmp_path / "clip.mp4"), frames=48, size=(64, 48), audio=False)
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    runner = CliRunner(env=env)
+    common = [clip, *FAKE_40MS, "--no-face", "--device", "cpu"]
+    tuned = runner.invoke(main, ["tune", *common, "--sample-frames", "3", "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    result = json.loads(tuned.stdout)
+    measured = [{k: m[k] for k in result["chosen"]} for m in result["measured"] if m["fps"]]
+    assert result["chosen"] in measured
+    chosen_fps = next(m["fps"] for m in result["measured"] if {k: m[k] for k in result["chosen"]} == result["chosen"])
+    assert chosen_fps * 1.03 >= max(m["fps"] for m in result["measured"] if m["fps"])  # the fastest, or within the tie
+    path = os.path.join(env["XDG_CONFIG_HOME"], "farm", "tune.toml")
+    assert result["profile"] == path
+    entry = read_profile(path)["cpu"]["thumb"]
+    assert {k: entry[k] for k in result["chosen"] if k in entry} == {k: v for k, v in result["chosen"].items() if k in entry}
+
+    jobs = str(tmp_path / "jobs")
+    submitted = runner.invoke(main, ["submit", *common, "-o", str(tmp_path / "out.mkv"), "--quiet", "--json", "--jobs-root", jobs])
+    assert submitted.exit_code == 0, submitted.output
+    chosen = result["chosen"]
+    label = f"batch {chosen['batch']}"
+    assert f"using `farm tune`'s settings for cpu/thumb from {path}: {label}, {chosen['workers']} workers x {chosen['threads']} threads" in submitted.output
+    job_id = json.loads(submitted.stdout.strip().splitlines()[-1])["job_id"]
+    settings = json.load(open(os.path.join(jobs, job_id, "submit.json")))["settings"]
+    assert settings == {"workers": chosen["workers"], "gpus_per_worker": 1.0, "batch_frames": chosen["batch"], "precision": "auto",
+                        "compile": False, "tile": 0, "tuned_from": "cpu/thumb"}
+
+    # An option the user gives wins over the profile, and the job records it.
+    submitted = runner.invoke(main, ["submit", *common, "-o", str(tmp_path / "out2.mkv"), "--quiet", "--json", "--jobs-root", jobs,
+                                     "--workers", "1", "--batch", "3"])
+    assert submitted.exit_code == 0, submitted.output
+    settings = json.load(open(os.path.join(jobs, job_id, "submit.json")))["settings"]
+    assert (settings["workers"], settings["batch_frames"], settings["tuned_from"]) == (1, 3, None)
