@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from farm.cli import main
 from farm.errors import BadOutput
-from farm.first_frame import FirstFrameCheck, verdict
+from farm.actors.first_frame import FirstFrameCheck, verdict
 from farm.testing import make_test_clip, pattern_frame
 from farm.plan import plan_geometry
 

@@ -33,8 +33,10 @@ ALLOWED: dict[str, set[str]] = {
     "doctor": LOW | {"enhance", "storage"},
     "actors": LOW | {"video", "enhance", "storage", "doctor"},
     "driver": LOW | {"video", "enhance", "storage", "preflight", "actors"},
+    # preview, estimate, tune: the job's own checks, decode, enhancer and workers on a sample
+    "sampling": LOW | {"video", "enhance", "storage", "preflight", "actors"},
     # the demo command makes its clip and random weights with the shipped test tools
-    "cli": LOW | {"video", "enhance", "storage", "preflight", "doctor", "actors", "driver", "testing"},
+    "cli": LOW | {"video", "enhance", "storage", "preflight", "doctor", "actors", "driver", "sampling", "testing"},
     "testing": LOW | {"video", "enhance", "storage", "preflight", "actors", "driver", "cli"},
     "top": LOW | {"driver", "cli"},
 }
@@ -49,6 +51,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "doctor": {"ray", "click", "rich"},
     "actors": {"click", "rich"},
     "driver": {"click", "rich"},
+    "sampling": {"ray", "click", "rich"},
 }
 #: Rooms that may import Ray: the thin actor shells and the driver (and the test cluster).
 RAY_ROOMS = {"actors", "driver", "testing"}

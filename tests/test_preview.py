@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from farm.cli import main
 from farm.config import JobConfig, ModelConfig, OutputConfig
-from farm.preview import PANELS, preview
+from farm.sampling.preview import PANELS, preview
 from farm.testing import make_scene_clip
 from tests.helpers import decode_all, max_abs_diff, submit_tiny
 

@@ -25,12 +25,12 @@ from typing import Any, Callable, Iterator
 import ray
 
 from farm.actors.metrics import WorkerMetrics
+from farm.actors.first_frame import FirstFrameCheck
 from farm.actors.pipeline import END, Pipeline
 from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device
 from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.weights import check_node_weights
 from farm.errors import FarmError, InputError, ProbeError, StorageError
-from farm.first_frame import FirstFrameCheck
 from farm.plan import output_sar, plan_geometry
 from farm.receipt import Receipt
 from farm.storage.jobdir import JobDir, JobSpec

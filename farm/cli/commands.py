@@ -152,7 +152,7 @@ def submit(input: str, output: str, **o: Any) -> None:
     """
     from farm.driver import submit as run_submit
     from farm.driver import submit_ray_job, use_token
-    from farm.cli.plan import apply_tuned
+    from farm.cli.tuned import apply_tuned
 
     cfg = apply_tuned(build_config(input, output, **o), click.get_current_context())
     address = o["address"]

@@ -58,11 +58,10 @@ def _cluster(address: str | None, token: str | None, local: bool = False):
     if not address and not local:
         yield False
         return
+    from farm.actors.sampling import connected, disconnect
     from farm.driver import start_ray
 
-    import ray
-
-    if ray.is_initialized():
+    if connected():
         yield True
         return
     with contextlib.redirect_stdout(sys.stderr):
@@ -70,7 +69,7 @@ def _cluster(address: str | None, token: str | None, local: bool = False):
     try:
         yield True
     finally:
-        ray.shutdown()
+        disconnect()
 
 
 def _times(text: str | None) -> list[float]:
@@ -97,17 +96,19 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, **
       farm preview old.avi --target 1080p --at 12,95.5 -o old.png
       farm preview film.mkv --address auto          # on a GPU of the cluster
     """
-    from farm.preview import preview as run_preview, render_here
+    from farm.sampling.preview import preview as run_preview, render_here
 
     sheet = sheet or os.path.splitext(os.path.basename(input.rstrip("/")))[0] + ".preview.png"
     cfg = build_config(input, sheet, **full_options(o))
     with _cluster(o["address"], o["token"]) as on_cluster:
         render = render_here(cfg.model.device)
         if on_cluster:
-            from farm.actors.sample import render_on_cluster
+            from farm.actors.sampling import render_on_cluster
+
+            here = render
 
             def render(spec, frames):
-                return render_on_cluster(spec, frames, cfg.model.device)
+                return render_on_cluster(spec, frames, cfg.model.device, here)
 
         result = run_preview(cfg, sheet, count=count, at_s=_times(at), render=render)
     times = ", ".join(f"{t:.3f}" for t in result.times_s)
@@ -144,14 +145,14 @@ def estimate(input: str, output: str | None, gpus: float | None, price: float | 
       farm estimate film.mkv --address auto --price-per-gpu-hour 2.5
       farm estimate film.mkv --gpus 16 --json
     """
-    from farm.estimate import estimate as run_estimate
+    from farm.sampling.estimate import estimate as run_estimate
 
     options = full_options(o)
     cfg = build_config(input, output or _default_output(input, options["codec"]), **options)
     # Sampled in a Ray worker like the job's own (Ray's worker processes run the same code
     # measurably slower on a small CPU than a plain process: see the README's Performance).
     with _cluster(o["address"], o["token"], local=True):
-        from farm.actors.sample import sample_on_cluster
+        from farm.actors.sampling import sample_on_cluster
 
         sampler = sample_on_cluster(cfg.model.device, cfg.gpus_per_worker, cfg.workers)
         with contextlib.redirect_stdout(sys.stderr):
@@ -209,13 +210,15 @@ def tune(input: str, sample_frames: int, try_compile: bool, dry_run: bool, as_js
       farm tune holiday.mp4
       farm tune film.mkv --target 2160p --try-compile
     """
-    from farm.tune import candidates, choose, entry_for, measure, write_profile
+    from farm.sampling.tune import candidates, choose, entry_for, measure, write_profile
 
     options = full_options(o)
     cfg = build_config(input, _default_output(input, options["codec"]), **options)
+    from farm.cli.tuned import local_device_name
+
     with _cluster(None, None, local=True), contextlib.redirect_stdout(sys.stderr):
-        from farm.actors.sample import tune_runner
-        from farm.tune import TuneSample
+        from farm.actors.sampling import tune_runner
+        from farm.sampling.tune import TuneSample
 
         with TuneSample(cfg, sample_frames, tune_runner, local_device_name(cfg.model.device)) as sample:
             cands = candidates(sample.device, sample.cpus, sample.height, sample.width, compile=try_compile)
@@ -236,56 +239,3 @@ def tune(input: str, sample_frames: int, try_compile: bool, dry_run: bool, as_js
     click.echo(f"chose {why}")
     click.echo(f"wrote {path} [{sample.device_name} / {sample.klass}]; `farm submit` uses it for options it is not given"
                if path else "not written (--dry-run)")
-
-
-def apply_tuned(cfg, ctx: click.Context, echo=lambda line: click.echo(line, err=True)):
-    """``cfg`` with the `farm tune` profile's settings for this machine's device and the input's
-    size, for each speed option the user did not set; says which it took."""
-    import dataclasses as dc
-
-    from farm.tune import lookup, profile_path
-
-    if ctx.params.get("address") or not os.path.exists(profile_path()):
-        return cfg
-    from farm.video.probe import probe
-
-    source = probe(cfg.input)
-    found = lookup(local_device_name(cfg.model.device), source.width, source.height)
-    if found is None:
-        return cfg
-    entry, label = found
-    unset = lambda name: ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None)  # noqa: E731
-    model, changes, taken = cfg.model, {}, []
-    if unset("batch") and entry.get("batch"):
-        changes["batch_frames"] = int(entry["batch"])
-        taken.append(f"batch {entry['batch']}")
-    if "threads" in entry:
-        if unset("workers"):
-            changes["workers"] = int(entry["workers"])
-            taken.append(f"{entry['workers']} workers x {entry['threads']} threads")
-    elif unset("gpus_per_worker"):
-        changes["gpus_per_worker"] = 1 / float(entry["workers"])
-        taken.append(f"{entry['workers']} workers per GPU")
-    if "threads" not in entry and unset("fp16") and entry.get("precision"):
-        model = dc.replace(model, precision=entry["precision"])
-        taken.append(entry["precision"])
-    if unset("compile_model") and entry.get("compile"):
-        model = dc.replace(model, compile=True)
-        taken.append("--compile")
-    if unset("tile") and entry.get("tile"):
-        model = dc.replace(model, tile=int(entry["tile"]))
-        taken.append(f"tile {entry['tile']}")
-    if not taken:
-        return cfg
-    echo(f"using `farm tune`'s settings for {label} from {profile_path()}: {', '.join(taken)} (options given override them)")
-    return dc.replace(cfg, model=model, tuned_from=label, **changes)
-
-
-def local_device_name(device: str) -> str:
-    """The device a local job's workers use, by name ("cpu" or the CUDA device's)."""
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-

@@ -246,7 +246,7 @@ class TuneSample:
     def __enter__(self) -> TuneSample:
         import tempfile
 
-        from farm.estimate import sample_shards
+        from farm.sampling.estimate import sample_shards
 
         self.root = tempfile.mkdtemp(prefix="farm-tune-")
         first = self._prepare(self.cfg.model)

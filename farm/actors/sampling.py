@@ -1,4 +1,4 @@
-"""Ray shells for the commands that look before a long job (``farm preview``, ``farm estimate``):
+"""Ray shells for the commands that look before a long job (``farm preview``, ``estimate``, ``tune``):
 they run farm's own code on one of the cluster's workers, so the numbers and pictures come from
 the device the job will use.
 
@@ -14,23 +14,31 @@ import ray
 from farm.actors.pool import NAMESPACE
 
 
+def connected() -> bool:
+    """This process is already joined to a Ray (a test's, or a caller's)."""
+    return ray.is_initialized()
+
+
+def disconnect() -> None:
+    ray.shutdown()
+
+
 def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def render_on_cluster(spec, source_frames: Sequence[int], device: str):
-    """:func:`farm.preview.render_frames` in one task on a GPU of the cluster (a CPU when it has
-    none), with the job's enhancer loaded there.
+def render_on_cluster(spec, source_frames: Sequence[int], device: str, render):
+    """``render(spec, frames)`` (:func:`farm.sampling.preview.render_here`'s) in one task on a GPU
+    of the cluster (a CPU when it has none), where it loads the job's enhancer.
 
     Returns:
-        ``(frames, device)`` as :func:`farm.preview.render_here` gives them.
+        What ``render`` returns: ``(frames, device)``.
     """
-    from farm.preview import render_here
 
     def run(spec_json: dict, frames: list[int]):
         from farm.storage.jobdir import JobSpec
 
-        return render_here(device)(JobSpec.from_json(spec_json), frames)
+        return render(JobSpec.from_json(spec_json), frames)
 
     gpu = device != "cpu" and cluster_has_gpus()
     task = ray.remote(run).options(num_gpus=1 if gpu else 0, num_cpus=1, name=f"farm-preview {spec.source.location}", max_retries=0)
@@ -83,7 +91,7 @@ def kill(handle) -> None:
 
 
 def sample_on_cluster(device: str, gpus_per_worker: float, cap: int | None):
-    """A :data:`farm.estimate.Sampler` that runs the job's own worker once per GPU model of the
+    """A :data:`farm.sampling.estimate.Sampler` that runs the job's own worker once per GPU model of the
     cluster (on one node that has it), all kinds at once; on a cluster without GPUs, one CPU worker
     with the threads the pool would give it."""
     import time
@@ -118,7 +126,7 @@ def sample_on_cluster(device: str, gpus_per_worker: float, cap: int | None):
 
 
 def tune_runner(prepare_variant, shards, device: str, cpus: int):
-    """A :data:`farm.tune.Runner`: the candidate's workers (``batch`` frames per call; on a CPU
+    """A :data:`farm.sampling.tune.Runner`: the candidate's workers (``batch`` frames per call; on a CPU
     with its threads each, on CUDA ``workers`` sharing one GPU), each running a warm-up shard,
     then one timed shard each, all at once; returns frames per second of them together.
 
