@@ -18,15 +18,15 @@ FAKE_40MS = ["--model", "fake:scale=2,ms=40"]
 
 
 def test_candidates_and_choice():
-    """On a 2-core machine tune tries 1 and 2 workers (threads filling the cores) at batches 1 and
+    """On a 2-core machine tune tries 2 and 1 workers (threads filling the cores) at batches 1 and
     2, the default first; the fastest wins, a near-tie goes to the earlier (simpler) one."""
     cands = candidates("cpu", 2, 48, 64)
-    assert cands[0] == Candidate(1, 2, 1)  # the default: one worker per 4 cores (at least one), by-size batch
-    assert cands == [Candidate(1, 2, 1), Candidate(1, 2, 2), Candidate(2, 1, 1), Candidate(2, 1, 2)]
+    assert cands[0] == Candidate(2, 1, 1)  # the default: a one-thread worker per core, batch by frame size
+    assert cands == [Candidate(2, 1, 1), Candidate(1, 2, 1), Candidate(1, 2, 2), Candidate(2, 1, 2)]
     measured = [Measured(c, fps) for c, fps in zip(cands, [1.0, 1.02, 1.5, None])]
     best, why = choose(measured)
     assert best is measured[2]
-    assert why == "2 workers x 1 thread, batch 1: 1.500 fps, 1.50x the default (1 worker x 2 threads, batch 1: 1.000 fps)"
+    assert why == "1 worker x 2 threads, batch 2: 1.500 fps, 1.50x the default (2 workers x 1 thread, batch 1: 1.000 fps)"
     best, _ = choose(measured[:2])
     assert best is measured[0]  # 2 % faster is a tie
     assert [size_class(*s) for s in [(64, 48), (720, 576), (1920, 1080), (3840, 2160)]] == ["thumb", "sd", "hd", "uhd"]

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import ray
 
 from farm.actors.pool import NAMESPACE
+from farm.plan import default_cpu_workers
 
 
 def connected() -> bool:
@@ -99,7 +100,7 @@ def sample_on_cluster(device: str, gpus_per_worker: float, cap: int | None):
     def sample(prepared, shards):
         groups = device_groups()
         cpus = int(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 1)))
-        n = cap or max(1, cpus // 4)
+        n = cap or default_cpu_workers(cpus)
         handles, started = {}, time.perf_counter()
         for k, (kind, node) in enumerate(groups.items()):
             threads = None if node is not None else max(1, cpus // n)

@@ -71,7 +71,7 @@ def job_options(fn):
         click.option("--preset", help="Encoder preset, e.g. slow, medium, veryfast."),
         click.option("--pix-fmt", help="Output pixel format, e.g. yuv420p10le (default: 8-bit, or 10-bit for high bit depth sources)."),
         click.option("--shard-frames", type=click.IntRange(min=1), help="Frames per shard (default: about 64 shards, 16-240 frames each)."),
-        click.option("--workers", type=click.IntRange(min=1), help="At most this many workers (default: one per GPU; on CPU one per 4 cores)."),
+        click.option("--workers", type=click.IntRange(min=1), help="At most this many workers (default: one per GPU; on CPU one per core, up to 4, or what `farm tune` measured best)."),
         click.option("--gpus-per-worker", type=click.FloatRange(0, 8, min_open=True), default=1.0, show_default=True, help="0.5 puts two workers on each GPU."),
         click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True),
         click.option("--fp16/--fp32", "fp16", default=None, help="Precision (default: fp16 on CUDA, fp32 on CPU)."),

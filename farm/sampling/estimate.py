@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from farm.config import JobConfig
-from farm.plan import Shard
+from farm.plan import Shard, default_cpu_workers
 from farm.preflight import Prepared, prepare
 from farm.storage.fs import is_url, normalize
 
@@ -125,7 +125,7 @@ def cpu_plan(workers: int | None, cpus: int | None = None) -> tuple[int, int]:
     """CPU workers and torch threads each, as the worker pool plans them for ``cpus`` (default:
     this machine's, which is what a local job's Ray gets)."""
     cpus = cpus or os.cpu_count() or 1
-    n = workers or max(1, cpus // 4)
+    n = workers or default_cpu_workers(cpus)
     return n, max(1, cpus // n)
 
 
