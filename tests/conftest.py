@@ -21,6 +21,8 @@ os.environ.pop("RAY_ADDRESS", None)
 # where one asks for it (tests/test_rayjob.py).
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.pop("RAY_AUTH_TOKEN", None)
+# A developer's `farm tune` profile must not change the settings of the tests' jobs.
+os.environ["XDG_CONFIG_HOME"] = os.path.join(_RAY_TMP, "config")
 
 # The fakes (model `fake[:OPTIONS]`, `--face-detector scripted:PATH`) are registered for the tests
 # in this process; tests that run farm as a process use the test entry point (tests.helpers.FARM).
