@@ -4,6 +4,7 @@ machine's device and the input's size class, for each option the user did not gi
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
@@ -27,7 +28,8 @@ def apply_tuned(cfg: JobConfig, ctx: click.Context, echo=lambda line: click.echo
         return cfg
     entry, label = found
     unset = lambda name: ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None)  # noqa: E731
-    model, changes, taken = cfg.model, {}, []
+    model, taken = cfg.model, []
+    changes: dict[str, Any] = {}
     if unset("batch") and entry.get("batch"):
         changes["batch_frames"] = int(entry["batch"])
         taken.append(f"batch {entry['batch']}")
