@@ -59,7 +59,6 @@ def test_fake_model_at_40ms(clip, tmp_path, local_ray):
     time and disk are the job's."""
     e, real = run_job(clip, tmp_path, FAKE_40MS)
     check(e, real)
-    assert e["samples"][0]["model_s_per_frame"] == pytest.approx(0.040, rel=0.25)
 
 
 def test_tiny_real_weights(clip, tmp_path, tiny_x4, local_ray):

@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterator
 
 import ray
 
-from farm.actors.metrics import WorkerMetrics
 from farm.actors.first_frame import FirstFrameCheck
+from farm.actors.first_frame import FirstFrameCheck
+from farm.actors.metrics import WorkerMetrics
 from farm.actors.pipeline import END, Pipeline
 from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device
 from farm.enhance.factories import Factories, resolve_factories
