@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import ray
 
 from farm.actors.pool import NAMESPACE
+from farm.enhance.factories import resolve_factories
 from farm.plan import default_cpu_workers
 
 
@@ -69,7 +70,7 @@ def gpu_count(kind: str) -> float:
     return total
 
 
-def spawn_worker(jobs_root: str, job_id: str, name: str, device: str, node: str | None, threads: int | None) -> Any:
+def spawn_worker(jobs_root: str, job_id: str, name: str, device: str, node: str | None, threads: int | None, factories=None) -> Any:
     """An :class:`EnhanceWorker` actor for sampling: on ``node``'s GPU, or on this cluster's CPUs."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -80,7 +81,7 @@ def spawn_worker(jobs_root: str, job_id: str, name: str, device: str, node: str 
         options.update(num_gpus=1, num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
     else:
         options.update(num_cpus=threads or 1)
-    return _REMOTE_WORKER.options(**options).remote(jobs_root, job_id, name, device, threads)
+    return _REMOTE_WORKER.options(**options).remote(jobs_root, job_id, name, device, threads, factories=factories)
 
 
 def get(ref):
@@ -104,7 +105,8 @@ def sample_on_cluster(device: str, gpus_per_worker: float, cap: int | None):
         handles, started = {}, time.perf_counter()
         for k, (kind, node) in enumerate(groups.items()):
             threads = None if node is not None else max(1, cpus // n)
-            handles[kind] = spawn_worker(prepared.job.jobs_root, prepared.job.job_id, f"e{k}", device, node, threads)
+            handles[kind] = spawn_worker(prepared.job.jobs_root, prepared.job.job_id, f"e{k}", device, node, threads,
+                                         resolve_factories(prepared.spec.model))
         ready = {kind: h.ready.remote() for kind, h in handles.items()}
         ready_s, names = {}, {}
         for kind, ref in ready.items():
@@ -149,7 +151,8 @@ def tune_runner(prepare_variant, shards, device: str, cpus: int):
             else:
                 options.update(num_cpus=candidate.threads)
             handles.append(_REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, f"t{k}", device,
-                                                                    None if gpu else candidate.threads, candidate.batch or None))
+                                                                    None if gpu else candidate.threads, factories=resolve_factories(prepared.spec.model),
+                                                                    batch=candidate.batch or None))
         try:
             ray.get([h.ready.remote() for h in handles])
             warm = shards[0]

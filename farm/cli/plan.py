@@ -101,7 +101,7 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, **
     sheet = sheet or os.path.splitext(os.path.basename(input.rstrip("/")))[0] + ".preview.png"
     cfg = build_config(input, sheet, **full_options(o))
     with _cluster(o["address"], o["token"]) as on_cluster:
-        render = render_here(cfg.model.device)
+        render = render_here(cfg.model.device, cfg.model)
         if on_cluster:
             from farm.actors.sampling import render_on_cluster
 

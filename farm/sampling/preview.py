@@ -22,8 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from farm.config import JobConfig
-from farm.enhance.enhancer import Enhancer, build_enhancer, check_weights, resolve_device
+from farm.config import JobConfig, ModelConfig
+from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device
+from farm.enhance.factories import Factories, resolve_factories
+from farm.enhance.weights import check_weights
 from farm.enhance.upscale import place
 from farm.errors import OutputError, UsageError
 from farm.plan import Geometry, plan_geometry
@@ -129,15 +131,17 @@ def _last_duration(spec: JobSpec) -> float:
     return float(index.seconds(len(index) - 1) - index.seconds(len(index) - 2)) if len(index) > 1 else 1.0
 
 
-def load_enhancer(spec: JobSpec, device: str = "auto") -> tuple[Enhancer, str]:
-    """The enhancer a worker builds for ``spec``, and the device it runs on."""
+def load_enhancer(spec: JobSpec, device: str = "auto", factories: Factories | None = None) -> tuple[Enhancer, str]:
+    """The enhancer a worker builds for ``spec`` (from ``factories``, resolved where the job is
+    driven; default: this process's), and the device it runs on."""
     model, source = spec.model, spec.source
-    fake = model.model.startswith("fake")
-    resolved = "cpu" if fake else resolve_device(device)
+    factories = resolve_factories(model) if factories is None else factories
+    resolved = resolve_device(device) if factories.needs_torch else "cpu"
     enhancer = build_enhancer(
         model,
         lambda scale: plan_geometry(source.width, source.height, scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels),
         resolved,
+        factories,
     )
     return enhancer, resolved
 
@@ -270,11 +274,13 @@ def check_sheet_path(path: str) -> None:
 Renderer = Callable[[JobSpec, Sequence[int]], tuple[list[PreviewFrame], str]]
 
 
-def render_here(device: str) -> Renderer:
-    """A renderer that loads the enhancer in this process."""
+def render_here(device: str, config: ModelConfig) -> Renderer:
+    """A renderer that loads the enhancer in the process it runs in, with the factories resolved
+    now, for ``config`` (so a Ray task on a cluster builds what this process would)."""
+    factories = resolve_factories(config)
 
     def render(spec: JobSpec, source_frames: Sequence[int]) -> tuple[list[PreviewFrame], str]:
-        enhancer, resolved = load_enhancer(spec, device)
+        enhancer, resolved = load_enhancer(spec, device, factories)
         return render_frames(spec, source_frames, enhancer), resolved
 
     return render
@@ -295,7 +301,7 @@ def preview(cfg: JobConfig, sheet_path: str, *, count: int | None = None, at_s: 
     check_sheet_path(sheet_path)
     spec, geometry = preview_spec(cfg)
     picks = pick_frames(spec, count, at_s)
-    frames, device = (render or render_here(cfg.model.device))(spec, picks)
+    frames, device = (render or render_here(cfg.model.device, cfg.model))(spec, picks)
     sheet = contact_sheet(frames, geometry)
     write_png(sheet_path, sheet.image)
     log.info("preview of %d frames written to %s", len(frames), sheet_path)
