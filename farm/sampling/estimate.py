@@ -72,9 +72,10 @@ class Estimate:
         return data
 
 
-#: ``(prepared job, shards to run) -> one (kind, workers, ready seconds, receipts) per kind``;
+#: ``(prepared job, shards to run) -> one (kind, workers, ready seconds, receipts) per kind`` (receipts:
+#: :class:`farm.receipt.Receipt`, read by key);
 #: the first receipt of each kind is the warm-up's.
-Sampler = Callable[[Prepared, Sequence[Shard]], list[tuple[str, float, float, list[dict]]]]
+Sampler = Callable[[Prepared, Sequence[Shard]], list[tuple[str, float, float, list[Any]]]]
 
 
 def sample_shards(prepared: Prepared, count: int = SAMPLE_SHARDS, frames: int = SAMPLE_FRAMES) -> list[Shard]:
@@ -88,7 +89,7 @@ def sample_shards(prepared: Prepared, count: int = SAMPLE_SHARDS, frames: int = 
     return out + [Shard(s.index, s.start, min(s.stop, s.start + frames)) for s in picks]
 
 
-def summarise(kind: str, workers: float, ready_s: float, receipts: list[dict]) -> DeviceSample:
+def summarise(kind: str, workers: float, ready_s: float, receipts: list[Any]) -> DeviceSample:
     """Per-frame figures of one kind from its sample receipts (the warm-up's left out, unless it
     is the only one)."""
     timed = receipts[1:] or receipts
@@ -133,7 +134,7 @@ def sample_here(device: str, workers: int | None, cpus: int | None = None) -> Sa
     """A sampler that runs the job's worker in this process (no Ray), with the torch threads a
     job's CPU worker gets from ``cpus`` (see :func:`cpu_plan`)."""
 
-    def sample(prepared: Prepared, shards: Sequence[Shard]) -> list[tuple[str, float, float, list[dict]]]:
+    def sample(prepared: Prepared, shards: Sequence[Shard]) -> list[tuple[str, float, float, list[Any]]]:
         from farm.actors.worker import EnhanceWorker
 
         n, per_worker = cpu_plan(workers, cpus)
