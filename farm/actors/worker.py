@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator
 import ray
 
 from farm.actors.first_frame import FirstFrameCheck
-from farm.actors.first_frame import FirstFrameCheck
 from farm.actors.metrics import WorkerMetrics
 from farm.actors.pipeline import END, Pipeline
 from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device

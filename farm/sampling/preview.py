@@ -10,7 +10,10 @@ the frame number and time code above, and crops of the faces found when faces ar
 Decisions: frames are spread evenly over the video and each moves to the first frame of a scene
 cut within a second of it (a new shot shows more than a mid-shot frame); a sheet of a 4K job is
 large (three 3840-wide panels a row) because scaling the panels down would hide what the preview
-is for."""
+is for.
+
+Just over 300 lines: picking frames, running them and drawing the sheet are one feature whose
+parts share the job's geometry; split, each would be a fragment."""
 
 from __future__ import annotations
 
