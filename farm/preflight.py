@@ -244,6 +244,8 @@ def prepare(cfg: JobConfig) -> Prepared:
             created=time.time(),
             out=cfg.out,
             scene_cuts=find_scene_cuts(source, shard_frames),
+            model_scale=model_scale,
+            geometry=geometry,
         )
         job.write_spec(spec)
     # The spec keeps the model settings it was created with; weights paths may have moved since.

@@ -3,6 +3,7 @@ receipt; a failing frame commits nothing and names the shard and the frame."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -12,7 +13,8 @@ import pytest
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.driver import prepare
-from farm.errors import EnhanceError
+from farm.errors import EnhanceError, WeightsError
+from farm.storage.jobdir import JobSpec
 from farm.testing import fake_output, make_test_clip
 from tests.helpers import decode_all
 
@@ -74,3 +76,23 @@ def test_worker_that_cannot_read_the_input_says_where(tmp_path):
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w7", "cpu")
     with pytest.raises(StorageError, match=f"worker w7 on {socket.gethostname()} cannot read the input.*clip.mkv"):
         worker.ready()
+
+
+def test_geometry_is_computed_once_at_submit_and_used_by_every_worker(tmp_path):
+    """A 1080p-target job: the driver works the geometry out once, from the weights it checked, and
+    records it in the job spec; a worker uses the recorded geometry (no recomputation of its own),
+    and a worker whose model has another scale than the job's is refused, naming both."""
+    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=8, size=(32, 24))
+    cfg = JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False, target=(96, 54)),
+                    out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"), shard_frames=4)
+    p = prepare(cfg)
+    spec = p.job.read_spec()
+    assert (spec.model_scale, spec.geometry) == (2, p.geometry) and spec.geometry.canvas == (96, 54)
+    assert JobSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")
+    worker.ready()
+    assert worker.enhancer.geometry == p.geometry
+    with pytest.raises(WeightsError, match=r"the model loaded here is x4, job .*'s is x2"):
+        spec.geometry_for(4)
+    older = dataclasses.replace(spec, model_scale=None, geometry=None)  # a job created before the record
+    assert older.geometry_for(2) == p.geometry

@@ -31,7 +31,7 @@ from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device
 from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.weights import check_node_weights
 from farm.errors import FarmError, InputError, ProbeError, StorageError
-from farm.plan import output_sar, plan_geometry
+from farm.plan import output_sar
 from farm.receipt import Receipt
 from farm.storage.jobdir import JobDir, JobSpec
 from farm.video.decode import decode_shard
@@ -81,7 +81,7 @@ class EnhanceWorker:
 
     def _setup(self) -> Enhancer:
         self.spec: JobSpec = self.job.read_spec()
-        source, model = self.spec.source, self.spec.model
+        model = self.spec.model
         factories = self.factories if self.factories is not None else resolve_factories(model)
         self.device = resolve_device(self.requested_device) if factories.needs_torch else "cpu"
         if self.threads and factories.needs_torch:
@@ -90,12 +90,8 @@ class EnhanceWorker:
             torch.set_num_threads(self.threads)
         # Weights come only from the weights dir, checked against the registry (once per node).
         check_node_weights(model, factories, node=f"{self.host} [{self.node[:8]}]")
-        enhancer = build_enhancer(
-            model,
-            lambda model_scale: plan_geometry(source.width, source.height, model_scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels),
-            self.device,
-            factories,
-        )
+        # the geometry the driver computed at submit, checked against the model loaded here
+        enhancer = build_enhancer(model, self.spec.geometry_for, self.device, factories)
         if self.batch and hasattr(enhancer, "batch_frames"):
             enhancer.batch_frames = self.batch  # still halved after an out-of-memory, as the default
         return enhancer

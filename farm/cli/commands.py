@@ -150,9 +150,9 @@ def submit(input: str, output: str, **o: Any) -> None:
       farm submit clip.mkv -o clip.mkv --model realesr-general-x4v3 --no-face --codec ffv1
       farm submit s3://videos/in.mp4 -o s3://videos/out.mkv --address ray://head:10001 --jobs-root s3://videos/jobs
     """
+    from farm.cli.tuned import apply_tuned
     from farm.driver import submit as run_submit
     from farm.driver import submit_ray_job, use_token
-    from farm.cli.tuned import apply_tuned
 
     cfg = apply_tuned(build_config(input, output, **o), click.get_current_context())
     address = o["address"]

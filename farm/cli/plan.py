@@ -96,7 +96,8 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, **
       farm preview old.avi --target 1080p --at 12,95.5 -o old.png
       farm preview film.mkv --address auto          # on a GPU of the cluster
     """
-    from farm.sampling.preview import preview as run_preview, render_here
+    from farm.sampling.preview import preview as run_preview
+    from farm.sampling.preview import render_here
 
     sheet = sheet or os.path.splitext(os.path.basename(input.rstrip("/")))[0] + ".preview.png"
     cfg = build_config(input, sheet, **full_options(o))

@@ -28,8 +28,8 @@ import numpy as np
 from farm.config import JobConfig, ModelConfig
 from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device
 from farm.enhance.factories import Factories, resolve_factories
-from farm.enhance.weights import check_weights
 from farm.enhance.upscale import place
+from farm.enhance.weights import check_weights
 from farm.errors import OutputError, UsageError
 from farm.plan import Geometry, plan_geometry
 from farm.storage.jobdir import JobSpec, frames_per_second

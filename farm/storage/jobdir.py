@@ -21,6 +21,7 @@ Over 300 lines because every file of the layout above is read and written here, 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import os
 import time
@@ -30,9 +31,9 @@ from typing import IO, Any
 
 from farm import __version__
 from farm.config import ModelConfig, OutputConfig, check_job_id
-from farm.errors import InputError, StorageError
+from farm.errors import InputError, StorageError, WeightsError
 from farm.owner import OwnerRecord
-from farm.plan import Shard, plan_shards, snap_window
+from farm.plan import Geometry, Shard, plan_geometry, plan_shards, snap_window
 from farm.storage.fs import TMP_MARK, Storage, sha256_file
 from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
 from farm.video.encode import CHUNK_SUFFIX
@@ -65,6 +66,27 @@ class JobSpec:
     # Frame numbers of the scene cuts found near the planned boundaries when the job was created;
     # None for jobs created before scene-aware planning, which keep their plain plan.
     scene_cuts: tuple[int, ...] | None = None
+    # The model's scale and the output geometry, computed once at submit from the weights the
+    # driver checked; None for jobs created before they were recorded (workers compute them).
+    model_scale: int | None = None
+    geometry: Geometry | None = None
+
+    def geometry_for(self, model_scale: int) -> Geometry:
+        """The output geometry for a loaded model of ``model_scale``: the recorded one.
+
+        Raises:
+            WeightsError: the model loaded here has another scale than the job's (its weights file
+                differs from the one the job was submitted with).
+        """
+        if self.geometry is None or self.model_scale is None:
+            s, m = self.source, self.model
+            return plan_geometry(s.width, s.height, model_scale, m.scale, m.target, s.sample_aspect_ratio, m.square_pixels)
+        if model_scale != self.model_scale:
+            raise WeightsError(
+                f"the model loaded here is x{model_scale}, job {self.job_id}'s is x{self.model_scale}; "
+                "this node has other weights than the job's: copy the submitted files to every node"
+            )
+        return self.geometry
 
     def shards(self) -> list[Shard]:
         """The job's plan: a pure function of this spec (see :mod:`farm.plan`)."""
@@ -111,6 +133,9 @@ class JobSpec:
         }
         if self.scene_cuts is not None:
             data["scene_cuts"] = list(self.scene_cuts)
+        if self.geometry is not None:
+            data["model_scale"] = self.model_scale
+            data["geometry"] = dataclasses.asdict(self.geometry)
         return data
 
     @classmethod
@@ -125,7 +150,14 @@ class JobSpec:
             farm_version=data.get("farm_version", "?"),
             out=OutputConfig.from_json(data["out"]) if "out" in data else OutputConfig(),
             scene_cuts=tuple(int(c) for c in data["scene_cuts"]) if data.get("scene_cuts") is not None else None,
+            model_scale=data.get("model_scale"),
+            geometry=_geometry(data["geometry"]) if data.get("geometry") else None,
         )
+
+
+def _geometry(data: dict) -> Geometry:
+    return Geometry(float(data["outscale"]), tuple(data["picture"]), tuple(data["canvas"]),  # type: ignore[arg-type]
+                    tuple(data.get("sample_aspect_ratio", (1, 1))))  # type: ignore[arg-type]
 
 
 def frames_per_second(source: SourceInfo) -> float:
