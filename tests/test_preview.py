@@ -176,3 +176,36 @@ def test_show_draws_the_sheet_only_where_the_terminal_can(scene_clip, tmp_path, 
         assert rest.startswith('\x1bPq"1;1;256;78#') and rest.endswith("\x1b\\\n")
     else:
         assert rest == f"(this terminal does not say it shows sixel images; open {sheet_path})\n"
+
+
+def test_a_clips_job_id_is_its_own_and_a_whole_jobs_is_unchanged():
+    """A user runs `--clip` and later the full job: the clip is a job of its own (its id names
+    the range), while the whole input's job keeps the id it had before frame ranges existed, so
+    jobs started by an older farm resume."""
+    import hashlib
+
+    from farm.config import job_id
+
+    model, out = ModelConfig(face=False), OutputConfig(codec="ffv1")
+    blob = json.dumps({"input": "fp", "model": model.identity(), "out": out.identity()}, sort_keys=True)
+    whole = job_id("/v/film.mkv", "fp", model, out)
+    assert whole == "film-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+    clip = job_id("/v/film.mkv", "fp", model, out, (14, 26))
+    assert clip.startswith("film-") and len({whole, clip, job_id("/v/film.mkv", "fp", model, out, (14, 27))}) == 3
+
+
+def test_resuming_a_clips_job_resumes_the_clip(tmp_path):
+    """A user resumes a clip's job by its id (`farm resume ID`): it continues as the clip, the same
+    frames and the same job, not as the whole video."""
+    from farm.preflight import identify, prepare, resume_config
+    from farm.testing import make_test_clip
+
+    source = make_test_clip(str(tmp_path / "film.mkv"), frames=12, size=(16, 16), audio=False)
+    cfg = JobConfig(input=source, output=str(tmp_path / "clip.mkv"), out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"),
+                    model=ModelConfig(model="fake:scale=2", face=False, device="cpu"), frames=(3, 7))
+    prepared = prepare(cfg)
+    prepared.owner.release()
+    assert prepared.spec.source.span == (3, 7) and len(prepared.spec.source.index) == 4
+    again = resume_config(str(tmp_path / "jobs"), prepared.job.job_id)
+    assert again.frames == (3, 7)
+    assert identify(again) == prepared.job.job_id != identify(JobConfig(input=source, output=cfg.output, model=cfg.model, out=cfg.out))
