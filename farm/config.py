@@ -188,8 +188,12 @@ class JobConfig:
     restart: bool = False
     batch_frames: int | None = None  # frames per model call (None: chosen by frame size); speed only
     tuned_from: str | None = None  # the `farm tune` profile entry that set speed options, if one did
+    # Only source frames [start, stop) (``farm preview --clip``): another job, its id says so.
+    frames: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.frames is not None and not 0 <= self.frames[0] < self.frames[1]:
+            raise UsageError(f"a frame range must be [start, stop) with 0 <= start < stop, got {self.frames}")
         if self.batch_frames is not None and self.batch_frames <= 0:
             raise UsageError(f"--batch must be at least 1, got {self.batch_frames}")
         if self.shard_frames is not None and self.shard_frames <= 0:
@@ -224,9 +228,14 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def job_id(input_name: str, input_fingerprint: str, model: ModelConfig, out: OutputConfig) -> str:
+def job_id(input_name: str, input_fingerprint: str, model: ModelConfig, out: OutputConfig, frames: tuple[int, int] | None = None) -> str:
     """``<input stem>-<hash>``: the same input, pixel settings and encode settings always give the
-    same id, and any other encode settings (codec, CRF, preset, pixel format) another one."""
+    same id, and any other encode settings (codec, CRF, preset, pixel format) another one. A job
+    of only ``frames`` [start, stop) of the input (a preview clip) has its own id; a whole-input
+    job's id is what it was before frame ranges existed."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", input_name.rsplit("/", 1)[-1].rsplit(".", 1)[0])[:40] or "video"
-    blob = json.dumps({"input": input_fingerprint, "model": model.identity(), "out": out.identity()}, sort_keys=True)
+    identity: dict = {"input": input_fingerprint, "model": model.identity(), "out": out.identity()}
+    if frames is not None:
+        identity["frames"] = [int(frames[0]), int(frames[1])]
+    blob = json.dumps(identity, sort_keys=True)
     return f"{stem}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

@@ -31,7 +31,7 @@ from farm.video.containers import check_streams_fit, container_for
 from farm.video.deinterlace import effective_mode, frames_per_source_frame
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
 from farm.video.mux import verify
-from farm.video.probe import SourceInfo, probe
+from farm.video.probe import SourceInfo, cut_source, probe
 from farm.video.scenes import detect_scene_cuts
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,8 @@ def prepare(cfg: JobConfig) -> Prepared:
     """
     check_output(cfg)
     source = probe(cfg.input)
+    if cfg.frames is not None:  # a preview clip: a job of those frames only (its own id)
+        source = cut_source(source, *cfg.frames)
     if cfg.out.codec != "png":
         check_streams_fit(source, cfg.output, cfg.out.codec)
     pix_fmt = output_pix_fmt(cfg.out.codec, cfg.out.pix_fmt, source.high_bit_depth)
@@ -211,7 +213,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     out = cfg.out
     check_encoder(chunk_settings(out.codec, out.crf, out.preset, out.pix_fmt, geometry.canvas, source.high_bit_depth,
                                  source.index.pts, source.index.time_base))
-    model, fingerprint, job_id = _identity(model, source, cfg.out)
+    model, fingerprint, job_id = _identity(model, source, cfg.out, cfg.frames)
     jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
     job = JobDir(jobs_root, job_id)
     disk_note = check_disk_space(cfg, job, source, geometry)
@@ -255,7 +257,10 @@ def prepare(cfg: JobConfig) -> Prepared:
     # The speed settings this submit runs with (they change no pixel): what `farm tune` set, or the user.
     settings = {"workers": cfg.workers, "gpus_per_worker": cfg.gpus_per_worker, "batch_frames": cfg.batch_frames, "precision": model.precision,
                 "compile": model.compile, "tile": model.tile, "tuned_from": cfg.tuned_from}
-    job.storage.write_json(SUBMIT, {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location, "settings": settings})
+    record = {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location, "settings": settings}
+    if cfg.frames is not None:  # a clip's job resumes as the clip
+        record["frames"] = list(cfg.frames)
+    job.storage.write_json(SUBMIT, record)
     return Prepared(cfg, job, spec, geometry, resumed, disk_note, owner)
 
 
@@ -279,12 +284,12 @@ def _size(location: str) -> int:
 def identify(cfg: JobConfig) -> str | None:
     """The job id ``cfg`` will have, when the input (and any own weights) are readable here."""
     try:
-        return _identity(cfg.model, probe(cfg.input), cfg.out)[2]
+        return _identity(cfg.model, probe(cfg.input), cfg.out, cfg.frames)[2]
     except (FarmError, OSError):
         return None
 
 
-def _identity(model: ModelConfig, source: SourceInfo, out: OutputConfig) -> tuple[ModelConfig, str, str]:
+def _identity(model: ModelConfig, source: SourceInfo, out: OutputConfig, frames: tuple[int, int] | None = None) -> tuple[ModelConfig, str, str]:
     """``model`` with the hashes of a user's own weights files, the input's fingerprint, and the
     job id they give: the same input, settings (model and encode) and weights always make the
     same job."""
@@ -294,7 +299,7 @@ def _identity(model: ModelConfig, source: SourceInfo, out: OutputConfig) -> tupl
         face_weights_sha256=sha256_file(model.face_weights) if model.face and model.face_weights else None,
     )
     fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
-    return model, fingerprint, make_job_id(source.location, fingerprint, model, out)
+    return model, fingerprint, make_job_id(source.location, fingerprint, model, out, frames)
 
 
 def load_submit(jobs_root: str, job_id: str) -> dict[str, Any]:
@@ -318,6 +323,7 @@ def resume_config(jobs_root: str, job_id: str, **overrides: Any) -> JobConfig:
         model=model,
         out=OutputConfig.from_json(last["out"]),
         jobs_root=jobs_root,
+        frames=tuple(last["frames"]) if last.get("frames") else None,  # type: ignore[arg-type]
         **{k: v for k, v in overrides.items() if v is not None},
     )
 

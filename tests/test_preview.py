@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import cv2
@@ -105,3 +106,106 @@ def test_bad_input_gets_the_same_line_as_submit(case, tmp_path, tiny_x4):
     assert (previewed.exit_code, previewed.output) == (submitted.exit_code, submitted.output)
     assert len(previewed.output.strip().splitlines()) == 1
     assert not os.path.exists(sheet)
+
+
+def test_clip_is_the_jobs_output_over_its_span(tmp_path):
+    """A user previews a film with `--at 0.6 --clip 0.5` before the long job: the clip next to the
+    sheet holds exactly the frames, pts and audio packets the full `farm submit` writes for that
+    half second, and it is a job of its own (the full job's id and chunks are not touched)."""
+    import av
+
+    from farm.testing import make_test_clip
+    from tests.helpers import stream_packets
+
+    source = make_test_clip(str(tmp_path / "film.mkv"), frames=36, size=(32, 24), gop=12, bframes=2, audio=True)
+    model = ["--model", "fake:scale=2", "--no-face", "--device", "cpu", "--codec", "ffv1", "--jobs-root", str(tmp_path / "jobs")]
+    runner = CliRunner()
+    full_path = str(tmp_path / "full.mkv")
+    full = runner.invoke(main, ["submit", source, "-o", full_path, "--quiet", "--json", *model], catch_exceptions=False)
+    assert full.exit_code == 0, full.output
+    sheet = str(tmp_path / "sheet.png")
+    result = runner.invoke(main, ["preview", source, "-o", sheet, "--at", "0.6", "--clip", "0.5", *model], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    clip_path = str(tmp_path / "sheet.mkv")
+    lines = result.output.strip().splitlines()
+    assert lines[1].startswith(f"{clip_path}  (clip of source frames [14, 26), ")
+
+    full_times, full_frames = decode_all(full_path)
+    clip_times, clip_frames = decode_all(clip_path)
+    # 0.6 s shows frame 14 (at 14/24 s); 0.5 s on from there ends before frame 26 (at 26/24 s).
+    assert clip_times == full_times[14:26]
+    assert len(clip_frames) == 12
+    for k, frame in enumerate(clip_frames):
+        assert max_abs_diff(frame, full_frames[14 + k]) == 0, k
+
+    with av.open(source) as c:
+        audio = c.streams.audio[0]
+        expected = [bytes(p) for p in c.demux(audio) if p.size and p.pts is not None and 14 / 24 <= p.pts * audio.time_base < 26 / 24]
+    assert expected and stream_packets(clip_path, "audio") == [expected]
+    jobs = sorted(os.listdir(tmp_path / "jobs"))
+    assert len(jobs) == 2 and json.loads(full.output)["job_id"] in jobs
+
+
+def test_sixel_of_two_pixels():
+    """A user on a sixel terminal sees the sheet drawn: a red and a blue pixel become the sixel
+    sequence a terminal draws as those two colours side by side."""
+    import numpy as np
+
+    from farm.cli.sixel import to_sixel
+
+    image = np.array([[[0, 0, 255], [255, 0, 0]]], np.uint8)  # BGR: red, blue
+    assert to_sixel(image) == '\x1bPq"1;1;2;1#5;2;0;0;100#180;2;100;0;0#5?@$#180@?-\x1b\\\n'
+
+
+@pytest.mark.parametrize("env, shown", [({"FARM_SIXEL": "1"}, True), ({"TERM": "xterm-256color"}, False)])
+def test_show_draws_the_sheet_only_where_the_terminal_can(scene_clip, tmp_path, monkeypatch, env, shown):
+    """A user passes --show: on a terminal that says it draws sixel the sheet follows the path
+    line as a sixel image; elsewhere (here: not a sixel terminal, and not a tty) one line says where
+    to open it instead."""
+    for name in ("TERM", "TERM_PROGRAM", "FARM_SIXEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    sheet_path = str(tmp_path / "show.png")
+    result = CliRunner().invoke(main, ["preview", scene_clip, "-o", sheet_path, "--model", "fake:scale=2", "--no-face",
+                                       "--device", "cpu", "--frames", "1", "--show"])
+    assert result.exit_code == 0, result.output
+    first, rest = result.output.split("\n", 1)
+    assert first.startswith(f"{sheet_path}  (1 frames at ")
+    if shown:
+        assert rest.startswith('\x1bPq"1;1;256;78#') and rest.endswith("\x1b\\\n")
+    else:
+        assert rest == f"(this terminal does not say it shows sixel images; open {sheet_path})\n"
+
+
+def test_a_clips_job_id_is_its_own_and_a_whole_jobs_is_unchanged():
+    """A user runs `--clip` and later the full job: the clip is a job of its own (its id names
+    the range), while the whole input's job keeps the id it had before frame ranges existed, so
+    jobs started by an older farm resume."""
+    import hashlib
+
+    from farm.config import job_id
+
+    model, out = ModelConfig(face=False), OutputConfig(codec="ffv1")
+    blob = json.dumps({"input": "fp", "model": model.identity(), "out": out.identity()}, sort_keys=True)
+    whole = job_id("/v/film.mkv", "fp", model, out)
+    assert whole == "film-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+    clip = job_id("/v/film.mkv", "fp", model, out, (14, 26))
+    assert clip.startswith("film-") and len({whole, clip, job_id("/v/film.mkv", "fp", model, out, (14, 27))}) == 3
+
+
+def test_resuming_a_clips_job_resumes_the_clip(tmp_path):
+    """A user resumes a clip's job by its id (`farm resume ID`): it continues as the clip, the same
+    frames and the same job, not as the whole video."""
+    from farm.preflight import identify, prepare, resume_config
+    from farm.testing import make_test_clip
+
+    source = make_test_clip(str(tmp_path / "film.mkv"), frames=12, size=(16, 16), audio=False)
+    cfg = JobConfig(input=source, output=str(tmp_path / "clip.mkv"), out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"),
+                    model=ModelConfig(model="fake:scale=2", face=False, device="cpu"), frames=(3, 7))
+    prepared = prepare(cfg)
+    prepared.owner.release()
+    assert prepared.spec.source.span == (3, 7) and len(prepared.spec.source.index) == 4
+    again = resume_config(str(tmp_path / "jobs"), prepared.job.job_id)
+    assert again.frames == (3, 7)
+    assert identify(again) == prepared.job.job_id != identify(JobConfig(input=source, output=cfg.output, model=cfg.model, out=cfg.out))

@@ -86,8 +86,13 @@ def _times(text: str | None) -> list[float]:
 @click.option("-o", "--output", "sheet", help="The PNG sheet (default: <input name>.preview.png here).")
 @click.option("--frames", "count", type=click.IntRange(min=1), help="Frames spread through the video (default 4; scene cuts preferred).")
 @click.option("--at", "at", help="Times in seconds, comma separated, instead of --frames.")
-@submit_options(MODEL_OPTIONS)
-def preview(input: str, sheet: str | None, count: int | None, at: str | None, **o: Any) -> None:
+@click.option("--clip", "clip_s", type=click.FloatRange(min=0, min_open=True),
+              help="Also write a clip this many seconds long from the first previewed frame, made as the job makes its output.")
+@click.option("--clip-output", help="Where the clip goes (default: next to the sheet, sheet.png -> sheet.mkv).")
+@click.option("--show", is_flag=True, help="Show the sheet in this terminal when it can show images (sixel).")
+@submit_options(MODEL_OPTIONS + ("codec", "crf", "preset", "pix_fmt", "jobs_root"))
+def preview(input: str, sheet: str | None, count: int | None, at: str | None, clip_s: float | None, clip_output: str | None,
+            show: bool, **o: Any) -> None:
     """Enhance a few frames of INPUT as `farm submit` would and write a before/after PNG sheet.
 
     \b
@@ -95,6 +100,7 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, **
       farm preview holiday.mp4
       farm preview old.avi --target 1080p --at 12,95.5 -o old.png
       farm preview film.mkv --address auto          # on a GPU of the cluster
+      farm preview film.mkv --at 600 --clip 5       # and 5 s from 10:00 as the job makes them
     """
     from farm.sampling.preview import preview as run_preview
     from farm.sampling.preview import render_here
@@ -115,6 +121,44 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, **
     times = ", ".join(f"{t:.3f}" for t in result.times_s)
     click.echo(f"{result.path}  ({len(result.frames)} frames at {times} s, {result.canvas[0]}x{result.canvas[1]}, "
                f"{result.device}, {result.seconds:.1f} s)")
+    if clip_s is not None:
+        _write_clip(cfg, result.source_frames[0], clip_s, clip_output, sheet, o)
+    if show:
+        _show(result.path)
+
+
+def _write_clip(cfg, first: int, seconds: float, output: str | None, sheet: str, o: dict[str, Any]) -> None:
+    """The clip, by `farm submit`'s own machinery on the source frames [first, first + seconds)."""
+    import time
+
+    from farm.driver import submit as run_submit, use_token
+    from farm.sampling.preview import clip_config, clip_frames, default_clip_path
+
+    frames = clip_frames(cfg, first, seconds)
+    clip = clip_config(cfg, frames, output or default_clip_path(sheet, cfg.out.codec))
+    if o["token"]:
+        use_token(o["token"])
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = run_submit(clip, address=o["address"], dashboard=False)
+    click.echo(f"{clip.output}  (clip of source frames [{frames[0]}, {frames[1]}), the source's other streams cut to "
+               f"whole packets of that span, farm job {summary.get('job_id')}, {time.perf_counter() - t0:.1f} s)")
+
+
+def _show(path: str) -> None:
+    """The sheet as sixel graphics where the terminal says it shows them, else a note."""
+    from farm.cli.sixel import sixel_terminal, to_sixel
+
+    if not sixel_terminal(os.environ, sys.stdout.isatty()):
+        click.echo(f"(this terminal does not say it shows sixel images; open {path})")
+        return
+    import cv2
+
+    image = cv2.imread(path)
+    if image is None:
+        click.echo(f"(cannot read {path} back to show it)")
+        return
+    click.echo(to_sixel(image), nl=False)
 
 
 #: The submit options an estimate takes: everything that shapes the job, not how it is followed.

@@ -12,12 +12,17 @@ cut within a second of it (a new shot shows more than a mid-shot frame); a sheet
 large (three 3840-wide panels a row) because scaling the panels down would hide what the preview
 is for.
 
+``--clip SECONDS`` (:func:`clip_config`) is not a second pipeline: it is the job itself
+(``JobConfig.frames``) on the source frames from the first pick for SECONDS, run by the CLI
+through ``farm submit``'s driver, so its frames and pts are the full job's there.
+
 Just over 300 lines: picking frames, running them and drawing the sheet are one feature whose
 parts share the job's geometry; split, each would be a fragment."""
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -78,6 +83,7 @@ class PreviewResult:
     seconds: float
     device: str
     sheet: Sheet
+    source_frames: tuple[int, ...] = ()  # the source frame of each row
 
 
 def preview_spec(cfg: JobConfig) -> tuple[JobSpec, Geometry]:
@@ -309,4 +315,37 @@ def preview(cfg: JobConfig, sheet_path: str, *, count: int | None = None, at_s: 
     write_png(sheet_path, sheet.image)
     log.info("preview of %d frames written to %s", len(frames), sheet_path)
     return PreviewResult(sheet_path, tuple(f.number for f in frames), tuple(f.time_s for f in frames), geometry.canvas,
-                         time.perf_counter() - t0, device, sheet)
+                         time.perf_counter() - t0, device, sheet, tuple(f.source_frame for f in frames))
+
+
+# ----------------------------------------------------------------------------------------------
+# --clip: a short clip made by the job machinery itself, on a frame range of the source
+
+
+def clip_frames(cfg: JobConfig, first: int, seconds: float) -> tuple[int, int]:
+    """Source frames [first, stop) of a clip ``seconds`` long from source frame ``first``: the
+    frames that start before ``seconds`` have passed, at least one, at most to the video's end.
+
+    Raises:
+        UsageError: ``seconds`` is not positive.
+    """
+    if not seconds > 0:
+        raise UsageError(f"--clip must be a positive number of seconds, got {seconds:g}")
+    index = probe(cfg.input).index
+    end = index.pts[first] + seconds / index.time_base
+    stop = bisect.bisect_left(index.pts, end)
+    return first, min(len(index), max(first + 1, stop))
+
+
+def default_clip_path(sheet_path: str, codec: str) -> str:
+    """Next to the sheet: ``sheet.png`` -> ``sheet.mkv`` (a ``sheet.clip`` directory with --codec png)."""
+    stem = sheet_path[:-4] if sheet_path.lower().endswith(".png") else sheet_path
+    return stem + (".clip" if codec == "png" else ".mkv")
+
+
+def clip_config(cfg: JobConfig, frames: tuple[int, int], output: str) -> JobConfig:
+    """The job ``cfg`` is, restricted to source ``frames`` and written to ``output``: run by
+    ``farm submit``'s own machinery (preflight, shards, workers, mux), so the clip's frames and
+    pts are the whole job's over that span. It is its own job (its id includes the range), kept
+    under the jobs root like any other, so the same clip again is instant."""
+    return dataclasses.replace(cfg, output=output, frames=frames)

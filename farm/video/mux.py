@@ -107,7 +107,7 @@ def mux(
             out.start_encoding()
 
             video_packets = _concat_packets(chunks, index, video, reference)
-            other_packets = _source_packets(src, copies)
+            other_packets = _source_packets(src, copies, _span_seconds(index) if source.span is not None else None)
             for _, packet in heapq.merge(video_packets, other_packets, key=lambda item: item[0]):
                 out.mux(packet)
     except (av.error.FFmpegError, ValueError) as exc:  # PyAV refuses a codec a muxer cannot hold with ValueError
@@ -221,7 +221,17 @@ def _concat_packets(
                 k += 1
 
 
-def _source_packets(src, copies: dict) -> Iterator[tuple[Fraction, av.Packet]]:
+def _span_seconds(index: FrameIndex) -> tuple[Fraction, Fraction]:
+    """The time a cut source's frames cover: the first frame's start to the last one's end (its
+    duration taken as the step before it)."""
+    pts, tb = index.pts, index.time_base
+    step = pts[-1] - pts[-2] if len(pts) > 1 else 1
+    return pts[0] * tb, (pts[-1] + step) * tb
+
+
+def _source_packets(src, copies: dict, span: tuple[Fraction, Fraction] | None = None) -> Iterator[tuple[Fraction, av.Packet]]:
+    """The other streams' packets; of a cut source (``span``), only those whose presentation
+    starts within it (whole packets: audio is cut to the packet, not the sample)."""
     if not copies:
         return
     last = Fraction(-(10**9))
@@ -231,6 +241,8 @@ def _source_packets(src, copies: dict) -> Iterator[tuple[Fraction, av.Packet]]:
         when = packet.dts if packet.dts is not None else packet.pts
         if when is not None:
             last = when * packet.time_base
+        if span is not None and (packet.pts is None or not span[0] <= packet.pts * packet.time_base < span[1]):
+            continue
         packet.stream = copies[packet.stream_index]
         yield last, packet
 

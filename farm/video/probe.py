@@ -3,13 +3,14 @@ frame index. Everything a worker or the mux needs later is in the returned, JSON
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 from typing import IO, cast
 
 import av
 
-from farm.errors import InputError, ProbeError
+from farm.errors import InputError, ProbeError, UsageError
 from farm.storage.fs import is_url, normalize
 from farm.video.color import Colour, colour_of
 from farm.video.deinterlace import detect_field_order
@@ -51,6 +52,9 @@ class SourceInfo:
     # FFmpeg's field order names: progressive, tt, bb, tb, bt, or unknown (also jobs made before
     # farm recorded it, which --deinterlace auto therefore leaves as they were made).
     field_order: str = "unknown"
+    # Frames [start, stop) of the probed file this source is cut to (``farm preview --clip``, see
+    # :func:`cut_source`); None: the whole file. The mux then cuts the other streams to that span.
+    span: tuple[int, int] | None = None
 
     @property
     def num_frames(self) -> int:
@@ -72,7 +76,27 @@ class SourceInfo:
         data["other_streams"] = tuple(StreamInfo(**s) for s in data["other_streams"])
         data["sample_aspect_ratio"] = tuple(data.get("sample_aspect_ratio", (1, 1)))
         data["colour"] = Colour.from_json(data.get("colour"))
+        data["span"] = tuple(data["span"]) if data.get("span") is not None else None
         return cls(**data)
+
+
+def cut_source(source: SourceInfo, start: int, stop: int) -> SourceInfo:
+    """``source`` as a video of only its frames [start, stop): the index keeps those frames' pts
+    (so the output carries the same timestamps as the whole job's output there) and every seek
+    point (a shard seeks as the whole job's would).
+
+    Raises:
+        UsageError: the range is outside the video, or the source's frames are found by decoder
+            tags or by counting (AVI, MPEG-4 part 2, raw streams), which a cut index cannot number.
+    """
+    index = source.index
+    if not 0 <= start < stop <= len(index):
+        raise UsageError(f"frames [{start}, {stop}) are outside the video's {len(index)} frames")
+    if index.decoder_pts is not None or not index.seekable:
+        raise UsageError(f"a clip of {source.location} cannot be cut: its frames are numbered by decoding "
+                         f"({index.describe()}); remux it to .mkv first (`ffmpeg -i IN -c copy OUT.mkv`)")
+    cut = dataclasses.replace(index, pts=index.pts[start:stop])
+    return dataclasses.replace(source, index=cut, span=(start, stop))
 
 
 def pick_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
