@@ -25,8 +25,9 @@ from farm.enhance.weights import check_weights
 from farm.errors import FarmError, OutputError, StorageError, UsageError
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
-from farm.storage.jobdir import SUBMIT, JobDir, JobSpec, frames_per_second
+from farm.storage.jobdir import SUBMIT, JobDir
 from farm.storage.ownership import Ownership
+from farm.storage.spec import JobSpec, frames_per_second
 from farm.video.containers import check_streams_fit, container_for
 from farm.video.deinterlace import effective_mode, frames_per_source_frame
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt

@@ -123,7 +123,8 @@ def coordinator_cost(work: str, shards: int = 10_000, workers: int = 64) -> tupl
     from farm.actors.coordinator import Coordinator
     from farm.config import ModelConfig
     from farm.ledger import Assign, ShardDone, WorkerJoined
-    from farm.storage.jobdir import JobDir, JobSpec
+    from farm.storage.jobdir import JobDir
+    from farm.storage.spec import JobSpec
     from farm.video.index import FrameIndex
     from farm.video.probe import SourceInfo
 

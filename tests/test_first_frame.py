@@ -12,11 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from farm.actors.first_frame import FirstFrameCheck, verdict
 from farm.cli import main
 from farm.errors import BadOutput
-from farm.actors.first_frame import FirstFrameCheck, verdict
-from farm.testing import make_test_clip, pattern_frame
 from farm.plan import plan_geometry
+from farm.testing import make_test_clip, pattern_frame
 
 
 def test_verdicts():

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from farm.cli import main
 from farm.enhance import fetch, hashes, weights
-from farm.enhance.registry import SR_MODELS, WeightsFile
 from farm.enhance.fetch import Fetched
+from farm.enhance.registry import SR_MODELS, WeightsFile
 from farm.errors import UnknownModel, WeightsError
 
 SIZE = 1 << 20  # 1 MiB: four chunks of the downloader's 256 KiB

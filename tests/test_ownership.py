@@ -14,11 +14,11 @@ from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import ClusterError
 from farm.follow import follow
 from farm.owner import Decision, OwnerRecord, OwnerWatch, decide
-from farm.storage.ownership import Ownership
 from farm.preflight import prepare
 from farm.progress import ProgressTracker
 from farm.storage.fs import Storage
 from farm.storage.jobdir import JobDir
+from farm.storage.ownership import Ownership
 from farm.testing import make_test_clip
 
 # -- the pure rules -----------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ import sys
 
 from click.testing import CliRunner
 
-from farm.enhance import factories
 from farm.cli import main
 from farm.config import ModelConfig
+from farm.enhance import factories
 from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.registry import SR_MODELS
 from farm.testing import FakeEnhancerFactory, ScriptedFaceDetector, make_test_clip

@@ -38,7 +38,7 @@ def render_on_cluster(spec, source_frames: Sequence[int], device: str, render):
     """
 
     def run(spec_json: dict, frames: list[int]):
-        from farm.storage.jobdir import JobSpec
+        from farm.storage.spec import JobSpec
 
         return render(JobSpec.from_json(spec_json), frames)
 

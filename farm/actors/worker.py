@@ -33,7 +33,8 @@ from farm.enhance.weights import check_node_weights
 from farm.errors import FarmError, InputError, ProbeError, StorageError
 from farm.plan import output_sar
 from farm.receipt import Receipt
-from farm.storage.jobdir import JobDir, JobSpec
+from farm.storage.jobdir import JobDir
+from farm.storage.spec import JobSpec
 from farm.video.decode import decode_shard
 from farm.video.encode import ChunkWriter, chunk_settings
 

@@ -131,7 +131,8 @@ def _write_clip(cfg, first: int, seconds: float, output: str | None, sheet: str,
     """The clip, by `farm submit`'s own machinery on the source frames [first, first + seconds)."""
     import time
 
-    from farm.driver import submit as run_submit, use_token
+    from farm.driver import submit as run_submit
+    from farm.driver import use_token
     from farm.sampling.preview import clip_config, clip_frames, default_clip_path
 
     frames = clip_frames(cfg, first, seconds)

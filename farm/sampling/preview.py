@@ -37,7 +37,7 @@ from farm.enhance.upscale import place
 from farm.enhance.weights import check_weights
 from farm.errors import OutputError, UsageError
 from farm.plan import Geometry, plan_geometry
-from farm.storage.jobdir import JobSpec, frames_per_second
+from farm.storage.spec import JobSpec, frames_per_second
 from farm.video.decode import decode_shard
 from farm.video.probe import probe
 from farm.video.scenes import detect_scene_cuts

@@ -1,0 +1,144 @@
+"""The job spec: written once when a job is created and read by every actor: the source (probe and
+frame index), the model and output settings, the shard plan's inputs, the model's scale and the
+output geometry worked out at submit."""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from dataclasses import dataclass, field
+
+from farm import __version__
+from farm.config import ModelConfig, OutputConfig
+from farm.errors import WeightsError
+from farm.plan import Geometry, Shard, plan_geometry, plan_shards, snap_window
+from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
+from farm.video.index import FrameIndex
+from farm.video.probe import SourceInfo
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """Written once when the job is created; read by every actor."""
+
+    job_id: str
+    source: SourceInfo
+    model: ModelConfig
+    shard_frames: int
+    input_fingerprint: str
+    created: float
+    farm_version: str = __version__
+    out: OutputConfig = field(default_factory=OutputConfig)  # the encode settings (they key the job)
+    # Frame numbers of the scene cuts found near the planned boundaries when the job was created;
+    # None for jobs created before scene-aware planning, which keep their plain plan.
+    scene_cuts: tuple[int, ...] | None = None
+    # The model's scale and the output geometry, computed once at submit from the weights the
+    # driver checked; None for jobs created before they were recorded (workers compute them).
+    model_scale: int | None = None
+    geometry: Geometry | None = None
+
+    def geometry_for(self, model_scale: int) -> Geometry:
+        """The output geometry for a loaded model of ``model_scale``: the recorded one.
+
+        Raises:
+            WeightsError: the model loaded here has another scale than the job's (its weights file
+                differs from the one the job was submitted with).
+        """
+        if self.geometry is None or self.model_scale is None:
+            s, m = self.source, self.model
+            return plan_geometry(s.width, s.height, model_scale, m.scale, m.target, s.sample_aspect_ratio, m.square_pixels)
+        if model_scale != self.model_scale:
+            raise WeightsError(
+                f"the model loaded here is x{model_scale}, job {self.job_id}'s is x{self.model_scale}; "
+                "this node has other weights than the job's: copy the submitted files to every node"
+            )
+        return self.geometry
+
+    def shards(self) -> list[Shard]:
+        """The job's plan: a pure function of this spec (see :mod:`farm.plan`)."""
+        n = self.source.num_frames
+        if self.scene_cuts is None:
+            return plan_shards(n, self.shard_frames)
+        return plan_shards(
+            n,
+            self.shard_frames,
+            scene_cuts=self.scene_cuts,
+            keyframes=keyframe_frames(self.source),
+            window=snap_window(self.shard_frames, frames_per_second(self.source)),
+        )
+
+    @property
+    def deinterlace(self) -> str:
+        """The effective deinterlace mode: off, on or double (``auto`` resolved for the source)."""
+        return effective_mode(self.model.deinterlace, self.source.field_order)
+
+    @property
+    def frames_per_source_frame(self) -> int:
+        """k: source shard ``[start, stop)`` is output frames ``[k start, k stop)``."""
+        return frames_per_source_frame(self.deinterlace)
+
+    @property
+    def output_index(self) -> FrameIndex:
+        """The output's frames and their times (the source's, or two per frame for double)."""
+        return output_index(self.source.index, self.deinterlace)
+
+    @property
+    def output_field_order(self) -> str:
+        return output_field_order(self.deinterlace, self.source.field_order)
+
+    def to_json(self) -> dict:
+        data = {
+            "job_id": self.job_id,
+            "source": self.source.to_json(),
+            "model": self.model.to_json(),
+            "shard_frames": self.shard_frames,
+            "input_fingerprint": self.input_fingerprint,
+            "created": self.created,
+            "farm_version": self.farm_version,
+            "out": self.out.to_json(),
+        }
+        if self.scene_cuts is not None:
+            data["scene_cuts"] = list(self.scene_cuts)
+        if self.geometry is not None:
+            data["model_scale"] = self.model_scale
+            data["geometry"] = dataclasses.asdict(self.geometry)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> JobSpec:
+        return cls(
+            job_id=data["job_id"],
+            source=SourceInfo.from_json(data["source"]),
+            model=ModelConfig.from_json(data["model"]),
+            shard_frames=int(data["shard_frames"]),
+            input_fingerprint=data["input_fingerprint"],
+            created=float(data["created"]),
+            farm_version=data.get("farm_version", "?"),
+            out=OutputConfig.from_json(data["out"]) if "out" in data else OutputConfig(),
+            scene_cuts=tuple(int(c) for c in data["scene_cuts"]) if data.get("scene_cuts") is not None else None,
+            model_scale=data.get("model_scale"),
+            geometry=_geometry(data["geometry"]) if data.get("geometry") else None,
+        )
+
+
+def _geometry(data: dict) -> Geometry:
+    return Geometry(float(data["outscale"]), tuple(data["picture"]), tuple(data["canvas"]),  # type: ignore[arg-type]
+                    tuple(data.get("sample_aspect_ratio", (1, 1))))  # type: ignore[arg-type]
+
+
+def frames_per_second(source: SourceInfo) -> float:
+    """The source's average frame rate, from its frame index (0 for a single frame)."""
+    index = source.index
+    span = (index.pts[-1] - index.pts[0]) * index.time_base
+    return float((len(index) - 1) / span) if span > 0 else 0.0
+
+
+def keyframe_frames(source: SourceInfo) -> list[int]:
+    """Frame numbers of the source's keyframes that are frames (not discard-only seek points)."""
+    pts = source.index.pts
+    out = []
+    for k in source.index.keyframe_pts:
+        i = bisect.bisect_left(pts, k)
+        if i < len(pts) and pts[i] == k:
+            out.append(i)
+    return out
