@@ -15,7 +15,9 @@ the steady rate of the timed shards, plus, once per worker the job will run, the
 ``enhance_s`` beyond that rate (:attr:`DeviceSample.first_calls_s`, never below 0).
 
 Decisions: wall time assumes the workers of a kind run as fast together as the one sampled alone
-(true on GPUs; on a CPU the default is one worker with all the cores, which is what is sampled);
+(true on GPUs; on a CPU the default is one single-threaded worker per core, up to 4, and one of
+them is sampled alone with the threads it would get: true while the workers are no more than the
+cores, as Ray's CPU count is by default; an oversubscribed Ray, as in the tests, would be slower);
 the tail (concatenation and verification) is not included, as it is a fraction of a second per
 chunk; chunks and output are both counted, as the job keeps its chunks until the output verified."""
 
