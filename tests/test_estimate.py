@@ -46,6 +46,8 @@ def run_job(clip: str, tmp_path, model: list[str]) -> tuple[dict, dict]:
 def check(e: dict, real: dict) -> None:
     assert e["frames"] == real["frames"] == 96
     predicted_model_s = e["model_hours"] * 3600
+    print(f"predicted/real: model {predicted_model_s / real['model_s']:.2f}, chunks {e['chunk_bytes'] / real['chunk_bytes']:.2f}, "
+          f"output {e['output_bytes'] / real['output_bytes']:.2f}; first calls {e['samples'][0]['first_calls_s']:.3f} s")
     assert 0.75 <= predicted_model_s / real["model_s"] <= 1.25, (predicted_model_s, real)
     assert 0.75 <= e["chunk_bytes"] / real["chunk_bytes"] <= 1.25, (e, real)
     assert 0.75 <= e["output_bytes"] / real["output_bytes"] <= 1.25, (e, real)
@@ -61,10 +63,12 @@ def test_fake_model_at_40ms(clip, tmp_path, local_ray):
     check(e, real)
 
 
-@pytest.mark.xfail(strict=False, reason="the sample leaves out the model's first calls, which on tiny networks are a large share of "
-                   "a 96-frame job: predicted 0.59-0.61 of the real model time in 3 of 6 runs on the loaded 2-core machine "
-                   "(disk within 5 % in all); to fix: count the warm-up's extra cost once per worker")
+@pytest.mark.xfail(strict=False, reason="not the estimate's method but this machine's load: the sample and the job are each timed over "
+                   "1-2 s of model time, seconds apart, on a 2-core box whose load swings between 1 and 47, and 4 torch threads on 2 "
+                   "cores amplify it; with the first calls counted once per worker, predicted/real model time was 1.04, 1.43, 1.80, 1.04, "
+                   "1.06, 1.18 in six runs (the fake 40 ms model 0.99-1.04 in the same runs; disk within 4 % in all)")
 def test_tiny_real_weights(clip, tmp_path, tiny_x4, local_ray):
-    """The same with real (tiny, random) RRDBNet weights run by the real model code on the CPU."""
+    """The same with real (tiny, random) RRDBNet weights run by the real model code on the CPU: the
+    job's worker pays the model's first calls once, and so does the estimate."""
     e, real = run_job(clip, tmp_path, ["--sr-weights", tiny_x4])
     check(e, real)

@@ -6,10 +6,18 @@ and a few of the job's shards spread through the video, each cut to at most ``sa
 frames, on the device the job would use (on a cluster: one worker per GPU model). Every figure
 comes from those shards' receipts and the probe: model seconds per frame, the worker's seconds per
 frame (decode and encode overlap the model), bytes per frame of the chunks in the output codec,
-and the model load time. The scratch job is deleted afterwards.
+the first calls' extra cost and the model load time. The scratch job is deleted afterwards.
+
+The model time is the quantity the job's receipts add up (``timings["enhance_s"]`` of every shard):
+each of the job's workers pays its model's first calls (allocations, kernel selection) once, inside
+its first shard, and the steady rate for every other frame. So the estimate is ``frames`` times
+the steady rate of the timed shards, plus, once per worker the job will run, the warm-up shard's
+``enhance_s`` beyond that rate (:attr:`DeviceSample.first_calls_s`, never below 0).
 
 Decisions: wall time assumes the workers of a kind run as fast together as the one sampled alone
-(true on GPUs; on a CPU the default is one worker with all the cores, which is what is sampled);
+(true on GPUs; on a CPU the default is one single-threaded worker per core, up to 4, and one of
+them is sampled alone with the threads it would get: true while the workers are no more than the
+cores, as Ray's CPU count is by default; an oversubscribed Ray, as in the tests, would be slower);
 the tail (concatenation and verification) is not included, as it is a fraction of a second per
 chunk; chunks and output are both counted, as the job keeps its chunks until the output verified."""
 
@@ -50,6 +58,7 @@ class DeviceSample:
     worker_s_per_frame: float  # the worker's whole shard time per frame
     bytes_per_frame: float  # of the chunks, in the output codec
     load_s: float  # the worker's start: model load and checks
+    first_calls_s: float = 0.0  # the model's first calls' cost beyond the steady rate (once per worker)
 
 
 @dataclass(frozen=True)
@@ -91,17 +100,21 @@ def sample_shards(prepared: Prepared, count: int = SAMPLE_SHARDS, frames: int = 
 
 def summarise(kind: str, workers: float, ready_s: float, receipts: list[Any]) -> DeviceSample:
     """Per-frame figures of one kind from its sample receipts (the warm-up's left out, unless it
-    is the only one)."""
+    is the only one), and the warm-up's model time beyond them (its first calls)."""
     timed = receipts[1:] or receipts
     frames = sum(r["output_frames"] for r in timed)
+    model_s_per_frame = sum(r["timings"]["enhance_s"] for r in timed) / frames
+    warm = receipts[0]
+    first_calls_s = max(0.0, warm["timings"]["enhance_s"] - warm["output_frames"] * model_s_per_frame) if len(receipts) > 1 else 0.0
     return DeviceSample(
         kind=kind,
         workers=workers,
         frames=frames,
-        model_s_per_frame=sum(r["timings"]["enhance_s"] for r in timed) / frames,
+        model_s_per_frame=model_s_per_frame,
         worker_s_per_frame=sum(r["seconds"] for r in timed) / frames,
         bytes_per_frame=sum(r["bytes"] for r in timed) / frames,
         load_s=ready_s,
+        first_calls_s=first_calls_s,
     )
 
 
@@ -111,11 +124,14 @@ def combine(prepared: Prepared, samples: Sequence[DeviceSample], gpus: float | N
     frames = spec.source.num_frames * spec.frames_per_source_frame
     workers = {s.kind: (gpus if gpus is not None else s.workers) for s in samples}
     rate = sum(workers[s.kind] / s.worker_s_per_frame for s in samples)  # frames per second, all kinds
-    wall = frames / rate + max(s.load_s for s in samples)
+    wall = frames / rate + max(s.load_s + s.first_calls_s for s in samples)
     # Each kind does its share of the frames at its own speed.
     shares = {s.kind: workers[s.kind] / s.worker_s_per_frame / rate for s in samples}
-    gpu_hours = sum(frames * shares[s.kind] * s.worker_s_per_frame for s in samples) / 3600
-    model_hours = sum(frames * shares[s.kind] * s.model_s_per_frame for s in samples) / 3600
+    # Each worker that gets a shard pays its first calls once (no more workers than shards work).
+    shards = len(spec.shards())
+    first_calls = {s.kind: min(workers[s.kind], max(1, round(shards * shares[s.kind]))) * s.first_calls_s for s in samples}
+    gpu_hours = sum(frames * shares[s.kind] * s.worker_s_per_frame + first_calls[s.kind] for s in samples) / 3600
+    model_hours = sum(frames * shares[s.kind] * s.model_s_per_frame + first_calls[s.kind] for s in samples) / 3600
     bytes_per_frame = sum(shares[s.kind] * s.bytes_per_frame for s in samples)
     chunk_bytes = int(frames * bytes_per_frame)
     cost = gpu_hours * price if price is not None else None
