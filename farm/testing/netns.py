@@ -46,6 +46,12 @@ from farm.testing.process import FARM  # the command that runs farm, here and on
 
 #: The directory holding the ``farm`` package, put on each host's PYTHONPATH (hosts run this farm).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _under_tmp(paths: list[str]) -> list[str]:
+    """The outermost of ``paths`` under /tmp (a nested one comes with its parent)."""
+    inside = sorted({p for p in map(os.path.realpath, paths) if p.startswith("/tmp/")})
+    return [p for p in inside if not any(p.startswith(q + "/") for q in inside)]
 SUBNET = "10.77.0"
 RAY_PORT = 6379
 DASHBOARD_PORT = 8265
@@ -115,7 +121,13 @@ class Host:
         for path, sub in self.mounts.items():
             source = os.path.join(self.net.shared, sub) if sub else self.net.shared
             setup += [f"mkdir -p {shlex.quote(path)}", f"mount --bind {shlex.quote(source)} {shlex.quote(path)}"]
-        setup += ["mount -t tmpfs -o size=2g tmpfs /tmp", "mkdir -p /tmp/home /tmp/ray /tmp/work", "touch /tmp/.booted",
+        # farm and its Python may live under the machine's /tmp (a CI checkout): only they show through
+        carried = _under_tmp([ROOT, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))])
+        outer = "/dev/shm/.outer-tmp"
+        setup += [f"mkdir -p {outer}", f"mount --bind /tmp {outer}", "mount -t tmpfs -o size=2g tmpfs /tmp"]
+        setup += [f"mkdir -p {shlex.quote(p)}; mount --bind {shlex.quote(outer + p[4:])} {shlex.quote(p)}" for p in carried]
+        setup += [f"umount -l {outer}", f"rmdir {outer}"]
+        setup += ["mkdir -p /tmp/home /tmp/ray /tmp/work", "touch /tmp/.booted",
                   f"end=$((SECONDS + {int(self.net.lifetime_s)}))", "while [ $SECONDS -lt $end ]; do sleep 1; done"]
         self._holder = subprocess.Popen(
             ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc",
