@@ -63,10 +63,6 @@ def test_fake_model_at_40ms(clip, tmp_path, local_ray):
     check(e, real)
 
 
-@pytest.mark.xfail(strict=False, reason="not the estimate's method but this machine's load: the sample and the job are each timed over "
-                   "1-2 s of model time, seconds apart, on a 2-core box whose load swings between 1 and 47, and 4 torch threads on 2 "
-                   "cores amplify it; with the first calls counted once per worker, predicted/real model time was 1.04, 1.43, 1.80, 1.04, "
-                   "1.06, 1.18 in six runs (the fake 40 ms model 0.99-1.04 in the same runs; disk within 4 % in all)")
 def test_tiny_real_weights(clip, tmp_path, tiny_x4, local_ray):
     """The same with real (tiny, random) RRDBNet weights run by the real model code on the CPU: the
     job's worker pays the model's first calls once, and so does the estimate."""
