@@ -110,13 +110,9 @@ class Storage:
             self._write_and_move(rel, data)
             return
         final = Path(self._path(rel))
-        tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+        tmp = _tmp_sibling(final)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_synced(tmp, data)
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except OSError as exc:
@@ -148,13 +144,9 @@ class Storage:
         path = self._path(rel)
         if self.is_local:
             final = Path(path)
-            tmp = final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+            tmp = _tmp_sibling(final)
             try:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                _write_synced(tmp, data)
                 os.link(tmp, final)
             except FileExistsError:
                 return False
@@ -273,3 +265,17 @@ def hash_file_into(digest: Any, path: str, chunk: int = 1 << 20) -> Any:
         while block := f.read(chunk):
             digest.update(block)
     return digest
+
+
+def _tmp_sibling(final: Path) -> Path:
+    """A unique temporary name beside ``final`` (readers and listings skip the mark)."""
+    return final.with_name(f"{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new local file and flush it to disk before it is renamed or linked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
