@@ -142,45 +142,41 @@ def kept(jobs_share: str, before: dict[int, str]) -> None:
     assert {s: done[str(s)]["segment"] for s in before} == before
 
 
-def test_a_gpu_machine_partitioned_mid_job(net):
-    """A GPU machine's network link goes down mid-job (a switch port fails; the machine and its
-    worker run on, unreachable): Ray declares it dead, its shard in flight is redone on the other
-    machine, and the output is identical to a failure-free run."""
-    c1, head, victim = net.hosts["c1"], net.hosts["head"], net.hosts["gpu1"]
-    d = scenario(net, "b")
+def strike_mid_job(net, d: str, strike, recover) -> str:
+    """A slow job from c1 through the head's dashboard; once two shards are done, ``strike`` (a
+    machine's fault), then ``recover`` whatever happens. The job must finish with the reference
+    output and keep every shard done before the strike. Returns the jobs root, as seen here."""
+    c1, head = net.hosts["c1"], net.hosts["head"]
+    scenario(net, d)
     out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
     proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
     try:
         wait_for_receipts(on_share(net, jobs), 2, proc, timeout=180)
         before = {r["shard"]: r["segment"] for r in receipts(on_share(net, jobs))}
-        victim.cut()
+        strike()
         code = finish(net, proc, d)
     finally:
-        victim.heal()
-        victim.rejoin()
+        recover()
     assert code == 0, log_of(net, d)
     same_bytes(on_share(net, out), net.reference)
     kept(on_share(net, jobs), before)
+    return on_share(net, jobs)
+
+
+def test_a_gpu_machine_partitioned_mid_job(net):
+    """A GPU machine's network link goes down mid-job (a switch port fails; the machine and its
+    worker run on, unreachable): Ray declares it dead, its shard in flight is redone on the other
+    machine, and the output is identical to a failure-free run."""
+    victim = net.hosts["gpu1"]
+    strike_mid_job(net, "b", victim.cut, lambda: (victim.heal(), victim.rejoin()))
 
 
 def test_a_gpu_machine_crashes_mid_job(net):
     """A GPU machine crashes mid-job (every process killed at once, /tmp gone): the job finishes
     on the other machine with the identical output, keeping every shard done before the crash."""
-    c1, head, victim = net.hosts["c1"], net.hosts["head"], net.hosts["gpu2"]
-    d = scenario(net, "c")
-    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
-    proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
-    try:
-        wait_for_receipts(on_share(net, jobs), 2, proc, timeout=180)
-        before = {r["shard"]: r["segment"] for r in receipts(on_share(net, jobs))}
-        victim.kill()
-        code = finish(net, proc, d)
-    finally:
-        victim.rejoin()
-    assert code == 0, log_of(net, d)
-    same_bytes(on_share(net, out), net.reference)
-    kept(on_share(net, jobs), before)
-    redone = [f for f in ledger(on_share(net, jobs))["failures"] if "lost" in f["error"] or "gone" in f["error"]]
+    victim = net.hosts["gpu2"]
+    jobs = strike_mid_job(net, "c", victim.kill, victim.rejoin)
+    redone = [f for f in ledger(jobs)["failures"] if "lost" in f["error"] or "gone" in f["error"]]
     assert len(redone) <= 1, redone  # one worker per machine: at most one shard was in flight there
 
 

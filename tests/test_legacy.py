@@ -110,8 +110,14 @@ def test_legacy_output_is_the_model_output_at_the_source_times(name, clips, outp
     _, src_frames = decode_all(source, fmt)
     _, out_frames = decode_all(out, fmt)
     assert len(out_frames) == len(src_frames)
-    upsampler = reference_upsampler(tiny_x4, 4)
-    for i, (frame, got) in enumerate(zip(src_frames, out_frames)):
+    assert_model_output_and_streams(src_frames, out_frames, tiny_x4, out, source)
+
+
+def assert_model_output_and_streams(pictures, out_frames, weights: str, out: str, source: str) -> None:
+    """Each output frame is RealESRGANer's x4 output of its picture (±1), and the output's audio
+    and subtitles are the source's, packet for packet."""
+    upsampler = reference_upsampler(weights, 4)
+    for i, (frame, got) in enumerate(zip(pictures, out_frames)):
         expected, _ = upsampler.enhance(frame)
         assert max_abs_diff(got, expected) <= 1, f"frame {i}"
     assert stream_packets(out, "audio") == stream_packets(source, "audio")
@@ -157,12 +163,7 @@ def test_dvd_is_deinterlaced_by_default(clips, outputs, tiny_x4, local_ray):
     _, out_frames = decode_all(out)
     deinterlaced = bwdif(source, "tff")
     assert len(out_frames) == len(deinterlaced) == 12
-    upsampler = reference_upsampler(tiny_x4, 4)
-    for i, (frame, got) in enumerate(zip(deinterlaced, out_frames)):
-        expected, _ = upsampler.enhance(frame)
-        assert max_abs_diff(got, expected) <= 1, f"frame {i}"
-    assert stream_packets(out, "audio") == stream_packets(source, "audio")
-    assert stream_packets(out, "subtitle") == stream_packets(source, "subtitle")
+    assert_model_output_and_streams(deinterlaced, out_frames, tiny_x4, out, source)
 
 
 def tags(path: str) -> dict:
