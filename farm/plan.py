@@ -72,6 +72,13 @@ def default_cpu_workers(cpus: int) -> int:
     return max(1, n)
 
 
+def cpu_plan(cpus: int, workers: int | None = None) -> tuple[int, int]:
+    """CPU workers (``workers``, else :func:`default_cpu_workers`) and torch threads each, the
+    workers sharing ``cpus`` cores: the worker pool's plan, which estimate and tune sample."""
+    n = workers or default_cpu_workers(cpus)
+    return n, max(1, cpus // n)
+
+
 def default_shard_frames(num_frames: int) -> int:
     """Shard size used when the user gives none: about TARGET_SHARDS shards, within sane bounds."""
     return max(MIN_DEFAULT_SHARD_FRAMES, min(MAX_DEFAULT_SHARD_FRAMES, math.ceil(num_frames / TARGET_SHARDS)))

@@ -17,7 +17,7 @@ from farm.actors.worker import EnhanceWorker
 from farm.enhance.factories import Factories
 from farm.errors import FarmError
 from farm.ledger import WorkerJoined, WorkerLost, WorkerStartFailed
-from farm.plan import default_cpu_workers
+from farm.plan import cpu_plan
 from farm.storage.jobdir import JobDir
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,7 @@ class WorkerPool:
         # --device cuda asks for GPU workers even before a GPU node exists (an autoscaler adds them on
         # demand); auto uses GPUs when the cluster has some at the start, CPU workers otherwise.
         self.use_gpus = device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-        self.cpu_workers, self.threads = self._cpu_plan()
-
-    def _cpu_plan(self) -> tuple[int, int]:
-        cpus = int(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 1)))
-        n = self.cap or default_cpu_workers(cpus)
-        return n, max(1, cpus // n)
+        self.cpu_workers, self.threads = cpu_plan(ray_cpus(), cap)
 
     def _slots(self, blocked: set[str], nodes: list[dict]) -> dict[str | None, int]:
         """How many workers each live node (of ``ray.nodes()``) should hold."""
@@ -99,19 +94,9 @@ class WorkerPool:
         self.count += 1
         worker_id = f"w{self.count}"
         job = self.job
-        options: dict[str, Any] = {
-            "name": f"farm-worker-{job.job_id}-{(node or 'local')[:8]}-{worker_id}",
-            "namespace": NAMESPACE,
-            "max_restarts": 0,
-        }
-        if self.use_gpus:
-            options.update(num_gpus=self.gpus_per_worker, num_cpus=1)
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False) if node else "SPREAD"
-            threads = None
-        else:
-            options.update(num_cpus=self.threads)
-            threads = self.threads
-        handle: Any = _REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, worker_id, self.device, threads, self.factories, self.batch)
+        handle = start_worker(job, worker_id, self.device, f"farm-worker-{job.job_id}-{(node or 'local')[:8]}-{worker_id}",
+                              gpus=self.gpus_per_worker if self.use_gpus else 0, threads=self.threads, node=node,
+                              spread=True, factories=self.factories, batch=self.batch)
         self.members[worker_id] = _Member(handle, node=node)
         self.pending_ready[handle.ready.remote()] = worker_id
 
@@ -151,6 +136,29 @@ class WorkerPool:
 # progress() has a concurrency group of its own (see EnhanceWorker.progress). Ray's type stubs lack
 # concurrency_groups, which ray.remote accepts.
 _REMOTE_WORKER = ray.remote(concurrency_groups={"status": 1})(EnhanceWorker)  # type: ignore[call-overload]
+
+
+def start_worker(job: JobDir, worker_id: str, device: str, name: str, *, gpus: float = 0, threads: int | None = None, node: str | None = None,
+                 spread: bool = False, factories: Factories | None = None, batch: int | None = None) -> Any:
+    """An :class:`EnhanceWorker` actor of ``job`` (named ``name``, never restarted by Ray): with
+    ``gpus`` of a GPU and one CPU, or on ``threads`` CPUs (its torch threads) when ``gpus`` is 0;
+    pinned to ``node`` when given, else spread over the nodes when ``spread``."""
+    options: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "max_restarts": 0}
+    if node is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    elif spread and gpus:
+        options["scheduling_strategy"] = "SPREAD"
+    if gpus:
+        options.update(num_gpus=gpus, num_cpus=1)
+        threads = None
+    else:
+        options.update(num_cpus=threads or 1)
+    return _REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, worker_id, device, threads, factories, batch)
+
+
+def ray_cpus() -> int:
+    """The CPUs of the cluster free now (all of them, before anything runs)."""
+    return int(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 1)))
 
 
 def _spread(slots: dict[str | None, int], cap: int) -> dict[str | None, int]:

@@ -7,13 +7,13 @@ estimate reuses :class:`farm.actors.worker.EnhanceWorker` itself, one per GPU mo
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import ray
 
-from farm.actors.pool import NAMESPACE
+from farm.actors.pool import ray_cpus, start_worker
 from farm.enhance.factories import resolve_factories
-from farm.plan import default_cpu_workers
+from farm.plan import cpu_plan
 
 
 def connected() -> bool:
@@ -70,24 +70,6 @@ def gpu_count(kind: str) -> float:
     return total
 
 
-def spawn_worker(jobs_root: str, job_id: str, name: str, device: str, node: str | None, threads: int | None, factories=None) -> Any:
-    """An :class:`EnhanceWorker` actor for sampling: on ``node``'s GPU, or on this cluster's CPUs."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from farm.actors.pool import _REMOTE_WORKER
-
-    options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": 0, "name": f"farm-sample-{job_id}-{name}"}
-    if node is not None:
-        options.update(num_gpus=1, num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-    else:
-        options.update(num_cpus=threads or 1)
-    return _REMOTE_WORKER.options(**options).remote(jobs_root, job_id, name, device, threads, factories=factories)
-
-
-def get(ref):
-    return ray.get(ref)
-
-
 def kill(handle) -> None:
     ray.kill(handle, no_restart=True)
 
@@ -100,13 +82,12 @@ def sample_on_cluster(device: str, gpus_per_worker: float, cap: int | None):
 
     def sample(prepared, shards):
         groups = device_groups()
-        cpus = int(ray.available_resources().get("CPU", ray.cluster_resources().get("CPU", 1)))
-        n = cap or default_cpu_workers(cpus)
+        n, threads = cpu_plan(ray_cpus(), cap)
+        job, factories = prepared.job, resolve_factories(prepared.spec.model)
         handles, started = {}, time.perf_counter()
         for k, (kind, node) in enumerate(groups.items()):
-            threads = None if node is not None else max(1, cpus // n)
-            handles[kind] = spawn_worker(prepared.job.jobs_root, prepared.job.job_id, f"e{k}", device, node, threads,
-                                         resolve_factories(prepared.spec.model))
+            handles[kind] = start_worker(job, f"e{k}", device, f"farm-sample-{job.job_id}-e{k}", gpus=1 if node is not None else 0,
+                                         threads=threads, node=node, factories=factories)
         ready = {kind: h.ready.remote() for kind, h in handles.items()}
         ready_s, names = {}, {}
         for kind, ref in ready.items():
@@ -137,22 +118,13 @@ def tune_runner(prepare_variant, shards, device: str, cpus: int):
     settings (precision, compile, tile)."""
     import time
 
-    from farm.actors.pool import _REMOTE_WORKER
-
     def run(candidate) -> float:
         prepared = prepare_variant(candidate)
-        job = prepared.job
-        gpu = device == "cuda"
-        handles = []
-        for k in range(int(candidate.workers)):
-            options: dict[str, Any] = {"namespace": NAMESPACE, "max_restarts": 0, "name": f"farm-tune-{job.job_id}-{k}"}
-            if gpu:
-                options.update(num_gpus=1 / candidate.workers, num_cpus=1)
-            else:
-                options.update(num_cpus=candidate.threads)
-            handles.append(_REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, f"t{k}", device,
-                                                                    None if gpu else candidate.threads, factories=resolve_factories(prepared.spec.model),
-                                                                    batch=candidate.batch or None))
+        job, factories = prepared.job, resolve_factories(prepared.spec.model)
+        gpus = 1 / candidate.workers if device == "cuda" else 0
+        handles = [start_worker(job, f"t{k}", device, f"farm-tune-{job.job_id}-{k}", gpus=gpus, threads=candidate.threads,
+                                factories=factories, batch=candidate.batch or None)
+                   for k in range(int(candidate.workers))]
         try:
             ray.get([h.ready.remote() for h in handles])
             warm = shards[0]

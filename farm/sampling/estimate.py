@@ -28,13 +28,12 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from farm.config import JobConfig
-from farm.plan import Shard, default_cpu_workers
+from farm.plan import Shard
 from farm.preflight import Prepared, prepare
 from farm.storage.fs import is_url, normalize
 
@@ -138,40 +137,7 @@ def combine(prepared: Prepared, samples: Sequence[DeviceSample], gpus: float | N
     return Estimate(frames, tuple(samples), wall, gpu_hours, model_hours, chunk_bytes, chunk_bytes, cost, gpus, spec.out.codec)
 
 
-def cpu_plan(workers: int | None, cpus: int | None = None) -> tuple[int, int]:
-    """CPU workers and torch threads each, as the worker pool plans them for ``cpus`` (default:
-    this machine's, which is what a local job's Ray gets)."""
-    cpus = cpus or os.cpu_count() or 1
-    n = workers or default_cpu_workers(cpus)
-    return n, max(1, cpus // n)
-
-
-def sample_here(device: str, workers: int | None, cpus: int | None = None) -> Sampler:
-    """A sampler that runs the job's worker in this process (no Ray), with the torch threads a
-    job's CPU worker gets from ``cpus`` (see :func:`cpu_plan`)."""
-
-    def sample(prepared: Prepared, shards: Sequence[Shard]) -> list[tuple[str, float, float, list[Any]]]:
-        from farm.actors.worker import EnhanceWorker
-
-        n, per_worker = cpu_plan(workers, cpus)
-        t = time.perf_counter()
-        worker = EnhanceWorker(prepared.job.jobs_root, prepared.job.job_id, "estimate", device, per_worker)
-        info = worker.ready()
-        ready_s = time.perf_counter() - t
-        receipts = [worker.run_shard(s.index, s.start, s.stop, 1) for s in shards]
-        gpus = (workers or _local_gpus()) if info["device"] == "cuda" else n
-        return [(info.get("device_name", info["device"]), gpus, ready_s, receipts)]
-
-    return sample
-
-
-def _local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def estimate(cfg: JobConfig, *, gpus: float | None = None, price: float | None = None, sampler: Sampler | None = None,
+def estimate(cfg: JobConfig, *, gpus: float | None = None, price: float | None = None, sampler: Sampler,
              sample_frames: int = SAMPLE_FRAMES, count: int = SAMPLE_SHARDS) -> Estimate:
     """Time a sample of ``cfg``'s job and estimate the whole.
 
@@ -186,7 +152,7 @@ def estimate(cfg: JobConfig, *, gpus: float | None = None, price: float | None =
     try:
         prepared = prepare(dataclasses.replace(cfg, jobs_root=root, restart=True))
         shards = sample_shards(prepared, count, sample_frames)
-        results = (sampler or sample_here(cfg.model.device, cfg.workers))(prepared, shards)
+        results = sampler(prepared, shards)
         samples = [summarise(kind, workers, ready_s, receipts) for kind, workers, ready_s, receipts in results]
         return combine(prepared, samples, gpus, price)
     finally:

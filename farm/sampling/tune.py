@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from farm.errors import UsageError
-from farm.plan import default_cpu_workers
+from farm.plan import cpu_plan
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ def default_candidate(device: str, cpus: int, height: int, width: int) -> Candid
     batch = batch_for(device, height, width)
     if device == "cuda":
         return Candidate(1, None, batch, "fp16")
-    n = default_cpu_workers(cpus)
-    return Candidate(n, max(1, cpus // n), batch)
+    return Candidate(*cpu_plan(cpus), batch)
 
 
 def candidates(device: str, cpus: int, height: int, width: int, compile: bool = False) -> list[Candidate]:
@@ -241,6 +240,7 @@ class TuneSample:
     def __init__(self, cfg, sample_frames: int, make_runner: Callable[..., Runner], device_name: str) -> None:
         self.cfg, self.sample_frames, self.make_runner = cfg, sample_frames, make_runner
         self.device_name = device_name  # the profile's key: what `farm submit` looks up
+        self.device = "cpu" if device_name == "cpu" else "cuda"
         self.variants: dict[tuple, Any] = {}
 
     def __enter__(self) -> TuneSample:
@@ -254,7 +254,6 @@ class TuneSample:
         self.width, self.height = source.width, source.height
         self.klass = size_class(self.width, self.height)
         self.cpus = os.cpu_count() or 1
-        self.device = "cpu" if self.device_name == "cpu" else "cuda"
         self.shards = sample_shards(first, count=8, frames=self.sample_frames)
         return self
 
@@ -266,7 +265,9 @@ class TuneSample:
     def _prepare(self, model):
         from farm.preflight import prepare
 
-        key = (model.precision, model.compile, model.tile)
+        # "auto" is the device's precision (fp16 on CUDA): the same job as that candidate's.
+        precision = model.precision if model.precision != "auto" else ("fp16" if self.device == "cuda" else "fp32")
+        key = (precision, model.compile, model.tile)
         if key not in self.variants:
             cfg = dataclasses.replace(self.cfg, model=model, jobs_root=self.root, restart=True)
             self.variants[key] = prepare(cfg)
