@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -38,6 +38,9 @@ from farm.follow import follow
 from farm.preflight import Prepared, identify, output_current, prepare, record_output
 from farm.progress import Progress, ProgressTracker
 from farm.storage.fs import normalize
+
+if TYPE_CHECKING:
+    from farm.video.probe import SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -303,13 +306,15 @@ def drive(prepared: Prepared, on_progress: Callable[[Progress], None] | None = N
         prepared = prepare(dataclasses.replace(prepared.cfg, restart=False))
 
 
-def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[[Progress], None] | None = None, dashboard: bool = True) -> dict[str, Any]:
-    """Run ``cfg`` to completion (or resume it); returns a summary.
+def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[[Progress], None] | None = None, dashboard: bool = True,
+           source: SourceInfo | None = None) -> dict[str, Any]:
+    """Run ``cfg`` to completion (or resume it); returns a summary. ``source``: the input's probe,
+    when the caller has made it.
 
     Raises:
         FarmError: bad input or options (before any work), or a failed/cancelled job.
     """
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, source=source)
     owns_ray = not ray.is_initialized()
     try:
         url = start_ray(address, dashboard=dashboard) if owns_ray else None

@@ -21,14 +21,15 @@ from typing import Any
 
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.config import job_id as make_job_id
+from farm.enhance.hashes import file_sha256
 from farm.enhance.weights import check_weights
 from farm.errors import FarmError, OutputError, StorageError, UsageError
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
-from farm.storage.fs import Storage, is_url, nearest_existing, normalize, sha256_file, split_location
+from farm.storage.fs import Storage, is_url, nearest_existing, normalize, split_location
 from farm.storage.jobdir import SUBMIT, JobDir
 from farm.storage.ownership import Ownership
 from farm.storage.spec import JobSpec, frames_per_second
-from farm.video.containers import check_streams_fit, container_for
+from farm.video.containers import CONTAINERS, check_streams_fit, container_for
 from farm.video.deinterlace import effective_mode, frames_per_source_frame
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
 from farm.video.mux import verify
@@ -78,7 +79,7 @@ def check_output(cfg: JobConfig) -> None:
         raise OutputError(f"the output {cfg.output} is the input; choose another output path")
     if cfg.out.codec != "png":
         container_for(out)
-    elif os.path.splitext(out)[1].lower() in (".mkv", ".mp4", ".mov", ".webm", ".ts", ".avi", ".nut", ".m4v"):
+    elif os.path.splitext(out)[1].lower() in CONTAINERS:
         raise OutputError("--codec png writes a directory of PNG files; give a directory as the output, not a video name")
     if is_url(out):
         return
@@ -193,14 +194,15 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def prepare(cfg: JobConfig) -> Prepared:
+def prepare(cfg: JobConfig, *, source: SourceInfo | None = None) -> Prepared:
     """Everything checkable before Ray starts: input, output, weights, options; then the job dir.
+    ``source``: the input's probe, when the caller has made it.
 
     Raises:
         FarmError: one clear line; nothing is written at the output path.
     """
     check_output(cfg)
-    source = probe(cfg.input)
+    source = probe(cfg.input) if source is None else source
     if cfg.frames is not None:  # a preview clip: a job of those frames only (its own id)
         source = cut_source(source, *cfg.frames)
     if cfg.out.codec != "png":
@@ -296,8 +298,8 @@ def _identity(model: ModelConfig, source: SourceInfo, out: OutputConfig, frames:
     same job."""
     model = dataclasses.replace(
         model,
-        sr_weights_sha256=sha256_file(model.sr_weights) if model.sr_weights else None,
-        face_weights_sha256=sha256_file(model.face_weights) if model.face and model.face_weights else None,
+        sr_weights_sha256=file_sha256(model.sr_weights) if model.sr_weights else None,
+        face_weights_sha256=file_sha256(model.face_weights) if model.face and model.face_weights else None,
     )
     fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
     return model, fingerprint, make_job_id(source.location, fingerprint, model, out, frames)

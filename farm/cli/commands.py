@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from farm.cli.base import jobs_root_default, main, weights_dir_default
-from farm.config import CODECS, DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL
+from farm.config import CODECS, DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL, DEINTERLACE_MODES
 from farm.enhance.registry import FACE_MODELS, SR_MODELS
 from farm.errors import UsageError
 
@@ -77,7 +77,7 @@ def job_options(fn):
         click.option("--fp16/--fp32", "fp16", default=None, help="Precision (default: fp16 on CUDA, fp32 on CPU)."),
         click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True, help="Tile size for the upscaler (0: whole frames; out-of-memory frames are retried tiled anyway)."),
         click.option("--batch", type=click.IntRange(min=1), help="Frames per model call (default: by frame size, or what `farm tune` measured best)."),
-        click.option("--deinterlace", type=click.Choice(["auto", "on", "off", "double"]), default="auto", show_default=True, help="bwdif before the model: auto (sources flagged interlaced), on, off, or double (one frame per field, twice the rate)."),
+        click.option("--deinterlace", type=click.Choice(DEINTERLACE_MODES), default="auto", show_default=True, help="bwdif before the model: auto (sources flagged interlaced), on, off, or double (one frame per field, twice the rate)."),
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the upscaler: faster on CUDA after minutes of start-up per worker."),
         click.option("--jobs-root", help="Where job directories live: a path, NFS mount or s3:// URL (default: .farm-jobs next to the output, or $FARM_JOBS_ROOT)."),
         click.option("--restart", is_flag=True, help="Ignore the job's checkpoint and start over."),
@@ -154,7 +154,7 @@ def submit(input: str, output: str, **o: Any) -> None:
     from farm.driver import submit as run_submit
     from farm.driver import submit_ray_job, use_token
 
-    cfg = apply_tuned(build_config(input, output, **o), click.get_current_context())
+    cfg, source = apply_tuned(build_config(input, output, **o), click.get_current_context())
     address = o["address"]
     token = _token(o["token"], o["token_file"])
     if address and address.startswith(("http://", "https://")):
@@ -164,7 +164,7 @@ def submit(input: str, output: str, **o: Any) -> None:
         return
     if token:
         use_token(token)
-    result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress), o["quiet"] or o["as_json"])
+    result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress, source=source), o["quiet"] or o["as_json"])
     _print_result(result, o["as_json"])
 
 

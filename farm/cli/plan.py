@@ -102,8 +102,8 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, cl
       farm preview film.mkv --address auto          # on a GPU of the cluster
       farm preview film.mkv --at 600 --clip 5       # and 5 s from 10:00 as the job makes them
     """
+    from farm.sampling.preview import clip_frames, render_here
     from farm.sampling.preview import preview as run_preview
-    from farm.sampling.preview import render_here
 
     sheet = sheet or os.path.splitext(os.path.basename(input.rstrip("/")))[0] + ".preview.png"
     cfg = build_config(input, sheet, **full_options(o))
@@ -122,20 +122,19 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, cl
     click.echo(f"{result.path}  ({len(result.frames)} frames at {times} s, {result.canvas[0]}x{result.canvas[1]}, "
                f"{result.device}, {result.seconds:.1f} s)")
     if clip_s is not None:
-        _write_clip(cfg, result.source_frames[0], clip_s, clip_output, sheet, o)
+        _write_clip(cfg, clip_frames(result.index, result.source_frames[0], clip_s), clip_output, sheet, o)
     if show:
         _show(result.path)
 
 
-def _write_clip(cfg, first: int, seconds: float, output: str | None, sheet: str, o: dict[str, Any]) -> None:
-    """The clip, by `farm submit`'s own machinery on the source frames [first, first + seconds)."""
+def _write_clip(cfg, frames: tuple[int, int], output: str | None, sheet: str, o: dict[str, Any]) -> None:
+    """The clip, by `farm submit`'s own machinery on the source ``frames`` [first, stop)."""
     import time
 
     from farm.driver import submit as run_submit
     from farm.driver import use_token
-    from farm.sampling.preview import clip_config, clip_frames, default_clip_path
+    from farm.sampling.preview import clip_config, default_clip_path
 
-    frames = clip_frames(cfg, first, seconds)
     clip = clip_config(cfg, frames, output or default_clip_path(sheet, cfg.out.codec))
     if o["token"]:
         use_token(o["token"])

@@ -4,28 +4,32 @@ machine's device and the input's size class, for each option the user did not gi
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from farm.config import JobConfig
 
+if TYPE_CHECKING:
+    from farm.video.probe import SourceInfo
 
-def apply_tuned(cfg: JobConfig, ctx: click.Context, echo=lambda line: click.echo(line, err=True)) -> JobConfig:
+
+def apply_tuned(cfg: JobConfig, ctx: click.Context, echo=lambda line: click.echo(line, err=True)) -> tuple[JobConfig, SourceInfo | None]:
     """``cfg`` with the `farm tune` profile's settings for this machine's device and the input's
-    size, for each speed option the user did not set; says which it took."""
+    size, for each speed option the user did not set (says which it took); and the input's probe
+    when one was needed for its size (the submit's preflight takes it, rather than probe again)."""
     import dataclasses as dc
 
     from farm.sampling.tune import lookup, profile_path
 
     if ctx.params.get("address") or not os.path.exists(profile_path()):
-        return cfg
+        return cfg, None
     from farm.video.probe import probe
 
     source = probe(cfg.input)
     found = lookup(local_device_name(cfg.model.device), source.width, source.height)
     if found is None:
-        return cfg
+        return cfg, source
     entry, label = found
     unset = lambda name: ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT, None)  # noqa: E731
     model, taken = cfg.model, []
@@ -50,9 +54,9 @@ def apply_tuned(cfg: JobConfig, ctx: click.Context, echo=lambda line: click.echo
         model = dc.replace(model, tile=int(entry["tile"]))
         taken.append(f"tile {entry['tile']}")
     if not taken:
-        return cfg
+        return cfg, source
     echo(f"using `farm tune`'s settings for {label} from {profile_path()}: {', '.join(taken)} (options given override them)")
-    return dc.replace(cfg, model=model, tuned_from=label, **changes)
+    return dc.replace(cfg, model=model, tuned_from=label, **changes), source
 
 
 def local_device_name(device: str) -> str:

@@ -36,9 +36,10 @@ from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.upscale import place
 from farm.enhance.weights import check_weights
 from farm.errors import OutputError, UsageError
-from farm.plan import Geometry, plan_geometry
+from farm.plan import Geometry
 from farm.storage.spec import JobSpec, frames_per_second
 from farm.video.decode import decode_shard
+from farm.video.index import FrameIndex
 from farm.video.probe import probe
 from farm.video.scenes import detect_scene_cuts
 
@@ -84,6 +85,7 @@ class PreviewResult:
     device: str
     sheet: Sheet
     source_frames: tuple[int, ...] = ()  # the source frame of each row
+    index: FrameIndex | None = None  # the source's, from the probe (for --clip)
 
 
 def preview_spec(cfg: JobConfig) -> tuple[JobSpec, Geometry]:
@@ -96,9 +98,8 @@ def preview_spec(cfg: JobConfig) -> tuple[JobSpec, Geometry]:
     source = probe(cfg.input)
     model = cfg.model
     model_scale = check_weights(model)
-    geometry = plan_geometry(source.width, source.height, model_scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels)
     spec = JobSpec(job_id="preview", source=source, model=model, shard_frames=1, input_fingerprint="", created=time.time(), out=cfg.out)
-    return spec, geometry
+    return spec, spec.geometry_for(model_scale)
 
 
 def pick_frames(spec: JobSpec, count: int | None = None, at_s: Sequence[float] = ()) -> list[int]:
@@ -143,16 +144,10 @@ def _last_duration(spec: JobSpec) -> float:
 def load_enhancer(spec: JobSpec, device: str = "auto", factories: Factories | None = None) -> tuple[Enhancer, str]:
     """The enhancer a worker builds for ``spec`` (from ``factories``, resolved where the job is
     driven; default: this process's), and the device it runs on."""
-    model, source = spec.model, spec.source
+    model = spec.model
     factories = resolve_factories(model) if factories is None else factories
     resolved = resolve_device(device) if factories.needs_torch else "cpu"
-    enhancer = build_enhancer(
-        model,
-        lambda scale: plan_geometry(source.width, source.height, scale, model.scale, model.target, source.sample_aspect_ratio, model.square_pixels),
-        resolved,
-        factories,
-    )
-    return enhancer, resolved
+    return build_enhancer(model, spec.geometry_for, resolved, factories), resolved
 
 
 def render_frames(spec: JobSpec, source_frames: Sequence[int], enhancer: Enhancer) -> list[PreviewFrame]:
@@ -315,14 +310,14 @@ def preview(cfg: JobConfig, sheet_path: str, *, count: int | None = None, at_s: 
     write_png(sheet_path, sheet.image)
     log.info("preview of %d frames written to %s", len(frames), sheet_path)
     return PreviewResult(sheet_path, tuple(f.number for f in frames), tuple(f.time_s for f in frames), geometry.canvas,
-                         time.perf_counter() - t0, device, sheet, tuple(f.source_frame for f in frames))
+                         time.perf_counter() - t0, device, sheet, tuple(f.source_frame for f in frames), spec.source.index)
 
 
 # ----------------------------------------------------------------------------------------------
 # --clip: a short clip made by the job machinery itself, on a frame range of the source
 
 
-def clip_frames(cfg: JobConfig, first: int, seconds: float) -> tuple[int, int]:
+def clip_frames(index: FrameIndex, first: int, seconds: float) -> tuple[int, int]:
     """Source frames [first, stop) of a clip ``seconds`` long from source frame ``first``: the
     frames that start before ``seconds`` have passed, at least one, at most to the video's end.
 
@@ -331,7 +326,6 @@ def clip_frames(cfg: JobConfig, first: int, seconds: float) -> tuple[int, int]:
     """
     if not seconds > 0:
         raise UsageError(f"--clip must be a positive number of seconds, got {seconds:g}")
-    index = probe(cfg.input).index
     end = index.pts[first] + seconds / index.time_base
     stop = bisect.bisect_left(index.pts, end)
     return first, min(len(index), max(first + 1, stop))
