@@ -18,10 +18,8 @@ from farm.errors import UsageError
 DEFAULT_SR_MODEL = "realesrgan-x4plus"
 DEFAULT_FACE_MODEL = "gfpgan-1.4"
 
-Deinterlace = Literal["auto", "on", "off", "double"]
 DEINTERLACE_MODES: tuple[str, ...] = ("auto", "on", "off", "double")
 
-Codec = Literal["x264", "x265", "av1", "x264-lossless", "ffv1", "png"]
 CODECS: tuple[str, ...] = ("x264", "x265", "av1", "x264-lossless", "ffv1", "png")
 
 

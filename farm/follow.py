@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from farm.errors import JobFailed
-from farm.ledger import Ledger, Policy, summarize
+from farm.ledger import summarize
 from farm.progress import Progress, ProgressTracker
 from farm.storage.jobdir import JobDir
 from farm.storage.ownership import Ownership
@@ -27,9 +27,7 @@ POLL_S = 1.0
 
 def job_summary(job: JobDir) -> dict[str, Any]:
     """The job's state from its ledger on storage (``summarize``'s fields) and live figures."""
-    data = job.read_ledger()
-    ledger = Ledger.from_json(data, Policy()) if data else Ledger(job.read_spec().shards())
-    info = summarize(job.job_id, ledger)
+    info = summarize(job.job_id, job.load_ledger())
     info["workers"] = (job.read_live() or {}).get("workers", [])
     return info
 

@@ -39,7 +39,7 @@ os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-chaos-ray-"))
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from farm.testing import make_test_clip  # noqa: E402
-from farm.testing.cluster import SimCluster, receipts  # noqa: E402
+from farm.testing.cluster import SimCluster, receipt_paths, receipts  # noqa: E402
 from farm.testing.media import decode_all, packet_pts  # noqa: E402
 from farm.testing.netns import Hosts, start_cluster, unavailable_reason  # noqa: E402
 from farm.testing.process import kill_group, run_farm, start_farm  # noqa: E402
@@ -65,7 +65,10 @@ def identical(a: str, b: str) -> bool:
 def redone(jobs: str, snapshots: list[set[str]]) -> tuple[int, int]:
     """(shards committed more than once, shards done before a strike and committed again after
     it): the second should be 0; the first counts the shards in flight at the strikes."""
-    found = {os.path.basename(r["_path"]): r["shard"] for r in _receipts(jobs)}
+    found = {}
+    for path in receipt_paths(jobs):
+        with open(path) as f:
+            found[os.path.basename(path)] = json.load(f)["shard"]
     twice = len(found) - len(set(found.values()))
     beyond = set()
     for names in snapshots:
@@ -74,18 +77,8 @@ def redone(jobs: str, snapshots: list[set[str]]) -> tuple[int, int]:
     return twice, len(beyond)
 
 
-def _receipts(jobs: str) -> list[dict]:
-    import glob
-
-    out = []
-    for path in glob.glob(os.path.join(jobs, "*", "segments", "*.json")):
-        with open(path) as f:
-            out.append({**json.load(f), "_path": path})
-    return out
-
-
 def _committed(jobs: str) -> set[str]:
-    return {os.path.basename(r["_path"]) for r in _receipts(jobs)}
+    return {os.path.basename(path) for path in receipt_paths(jobs)}
 
 
 def trial(n: int, rng: random.Random, cluster: SimCluster, clip: str, reference: str, work: str) -> tuple[bool, str]:

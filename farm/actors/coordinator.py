@@ -58,17 +58,19 @@ class Coordinator:
     def __repr__(self) -> str:  # Ray shows it, once, in the dashboard's actor list
         return f"Coordinator(job {self.job_id} in {self.jobs_root})"
 
-    def _load(self, policy: Policy) -> None:
-        """(Re)build all state from the job directory, the source of truth."""
+    def _load(self, policy: Policy, flush: bool = True) -> None:
+        """(Re)build all state from the job directory, the source of truth (written back unless
+        ``flush`` is False: the caller writes it)."""
         self.spec = self.job.read_spec()
-        data = self.job.read_ledger()
-        self.ledger = Ledger.from_json(data, policy) if data else Ledger(self.spec.shards(), policy)
-        if [(s.start, s.stop) for s in self.ledger.shards] != [(s.start, s.stop) for s in self.spec.shards()]:
-            self.ledger = Ledger(self.spec.shards(), policy)  # a --restart re-planned the job
+        plan = self.spec.shards()
+        self.ledger = self.job.load_ledger(policy, self.spec)
+        if [(s.start, s.stop) for s in self.ledger.shards] != [(s.start, s.stop) for s in plan]:
+            self.ledger = Ledger(plan, policy)  # a --restart re-planned the job
         self._last_flush = 0.0
         self._dirty = False
         self.ledger.handle(*self._storage_facts(), wall=time.time())
-        self.flush(force=True)
+        if flush:
+            self.flush(force=True)
 
     def start_run(self, run: str, now: float, policy: dict[str, Any] | None = None, jobs_root: str | None = None,
                   driver: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[Instruction]]:
@@ -81,7 +83,7 @@ class Coordinator:
         self.run = run
         self.driver = dict(driver) if driver else None
         self.workers.clear()
-        self._load(Policy(**(policy or {})))
+        self._load(Policy(**(policy or {})), flush=False)
         self.job.clear_control()
         instructions = self.ledger.handle(RunStarted(now), wall=time.time())
         self.flush(force=True)
@@ -177,7 +179,8 @@ class Coordinator:
         """What storage holds, as events: done segments that are gone or damaged, and receipts
         newer than the ledger snapshot. An object store's listing cache is dropped first."""
         self.job.storage.invalidate_cache("segments")
-        present = set(self.job.storage.list("segments"))
+        listing = self.job.storage.list("segments")
+        present = set(listing)
         facts: list[Event] = []
         missing = set()
         for shard, record in self.ledger.done.items():
@@ -185,7 +188,7 @@ class Coordinator:
                 log.warning("segment %s of shard %d is missing or damaged; the shard will be redone", record.segment, shard)
                 facts.append(SegmentMissing(shard, record.segment))
                 missing.add(shard)
-        for data in self.job.receipts():
+        for data in self.job.receipts(listing):
             try:
                 receipt = Receipt.from_json(data)
             except (KeyError, TypeError, ValueError):

@@ -7,8 +7,8 @@ file, and commits it to the job directory with a receipt recording what the tail
 (``video``: codec parameters, reorder delay, pts shift, encoder settings). Decoding, enhancing and
 encoding run in three threads joined by small queues (:mod:`farm.actors.pipeline`), so the device
 is not kept waiting by I/O or by the encoder; the segment's commit protocol is the job directory's
-(:meth:`farm.storage.jobdir.JobDir.commit_segment`). Over 300 lines because the receipt and the
-attempt log are still built here, as dicts, until the typed Receipt takes them."""
+(:meth:`farm.storage.jobdir.JobDir.commit_segment`). Over 300 lines: the actor's start (device,
+weights checks), its progress reports and the shard's encode loop are one object's state."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from farm.config import JOB_ID_PATTERN
 from farm.errors import InputError
-from farm.ledger import Ledger, Policy, summarize
+from farm.ledger import summarize
 from farm.storage.fs import Storage
 from farm.storage.jobdir import SPEC, SUBMIT, JobDir
 
@@ -42,9 +42,7 @@ def job_status(jobs_root: str, job_id: str) -> dict[str, Any]:
     """The ``farm status --json`` object of a job, from its ledger snapshot."""
     job = JobDir.existing(jobs_root, job_id)
     spec = job.read_spec()
-    data = job.read_ledger()
-    ledger = Ledger.from_json(data, Policy()) if data else Ledger(spec.shards())
-    info = summarize(job_id, ledger)
+    info = summarize(job_id, job.load_ledger(spec=spec))
     info.update(
         {
             "input": spec.source.location,

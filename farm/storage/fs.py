@@ -51,8 +51,8 @@ class Storage:
         except (ImportError, ValueError) as exc:
             raise StorageError(f"cannot use storage {self.location!r}: {exc}") from exc
         self.is_local = isinstance(self.fs, LocalFileSystem)
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
-        self.is_object_store = not self.is_local and bool(OBJECT_STORES.intersection(protocols))
+        self.protocols = tuple(self.fs.protocol) if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)
+        self.is_object_store = not self.is_local and bool(OBJECT_STORES.intersection(self.protocols))
 
     def __repr__(self) -> str:
         return f"Storage({self.location!r})"
@@ -158,7 +158,7 @@ class Storage:
             fsync_dir(final.parent)
             return True
         try:
-            if "s3" in (self.fs.protocol if isinstance(self.fs.protocol, (tuple, list)) else (self.fs.protocol,)):
+            if "s3" in self.protocols:
                 self.fs.pipe_file(path, data, mode="create")
             else:
                 with self.fs.open(path, "xb") as f:

@@ -26,7 +26,9 @@ from typing import IO, Any
 
 from farm.config import OutputConfig, check_job_id
 from farm.errors import InputError, StorageError
+from farm.ledger import Ledger
 from farm.owner import OwnerRecord
+from farm.records import Policy
 from farm.storage.fs import TMP_MARK, Storage, sha256_file
 from farm.storage.spec import JobSpec
 from farm.video.encode import CHUNK_SUFFIX
@@ -87,6 +89,13 @@ class JobDir:
             return self.storage.read_json(LEDGER)
         except FileNotFoundError:
             return None
+
+    def load_ledger(self, policy: Policy | None = None, spec: JobSpec | None = None) -> Ledger:
+        """The job's ledger as last written, or a fresh one of its plan (``spec``: the job's, when
+        the caller has read it) when none was."""
+        policy = policy or Policy()
+        data = self.read_ledger()
+        return Ledger.from_json(data, policy) if data else Ledger((spec or self.read_spec()).shards(), policy)
 
     def write_ledger(self, data: dict) -> None:
         self.storage.write_json(LEDGER, data)
@@ -160,14 +169,13 @@ class JobDir:
         except FileNotFoundError:
             pass
 
-    def receipts(self) -> list[dict]:
-        """Every committed segment's receipt whose segment is present with the recorded size."""
-        names = self.storage.list(SEGMENTS)
+    def receipts(self, names: list[str] | None = None) -> list[dict]:
+        """Every committed segment's receipt whose segment is present with the recorded size;
+        ``names``: the segments directory's listing, when the caller has just made it."""
+        names = self.storage.list(SEGMENTS) if names is None else names
         present = set(names)
         out = []
-        for name in names:
-            if not name.endswith(".json") or TMP_MARK in name:
-                continue
+        for name in _records(names):
             try:
                 receipt = self.storage.read_json(f"{SEGMENTS}/{name}")
             except (FileNotFoundError, StorageError):
@@ -193,8 +201,8 @@ class JobDir:
     def logs(self, index: int) -> list[dict]:
         prefix = f"{index:06d}-"
         out = []
-        for name in self.storage.list(LOGS):
-            if name.startswith(prefix) and name.endswith(".json") and TMP_MARK not in name:
+        for name in _records(self.storage.list(LOGS)):
+            if name.startswith(prefix):
                 try:
                     out.append(self.storage.read_json(f"{LOGS}/{name}"))
                 except (FileNotFoundError, StorageError):
@@ -230,9 +238,7 @@ class JobDir:
     def read_owner(self) -> OwnerRecord | None:
         """The newest generation of the job's owner record; None if the job never had one."""
         self.storage.invalidate_cache(OWNER)
-        for name in reversed(self.storage.list(OWNER)):
-            if not name.endswith(".json") or TMP_MARK in name:
-                continue
+        for name in reversed(_records(self.storage.list(OWNER))):
             try:
                 return OwnerRecord.from_json(self.storage.read_json(f"{OWNER}/{name}"))
             except FileNotFoundError:
@@ -250,8 +256,8 @@ class JobDir:
         self.storage.write_json(self._owner_rel(record.generation), record.to_json())
 
     def prune_owners(self, below: int) -> None:
-        for name in self.storage.list(OWNER):
-            if name.endswith(".json") and TMP_MARK not in name and name[:-5].isdigit() and int(name[:-5]) < below:
+        for name in _records(self.storage.list(OWNER)):
+            if name[:-5].isdigit() and int(name[:-5]) < below:
                 self.storage.remove(f"{OWNER}/{name}")
 
     @staticmethod
@@ -271,3 +277,8 @@ class JobDir:
 
     def clear_control(self) -> None:
         self.storage.remove(CONTROL)
+
+
+def _records(names: list[str]) -> list[str]:
+    """The JSON records of a listing, in its order: not the temporary files of a write under way."""
+    return [name for name in names if name.endswith(".json") and TMP_MARK not in name]

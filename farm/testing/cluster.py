@@ -75,9 +75,14 @@ class SimCluster:
         self.shutdown()
 
 
+def receipt_paths(jobs_root: str) -> list[str]:
+    """The committed receipts of every job under a local ``jobs_root``."""
+    return glob.glob(os.path.join(jobs_root, "*", "segments", "*.json"))
+
+
 def receipts(jobs_root: str) -> list[dict]:
     out = []
-    for path in glob.glob(os.path.join(jobs_root, "*", "segments", "*.json")):
+    for path in receipt_paths(jobs_root):
         with open(path) as f:
             out.append(json.load(f))
     return out
