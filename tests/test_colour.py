@@ -1,7 +1,9 @@
-"""Colour: SD BT.601, HD-tagged BT.709, untagged and full-range MJPEG sources come out with their
-matrix, primaries, transfer and range tagged, and, decoded by those tags as a player decodes them,
-equal (±2) to the model's output of the source decoded the same way; HDR10 keeps its transfer and
-mastering metadata. The pipeline runs in process (see tests/test_display.py)."""
+"""Colour: BT.601 (525 and 625 lines), BT.709, BT.2020, untagged and full-range sources, 8 and 10
+bits, come out with their matrix, primaries, transfer and range tagged, and, decoded by those tags,
+equal to the model's output of the source decoded the same way (±2 through x264 at CRF 0, ±1
+through FFV1); HDR10 keeps its transfer and mastering metadata. The decode by the tags is done
+twice: as swscale does it for a player, and by the standards' own equations (an oracle that shares
+no code with farm). The pipeline runs in process (see tests/test_display.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from farm.testing import fake_output
+from farm.testing.fakes import fake_output
 from farm.video import color
 from farm.video.color import Colour, colour_of
 from farm.video.probe import probe
@@ -96,6 +98,83 @@ def test_colours_come_out_as_a_player_shows_the_source(tmp_path, name, ext):
     assert len(got) == len(src) == 3
     for i, (frame, out_frame) in enumerate(zip(src, got)):
         assert max_abs_diff(out_frame, fake_output(frame, 2, None)) <= 2, f"frame {i}"
+
+
+#: (Kr, Kb) of each matrix code (ITU-R BT.601, BT.709, BT.2020 non-constant luminance).
+KR_KB = {1: (0.2126, 0.0722), 5: (0.299, 0.114), 6: (0.299, 0.114), 9: (0.2627, 0.0593)}
+
+
+def by_the_standard(path: str, high_bit_depth: bool) -> list[np.ndarray]:
+    """Every frame of ``path`` as BGR (uint8, or uint16 scaled to 16 bits), decoded from its raw
+    planes by its tags with the standards' equations: Y'CbCr of limited range (16-235/240 times
+    2^(bits-8)) or full range (0 to 2^bits-1), R' = Y' + 2(1-Kr)Cr', B' = Y' + 2(1-Kb)Cb',
+    G' = (Y' - Kr R' - Kb B') / Kg. 4:4:4 and RGB formats only (no chroma upsampling to agree on)."""
+    top = 65535 if high_bit_depth else 255
+    frames = []
+    with av.open(path) as c:
+        for frame in c.decode(c.streams.video[0]):
+            fmt = frame.format
+            if fmt.name in ("bgr0", "bgr24"):
+                rgb = frame.to_ndarray(format="bgr24")[..., ::-1] / 255.0
+            else:
+                bits = fmt.components[0].bits
+                dtype = np.dtype(np.uint16 if bits > 8 else np.uint8)
+                assert all(p.width == frame.width for p in frame.planes), f"{fmt.name}: 4:4:4 only"
+                a, b, c_ = (np.frombuffer(bytes(p), dtype).reshape(p.height, p.line_size // dtype.itemsize)[:, : p.width]
+                            .astype(np.float64) for p in frame.planes[:3])
+                if fmt.name.startswith("gbr"):  # planar G, B, R
+                    rgb = np.stack([c_, a, b], -1) / (2**bits - 1)
+                else:
+                    kr, kb = KR_KB[frame.colorspace]
+                    s = 2 ** (bits - 8)
+                    if frame.color_range == 2:  # full (pc, JPEG)
+                        y, cb, cr = a / (2**bits - 1), (b - 128 * s) / (2**bits - 1), (c_ - 128 * s) / (2**bits - 1)
+                    else:  # limited (tv)
+                        y, cb, cr = (a - 16 * s) / (219 * s), (b - 128 * s) / (224 * s), (c_ - 128 * s) / (224 * s)
+                    r, blue = y + 2 * (1 - kr) * cr, y + 2 * (1 - kb) * cb
+                    rgb = np.stack([r, (y - kr * r - kb * blue) / (1 - kr - kb), blue], -1)
+            frames.append(np.clip(np.rint(rgb[..., ::-1] * top), 0, top).astype(np.uint16 if high_bit_depth else np.uint8))
+    return frames
+
+
+SYSTEMS = {
+    # name: (size, source tags (matrix, range, primaries, transfer)); every source is tagged, so
+    # the tags and not the picture height decide (BT.709 at 48 lines, BT.601 at 720).
+    "bt601-525": ((64, 48), (6, 1, 6, 6)),
+    "bt601-625": ((64, 48), (5, 1, 5, 6)),
+    "bt601-at-720-lines": ((16, 720), (6, 1, 6, 6)),
+    "bt709": ((64, 48), (1, 1, 1, 1)),
+    "bt2020": ((64, 48), (9, 1, 9, 14)),
+    "full-range-jpeg": ((64, 48), (5, 2, None, None)),
+}
+
+
+@pytest.mark.parametrize("bits", [8, 10])
+@pytest.mark.parametrize("name", list(SYSTEMS))
+def test_each_colour_system_decodes_as_the_source_by_the_standard(tmp_path, name, bits):
+    """A 4:4:4 source of each colour system and bit depth, upscaled x2 into x264 at CRF 0 (4:4:4,
+    same depth) and into FFV1 (RGB): each output, decoded by its own tags with the standard's
+    equations, equals the model's output of the source decoded the same way: ±2 code values (8-bit
+    units) through x264, ±1 through FFV1."""
+    size, tags = SYSTEMS[name]
+    if name == "full-range-jpeg" and bits == 8:
+        codec, pix_fmt = "mjpeg", "yuvj444p"  # what cameras and phones write
+    else:
+        codec, pix_fmt = "libx264", "yuv444p" if bits == 8 else "yuv444p10le"
+    clip = make_bars(str(tmp_path / "src.mkv"), codec, pix_fmt, size, tags)
+    high = bits > 8
+    unit = 257 if high else 1
+    src = by_the_standard(clip, high)
+    assert len(src) == 3
+    for codec_out, out_cfg, out, tolerance in [
+        ("x264", {"crf": 0, "pix_fmt": "yuv444p10le" if high else "yuv444p"}, str(tmp_path / "out.mp4"), 2),
+        ("ffv1", {}, str(tmp_path / "out.mkv"), 1),
+    ]:
+        run_job(clip, out, codec=codec_out, out_cfg=out_cfg)
+        got = by_the_standard(out, high)
+        assert len(got) == len(src), codec_out
+        for i, (frame, out_frame) in enumerate(zip(src, got)):
+            assert max_abs_diff(out_frame, fake_output(frame, 2, None)) <= tolerance * unit, f"{codec_out}, frame {i}"
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mkv"])
