@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 def load_models(args):
     from farm.enhance.patches import facexlib_setup, install_torchvision_shim
-    from farm.testing import install_fakes
+    from farm.testing.fakes import install_fakes
 
     install_fakes()  # --face-detector scripted:PATH
     install_torchvision_shim()

@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from farm.plan import plan_shards, search_ranges, snap_window
-from farm.testing import scene_frame
+from farm.testing.clips import scene_frame
 from farm.video.scenes import cuts_in, frame_differences
 
 

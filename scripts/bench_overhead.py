@@ -37,7 +37,7 @@ def main() -> None:
     args = p.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
 
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
 
     os.makedirs(args.workdir, exist_ok=True)
     clip = os.path.join(args.workdir, f"clip-{args.frames}-{width}x{height}.mkv")

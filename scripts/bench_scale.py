@@ -48,7 +48,7 @@ FRAMES_PER_SHARD = 8
 
 
 def run_job(address: str, workers: int, ms: float, shards_per_worker: int, work: str) -> dict:
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
     from farm.testing.process import run_farm
 
     frames = workers * shards_per_worker * FRAMES_PER_SHARD

@@ -110,7 +110,7 @@ class Watcher(threading.Thread):
 
 
 def run_job(args, work: str, address: str) -> dict:
-    from farm.testing import make_scene_clip
+    from farm.testing.clips import make_scene_clip
     from farm.testing.process import run_farm
 
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -168,7 +168,7 @@ def serial_encode(job: dict) -> tuple[float, int, dict]:
 
     from farm.plan import output_sar
     from farm.storage.jobdir import JobDir
-    from farm.testing import fake_output
+    from farm.testing.fakes import fake_output
     from farm.video.encode import ChunkWriter, chunk_settings
 
     spec = JobDir(job["jobs"], job["job_id"]).read_spec()

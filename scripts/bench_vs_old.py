@@ -41,7 +41,9 @@ def main() -> None:
     args = p.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
 
-    from farm.testing import face_row, make_test_clip
+    from farm.testing.clips import make_test_clip
+
+    from farm.testing.fakes import face_row
 
     os.makedirs(args.workdir, exist_ok=True)
     weights = benchlib.full_size_weights(os.path.join(args.workdir, "weights"))

@@ -22,7 +22,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 # The benchmarks run farm's fakes in this process (the fake model, the scripted face detector).
-from farm.testing import install_fakes  # noqa: E402
+from farm.testing.fakes import install_fakes  # noqa: E402
 
 install_fakes()
 
@@ -49,7 +49,7 @@ def machine() -> str:
 def full_size_weights(folder: str, face: bool = True) -> dict[str, str]:
     """RealESRGAN_x4plus's architecture (RRDBNet 64/23/32, x4), GFPGAN v1.4's (clean, channel
     multiplier 2) and facexlib's detector and parser, all with random weights (written once)."""
-    from farm.testing import write_face_helper_weights, write_gfpgan_weights, write_rrdbnet_weights
+    from farm.testing.weights import write_face_helper_weights, write_gfpgan_weights, write_rrdbnet_weights
 
     os.makedirs(folder, exist_ok=True)
     paths = {"sr": os.path.join(folder, "rrdbnet_x4plus_random.pth"), "face": os.path.join(folder, "gfpgan_v14_random.pth"),
@@ -68,7 +68,7 @@ def face_script(clip: str, faces: dict[int, list[list[float]]], path: str) -> st
     decodes it (farm) and as cv2.VideoCapture decodes it (the old script): the two may differ."""
     import cv2
 
-    from farm.testing import frame_key, write_face_script
+    from farm.testing.fakes import frame_key, write_face_script
 
     pyav = decode_bgr(clip)
     cap = cv2.VideoCapture(clip)

@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-chaos-ray-"))
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-from farm.testing import make_test_clip  # noqa: E402
+from farm.testing.clips import make_test_clip  # noqa: E402
 from farm.testing.cluster import SimCluster, receipt_paths, receipts  # noqa: E402
 from farm.testing.media import decode_all, packet_pts  # noqa: E402
 from farm.testing.netns import Hosts, start_cluster, unavailable_reason  # noqa: E402

@@ -225,7 +225,8 @@ def main() -> None:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: torch sees no CUDA device; run with --device cpu --quick to check the script itself")
-    from farm.testing import face_row, make_test_clip
+    from farm.testing.clips import make_test_clip
+    from farm.testing.fakes import face_row
 
     os.makedirs(args.workdir, exist_ok=True)
     weights = benchlib.full_size_weights(os.path.join(args.workdir, "weights"))

@@ -21,7 +21,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-shot-ray-"))
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-from farm.testing import make_test_clip  # noqa: E402
+from farm.testing.clips import make_test_clip  # noqa: E402
 from farm.testing.cluster import SimCluster, wait_for_receipts  # noqa: E402
 from farm.testing.process import FARM, run_farm  # noqa: E402
 

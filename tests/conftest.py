@@ -26,7 +26,7 @@ os.environ["XDG_CONFIG_HOME"] = os.path.join(_RAY_TMP, "config")
 
 # The fakes (model `fake[:OPTIONS]`, `--face-detector scripted:PATH`) are registered for the tests
 # in this process; tests that run farm as a process use the test entry point (tests.helpers.FARM).
-from farm.testing import install_fakes  # noqa: E402
+from farm.testing.fakes import install_fakes  # noqa: E402
 
 install_fakes()
 
@@ -84,14 +84,14 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_x4(assets) -> str:
-    from farm.testing import write_rrdbnet_weights
+    from farm.testing.weights import write_rrdbnet_weights
 
     return write_rrdbnet_weights(str(assets / "tiny_x4.pth"), scale=4)
 
 
 @pytest.fixture(scope="session")
 def tiny_x2(assets) -> str:
-    from farm.testing import write_rrdbnet_weights
+    from farm.testing.weights import write_rrdbnet_weights
 
     return write_rrdbnet_weights(str(assets / "tiny_x2.pth"), scale=2)
 
@@ -100,7 +100,7 @@ def tiny_x2(assets) -> str:
 def face_weights(assets):
     """GFPGAN (clean, channel multiplier 1) plus facexlib's detector and parser, all random; the
     detector's classification head is zeroed so it finds no face."""
-    from farm.testing import write_face_helper_weights, write_gfpgan_weights
+    from farm.testing.weights import write_face_helper_weights, write_gfpgan_weights
 
     weights_dir = assets / "face-weights"
     weights_dir.mkdir()
@@ -111,13 +111,13 @@ def face_weights(assets):
 
 @pytest.fixture(scope="session")
 def cfr_clip(assets) -> str:
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
 
     return make_test_clip(str(assets / "cfr.mp4"), frames=64, size=(64, 48), bframes=3, gop=12, audio=True)
 
 
 @pytest.fixture(scope="session")
 def vfr_clip(assets) -> str:
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
 
     return make_test_clip(str(assets / "vfr.mkv"), frames=61, size=(48, 32), vfr=True, bframes=2, gop=10, audio=True)

@@ -91,7 +91,7 @@ def submit_tiny(source: str, output: str, weights: str, *extra: str) -> None:
     """`farm submit` in process with the tests' tiny RRDBNet weights on one CPU worker, no faces."""
     from click.testing import CliRunner
 
-    from farm.cli import main
+    from farm.cli.main import main
 
     args = ["submit", source, "-o", output, "--sr-weights", weights, "--no-face", "--workers", "1",
             "--device", "cpu", "--quiet", *extra]

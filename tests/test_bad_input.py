@@ -10,8 +10,9 @@ import random
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
-from farm.testing import make_test_clip, write_rrdbnet_weights
+from farm.cli.main import main
+from farm.testing.clips import make_test_clip
+from farm.testing.weights import write_rrdbnet_weights
 from tests.helpers import (
     make_audio_only,
     make_video_without_frames,

@@ -21,7 +21,8 @@ from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import MuxError
 from farm.preflight import prepare
-from farm.testing import fake_output, make_test_clip
+from farm.testing.clips import make_test_clip
+from farm.testing.fakes import fake_output
 from farm.video.encode import ChunkWriter, chunk_settings
 from tests.helpers import decode_all, kill_group, run_farm, start_farm, stream_packets
 

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from farm.storage.jobdir import JobDir
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 from farm.testing.cluster import SimCluster, ledger, receipts, wait_for_receipts
 from tests.helpers import decode_all, kill_group, packet_pts, run_farm, start_farm
 

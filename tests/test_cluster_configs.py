@@ -148,7 +148,7 @@ def test_rayjob_runs_farm_submit_on_shared_storage():
     )
     assert (job["shutdownAfterJobFinishes"], job["backoffLimit"]) == (True, 2)
     # and farm's CLI accepts it as written
-    from farm.cli import main
+    from farm.cli.main import main
 
     args = shlex.split(job["entrypoint"])
     ctx = main.commands["submit"].make_context("submit", args[2:])

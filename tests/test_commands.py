@@ -10,7 +10,7 @@ import time
 import pytest
 
 from farm.storage.jobdir import JobDir
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 from farm.testing.cluster import ledger, receipts, wait_for_receipts
 from tests.helpers import packet_pts, run_farm, start_farm
 
@@ -79,7 +79,7 @@ def test_a_job_id_that_leaves_the_jobs_root_is_refused(tmp_path, command):
     usage error, and nothing there is read or written."""
     from click.testing import CliRunner
 
-    from farm.cli import main
+    from farm.cli.main import main
 
     jobs, outside = tmp_path / "jobs", tmp_path / "outside"
     jobs.mkdir()
@@ -115,7 +115,7 @@ def test_token_file_reaches_ray_and_stays_off_the_command_line(tmp_path, monkeyp
     from click.testing import CliRunner
 
     from farm import driver
-    from farm.cli import main
+    from farm.cli.main import main
 
     token_file = tmp_path / "token"
     token_file.write_text("secret-token-0123\n")

@@ -12,7 +12,7 @@ from farm.ledger import Assign, Resync, ShardDone, Superseded, Tick, WorkerJoine
 from farm.preflight import prepare
 from farm.receipt import Receipt
 from farm.storage.fs import Storage
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 
 
 def _job(tmp_path):

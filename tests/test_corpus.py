@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from farm.testing import CORPUS, corpus
+from farm.testing.clips import CORPUS, corpus
 from tests.helpers import decode_all, max_abs_diff, packet_pts, reference_upsampler, stream_packets, submit_tiny, video_packets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -193,7 +193,7 @@ def test_odd_output_size_is_cropped_to_even_for_4_2_0(clips, outputs, tiny_x4, l
 def test_rotation_is_read_from_the_display_matrix(tmp_path, degrees):
     """A phone held sideways or upside down: probe reports the display rotation in [0, 360) and
     leaves the coded pixels as they are."""
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
     from farm.video.probe import probe
 
     info = probe(make_test_clip(str(tmp_path / "r.mp4"), frames=2, size=(32, 24), rotation=degrees, audio=False))
@@ -205,7 +205,7 @@ def test_x265_output_of_a_two_frame_video_has_sane_timestamps(tmp_path):
     two-frame video, which MP4 refuses; farm's x265 chunks of such a video have no B-frames, and
     the output's every packet has its source pts and a dts at or before it, near the source's.
     (Twenty encodes: without the fix, about one in ten failed here.)"""
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
     from farm.video.encode import ChunkWriter, chunk_settings
     from farm.video.mux import ChunkRef, mux
     from farm.video.probe import probe

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
-from farm.testing import make_mpeg4_avi, make_test_clip, pattern_frame
+from farm.cli.main import main
+from farm.testing.clips import make_test_clip, pattern_frame
+from farm.testing.mpeg4 import make_mpeg4_avi
 from tests.helpers import decode_all, max_abs_diff, reference_upsampler, rewrite_video_packets, stream_packets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

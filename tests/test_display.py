@@ -18,7 +18,7 @@ from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig, job_id
 from farm.driver import prepare
 from farm.plan import plan_geometry
-from farm.testing import fake_output
+from farm.testing.fakes import fake_output
 from farm.video.probe import SourceInfo, probe
 from tests.helpers import decode_all
 
@@ -147,7 +147,7 @@ def test_square_pixels_is_part_of_the_job_identity():
 
 def test_square_pixels_option_reaches_the_model_config():
     """`farm submit dvd.mp4 -o out.mkv --scale 2 --square-pixels` asks for square pixels."""
-    from farm.cli import main
+    from farm.cli.main import main
     from farm.cli.commands import build_config
 
     params = dict(main.commands["submit"].make_context("submit", ["dvd.mp4", "-o", "out.mkv", "--scale", "2", "--square-pixels"]).params)

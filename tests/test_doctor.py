@@ -10,7 +10,7 @@ import socket
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
+from farm.cli.main import main
 from farm.doctor import Check, check_jobs_root
 
 

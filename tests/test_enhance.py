@@ -12,7 +12,8 @@ from farm.enhance.enhancer import build_enhancer
 from farm.enhance.weights import check_weights
 from farm.errors import EnhanceError, MissingWeights, OutOfDeviceMemory, WeightsError
 from farm.plan import plan_geometry
-from farm.testing import pattern_frame, write_compact_weights, write_rrdbnet_weights
+from farm.testing.clips import pattern_frame
+from farm.testing.weights import write_compact_weights, write_rrdbnet_weights
 from tests.helpers import max_abs_diff, reference_upsampler
 
 

@@ -10,8 +10,8 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
-from farm.testing import make_test_clip
+from farm.cli.main import main
+from farm.testing.clips import make_test_clip
 
 pytestmark = [pytest.mark.ray]
 

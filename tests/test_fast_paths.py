@@ -15,7 +15,9 @@ from farm.config import ModelConfig
 from farm.enhance.enhancer import ModelEnhancer, build_enhancer
 from farm.errors import EnhanceError
 from farm.plan import plan_geometry
-from farm.testing import FakeEnhancer, face_row, fake_output, frame_key, pattern_frame, write_face_script, write_rrdbnet_weights
+from farm.testing.clips import pattern_frame
+from farm.testing.fakes import FakeEnhancer, face_row, fake_output, frame_key, write_face_script
+from farm.testing.weights import write_rrdbnet_weights
 from tests.helpers import decode_all, max_abs_diff, reference_upsampler
 
 
@@ -63,7 +65,7 @@ def test_batched_compact_model_equals_realesrganer(tmp_path):
     from realesrgan import RealESRGANer
     from realesrgan.archs.srvgg_arch import SRVGGNetCompact
 
-    from farm.testing import write_compact_weights
+    from farm.testing.weights import write_compact_weights
 
     weights = write_compact_weights(str(tmp_path / "c.pth"), scale=4)
     e = enhancer(weights, 30, 22)

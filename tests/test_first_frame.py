@@ -13,10 +13,10 @@ import torch
 from click.testing import CliRunner
 
 from farm.actors.first_frame import FirstFrameCheck, verdict
-from farm.cli import main
+from farm.cli.main import main
 from farm.errors import BadOutput
 from farm.plan import plan_geometry
-from farm.testing import make_test_clip, pattern_frame
+from farm.testing.clips import make_test_clip, pattern_frame
 
 
 def test_verdicts():

@@ -42,7 +42,7 @@ def net(tmp_path_factory):
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
 
     share = tmp_path_factory.mktemp("share")
     os.makedirs(share / "media")

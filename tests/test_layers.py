@@ -158,13 +158,24 @@ def violations(package_dir: str) -> list[str]:
     return out
 
 
+def enclosing_packages(module: str) -> list[str]:
+    """The packages whose ``__init__`` Python runs before ``module`` (``farm.cli.base``:
+    ``farm.cli``), the root ``farm`` left out."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
+
+
 def cycles(mods: dict[str, str]) -> list[list[str]]:
-    """Strongly connected groups of farm modules that import each other (Tarjan). The package root
-    is left out: everything imports it for ``__version__``, and it imports lazily, on first use."""
+    """Strongly connected groups of farm modules that import each other (Tarjan). Importing
+    ``a.b.c`` runs ``a.b``'s ``__init__`` first, so it counts as importing that package too: an
+    ``__init__`` that imports its own modules closes a cycle through any of them that imports a
+    sibling. The package root is left out: everything imports it for ``__version__``, and it
+    imports lazily, on first use."""
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for imp in imports(mods):
-        if imp.imported in mods and imp.imported != imp.importer and "farm" not in (imp.importer, imp.imported):
-            graph[imp.importer].add(imp.imported)
+        for imported in [imp.imported, *enclosing_packages(imp.imported)]:
+            if imported in mods and imported != imp.importer and "farm" not in (imp.importer, imported):
+                graph[imp.importer].add(imported)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -225,6 +236,7 @@ BREAKS = {
     "a print outside the CLI": ("farm/video/decode.py", "def f():\n    print('hi')\n", "only the CLI prints"),
     "production code imports the fakes": ("farm/actors/worker.py", "from farm.testing import fakes\n", "imports the test fakes"),
     "an import cycle": ("farm/video/index.py", "def f():\n    import farm.video.mux\n", "import cycle: "),
+    "a package __init__ that imports its own modules": ("farm/cli/__init__.py", "from farm.cli import commands\n", "import cycle: farm.cli -> farm.cli.commands"),
 }
 
 

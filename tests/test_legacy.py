@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
-from farm.testing import LEGACY_CORPUS, legacy_corpus
+from farm.cli.main import main
+from farm.testing.legacy import LEGACY_CORPUS, legacy_corpus
 from farm.video import color
 from farm.video.probe import probe
 from tests.helpers import decode_all, max_abs_diff, reference_upsampler, stream_packets, submit_tiny

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
-from farm.testing import comb_measure, fake_output, make_interlaced_clip
+from farm.cli.main import main
+from farm.testing.fakes import fake_output
+from farm.testing.legacy import comb_measure, make_interlaced_clip
 from farm.video.deinterlace import _Bwdif, output_index
 from farm.video.index import FrameIndex
 from tests.helpers import decode_all, packet_pts

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
+from farm.cli.main import main
 from tests.helpers import decode_all, max_abs_diff, packet_pts, reference_upsampler, stream_packets
 
 pytestmark = [pytest.mark.ray]
@@ -67,7 +67,7 @@ def test_default_lossy_output_keeps_every_timestamp(local_ray, vfr_clip, tiny_x4
 def test_target_1080p_fits_and_pads(local_ray, tmp_path, tiny_x4):
     """--target 1080p on a 4:3 source: 1920x1080 frames, the picture 1440x1080 in the middle,
     black bars at the sides, as the old script's ffmpeg scale+pad produced."""
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
 
     clip = make_test_clip(str(tmp_path / "43.mkv"), frames=4, size=(64, 48), audio=False)
     out = str(tmp_path / "out.mkv")
@@ -86,7 +86,7 @@ def test_target_1080p_fits_and_pads(local_ray, tmp_path, tiny_x4):
 
 def test_scale_2_with_x4_model(local_ray, tmp_path, tiny_x4):
     """--scale 2 with an x4 model gives half the model's size, as RealESRGANer's outscale does."""
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
 
     clip = make_test_clip(str(tmp_path / "c.mkv"), frames=5, size=(64, 48), audio=False)
     out = str(tmp_path / "out.mkv")
@@ -102,7 +102,8 @@ def test_face_path_equals_gfpganer(local_ray, tmp_path, tiny_x4, face_weights):
     """Faces on two frames and none on the rest: every output frame is exactly what GFPGANer
     (with RealESRGANer as its background upsampler) returns for that frame."""
     from farm.enhance.patches import facexlib_setup, install_torchvision_shim
-    from farm.testing import face_row, frame_key, make_test_clip, write_face_script
+    from farm.testing.clips import make_test_clip
+    from farm.testing.fakes import face_row, frame_key, write_face_script
 
     clip = make_test_clip(str(tmp_path / "faces.mkv"), frames=6, size=(96, 96), audio=True)
     _, frames = decode_all(clip)

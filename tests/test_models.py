@@ -15,7 +15,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
+from farm.cli.main import main
 from farm.enhance import fetch, hashes, weights
 from farm.enhance.fetch import Fetched
 from farm.enhance.registry import SR_MODELS, WeightsFile
@@ -348,7 +348,8 @@ def registry_job(tmp_path, monkeypatch):
     from farm.config import JobConfig, ModelConfig, OutputConfig
     from farm.driver import prepare
     from farm.storage.fs import sha256_file
-    from farm.testing import make_test_clip, write_rrdbnet_weights
+    from farm.testing.clips import make_test_clip
+    from farm.testing.weights import write_rrdbnet_weights
 
     wdir = tmp_path / "weights"
     wdir.mkdir()
@@ -397,7 +398,7 @@ def test_trust_weights_lets_a_worker_load_changed_registry_weights(registry_job)
     """A user fine-tuned x4plus and saved it under the registry's file name: with
     --trust-weights the worker loads it without the hash check."""
     from farm.actors.worker import EnhanceWorker
-    from farm.testing import write_rrdbnet_weights
+    from farm.testing.weights import write_rrdbnet_weights
 
     path, make = registry_job
     p = make(trust_weights=True)
@@ -435,7 +436,8 @@ def test_worker_refuses_a_node_whose_own_weights_file_differs(tmp_path, which, f
     from farm.config import JobConfig, ModelConfig, OutputConfig
     from farm.driver import prepare
     from farm.storage.fs import sha256_file
-    from farm.testing import make_test_clip, write_gfpgan_weights, write_rrdbnet_weights
+    from farm.testing.clips import make_test_clip
+    from farm.testing.weights import write_gfpgan_weights, write_rrdbnet_weights
 
     sr = write_rrdbnet_weights(str(tmp_path / "mine.pth"), scale=2, num_feat=4, num_block=1, num_grow_ch=4)
     face = write_gfpgan_weights(str(tmp_path / "face.pth"))

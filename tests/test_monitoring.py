@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 from farm.testing.cluster import SimCluster, ledger, wait_for_receipts
 from tests.helpers import run_farm, start_farm
 

@@ -19,7 +19,7 @@ from farm.progress import ProgressTracker
 from farm.storage.fs import Storage
 from farm.storage.jobdir import JobDir
 from farm.storage.ownership import Ownership
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 
 # -- the pure rules -----------------------------------------------------------------------------------
 

@@ -9,10 +9,10 @@ import cv2
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
+from farm.cli.main import main
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.sampling.preview import PANELS, preview
-from farm.testing import make_scene_clip
+from farm.testing.clips import make_scene_clip
 from tests.helpers import decode_all, max_abs_diff, submit_tiny
 
 pytestmark = [pytest.mark.ray]
@@ -114,7 +114,7 @@ def test_clip_is_the_jobs_output_over_its_span(tmp_path):
     half second, and it is a job of its own (the full job's id and chunks are not touched)."""
     import av
 
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
     from tests.helpers import stream_packets
 
     source = make_test_clip(str(tmp_path / "film.mkv"), frames=36, size=(32, 24), gop=12, bframes=2, audio=True)
@@ -198,7 +198,7 @@ def test_resuming_a_clips_job_resumes_the_clip(tmp_path):
     """A user resumes a clip's job by its id (`farm resume ID`): it continues as the clip, the same
     frames and the same job, not as the whole video."""
     from farm.preflight import identify, prepare, resume_config
-    from farm.testing import make_test_clip
+    from farm.testing.clips import make_test_clip
 
     source = make_test_clip(str(tmp_path / "film.mkv"), frames=12, size=(16, 16), audio=False)
     cfg = JobConfig(input=source, output=str(tmp_path / "clip.mkv"), out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"),

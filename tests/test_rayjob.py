@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 from farm.testing.cluster import SimCluster
 from tests.helpers import decode_all, packet_pts, run_farm
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 from farm.testing.cluster import SimCluster, ledger, wait_for_receipts
 from tests.helpers import start_farm
 

@@ -13,8 +13,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
-from farm.testing import make_test_clip
+from farm.cli.main import main
+from farm.testing.clips import make_test_clip
 from farm.video.mux import verify
 from farm.video.probe import probe
 from tests.helpers import packet_pts

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 from farm.testing.cluster import SimCluster, free_port
 from tests.helpers import decode_all, kill_group, packet_pts, run_farm, start_farm
 

@@ -10,12 +10,13 @@ import sys
 
 from click.testing import CliRunner
 
-from farm.cli import main
+from farm.cli.main import main
 from farm.config import ModelConfig
 from farm.enhance import factories
 from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.registry import SR_MODELS
-from farm.testing import FakeEnhancerFactory, ScriptedFaceDetector, make_test_clip
+from farm.testing.clips import make_test_clip
+from farm.testing.fakes import FakeEnhancerFactory, ScriptedFaceDetector
 
 KNOWN = ", ".join(SR_MODELS)
 

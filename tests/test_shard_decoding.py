@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from farm.plan import plan_shards
-from farm.testing import make_test_clip, trim_with_stream_copy
+from farm.testing.clips import make_test_clip, trim_with_stream_copy
 from farm.video.decode import decode_shard
 from farm.video.probe import probe
 from tests.helpers import decode_all, video_packets

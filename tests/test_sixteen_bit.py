@@ -9,7 +9,8 @@ import pytest
 from farm.config import ModelConfig
 from farm.enhance.enhancer import build_enhancer
 from farm.plan import plan_geometry
-from farm.testing import face_row, frame_key, pattern_frame, write_face_script
+from farm.testing.clips import pattern_frame
+from farm.testing.fakes import face_row, frame_key, write_face_script
 from tests.helpers import max_abs_diff, reference_upsampler
 
 

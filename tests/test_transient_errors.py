@@ -11,7 +11,7 @@ from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import StorageError
 from farm.preflight import prepare
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 
 
 def test_source_gone_for_a_moment_is_retryable(tmp_path):

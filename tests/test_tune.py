@@ -9,9 +9,9 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from farm.cli import main
+from farm.cli.main import main
 from farm.sampling.tune import Candidate, Measured, candidates, choose, read_profile, size_class
-from farm.testing import make_test_clip
+from farm.testing.clips import make_test_clip
 
 #: The model of the test jobs, as command-line words (the one place that picks it).
 FAKE_40MS = ["--model", "fake:scale=2,ms=40"]

@@ -15,7 +15,8 @@ from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.driver import prepare
 from farm.errors import EnhanceError, WeightsError
 from farm.storage.spec import JobSpec
-from farm.testing import fake_output, make_test_clip
+from farm.testing.clips import make_test_clip
+from farm.testing.fakes import fake_output
 from tests.helpers import decode_all
 
 

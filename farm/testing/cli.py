@@ -6,6 +6,6 @@ from farm.testing.fakes import install_fakes
 
 if __name__ == "__main__":
     install_fakes()
-    from farm.cli import main
+    from farm.cli.main import main
 
     main(prog_name="farm")
