@@ -69,6 +69,36 @@ def test_at_times_through_the_cli(scene_clip, tmp_path):
     assert image.shape == (4 + 2 * (22 + 48 + 4), 4 + 3 * (80 + 4), 3)
 
 
+def test_workers_spread_the_frames_and_change_no_pixel(scene_clip, tmp_path, local_ray):
+    """`farm preview --workers 2` takes submit's worker options: its 4 frames are rendered by two
+    workers (two each, in order), and the sheet is the one a single worker draws, pixel for pixel."""
+    model = ["--model", "fake:scale=2", "--no-face", "--device", "cpu", "--frames", "4"]
+    one, two = str(tmp_path / "one.png"), str(tmp_path / "two.png")
+    runner = CliRunner()
+    single = runner.invoke(main, ["preview", scene_clip, "-o", one, *model], catch_exceptions=False)
+    spread = runner.invoke(main, ["preview", scene_clip, "-o", two, *model, "--workers", "2", "--gpus-per-worker", "0.5"],
+                           catch_exceptions=False)
+    assert single.exit_code == 0 and spread.exit_code == 0, single.output + spread.output
+    assert " on 2 workers, " in spread.output and " workers" not in single.output
+    assert (cv2.imread(one) == cv2.imread(two)).all() and cv2.imread(one).shape == cv2.imread(two).shape
+
+
+@pytest.mark.parametrize("args, message", [(["--workers", "0"], "--workers"), (["--device", "tpu"], "--device"),
+                                           (["--gpus-per-worker", "9"], "--gpus-per-worker")])
+def test_bad_worker_options_get_submits_error(scene_clip, tmp_path, args, message):
+    """A bad --workers, --device or --gpus-per-worker gets the error line submit gives, a non-zero
+    exit, and no sheet."""
+    sheet = str(tmp_path / "sheet.png")
+    common = [scene_clip, "--model", "fake:scale=2", "--no-face", *args]
+    previewed = CliRunner().invoke(main, ["preview", *common, "-o", sheet])
+    submitted = CliRunner().invoke(main, ["submit", *common, "-o", str(tmp_path / "out.mkv"), "--jobs-root", str(tmp_path / "j")])
+    assert previewed.exit_code == submitted.exit_code == 2
+    line = [x for x in previewed.output.splitlines() if x.startswith("Error")]
+    assert len(line) == 1 and message in line[0], previewed.output
+    assert line == [x for x in submitted.output.splitlines() if x.startswith("Error")]
+    assert not os.path.exists(sheet)
+
+
 @pytest.mark.parametrize("case", ["missing", "not a video", "audio only", "missing weights", "bad target"])
 def test_bad_input_gets_the_same_line_as_submit(case, tmp_path, tiny_x4):
     """A user previews a file that submit would refuse: preview refuses it with the same one line

@@ -29,12 +29,14 @@ def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
-def render_on_cluster(spec, source_frames: Sequence[int], device: str, render):
-    """``render(spec, frames)`` (:func:`farm.sampling.preview.render_here`'s) in one task on a GPU
-    of the cluster (a CPU when it has none), where it loads the job's enhancer.
+def render_on_cluster(spec, source_frames: Sequence[int], device: str, render, workers: int = 1, gpus_per_worker: float = 1.0):
+    """``render(spec, frames)`` (:func:`farm.sampling.preview.render_here`'s) on the cluster, the
+    frames spread over up to ``workers`` tasks as a job spreads its shards over its workers (each
+    on ``gpus_per_worker`` of a GPU, or a CPU when the cluster has none), each loading the job's
+    enhancer.
 
     Returns:
-        What ``render`` returns: ``(frames, device)``.
+        What ``render`` returns, ``(frames, device)``, the frames in the order asked.
     """
 
     def run(spec_json: dict, frames: list[int]):
@@ -43,8 +45,13 @@ def render_on_cluster(spec, source_frames: Sequence[int], device: str, render):
         return render(JobSpec.from_json(spec_json), frames)
 
     gpu = device != "cpu" and cluster_has_gpus()
-    task = ray.remote(run).options(num_gpus=1 if gpu else 0, num_cpus=1, name=f"farm-preview {spec.source.location}", max_retries=0)
-    return ray.get(task.remote(spec.to_json(), list(source_frames)))
+    frames = list(source_frames)
+    n = max(1, min(workers, len(frames)))
+    groups = [frames[len(frames) * i // n: len(frames) * (i + 1) // n] for i in range(n)]  # contiguous, in order
+    task = ray.remote(run).options(num_gpus=gpus_per_worker if gpu else 0, num_cpus=1, name=f"farm-preview {spec.source.location}", max_retries=0)
+    spec_ref = ray.put(spec.to_json())
+    results = ray.get([task.remote(spec_ref, group) for group in groups])
+    return [frame for rendered, _ in results for frame in rendered], results[0][1]
 
 
 def device_groups() -> dict[str, str | None]:

@@ -90,7 +90,7 @@ def _times(text: str | None) -> list[float]:
               help="Also write a clip this many seconds long from the first previewed frame, made as the job makes its output.")
 @click.option("--clip-output", help="Where the clip goes (default: next to the sheet, sheet.png -> sheet.mkv).")
 @click.option("--show", is_flag=True, help="Show the sheet in this terminal when it can show images (sixel).")
-@submit_options(MODEL_OPTIONS + ("codec", "crf", "preset", "pix_fmt", "jobs_root"))
+@submit_options(MODEL_OPTIONS + ("workers", "gpus_per_worker", "codec", "crf", "preset", "pix_fmt", "jobs_root"))
 def preview(input: str, sheet: str | None, count: int | None, at: str | None, clip_s: float | None, clip_output: str | None,
             show: bool, **o: Any) -> None:
     """Enhance a few frames of INPUT as `farm submit` would and write a before/after PNG sheet.
@@ -101,13 +101,20 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, cl
       farm preview old.avi --target 1080p --at 12,95.5 -o old.png
       farm preview film.mkv --address auto          # on a GPU of the cluster
       farm preview film.mkv --at 600 --clip 5       # and 5 s from 10:00 as the job makes them
+      farm preview film.mkv --frames 8 --workers 4  # 8 frames on 4 workers, 2 each
+
+    --device, --workers and --gpus-per-worker mean what they mean to submit: the frames are
+    spread over up to --workers workers (on a cluster with --address; on this machine, in the
+    Ray a local submit would start), each loading the job's model. Without --workers the
+    preview runs in one worker: here, in this process, or in one task on the cluster.
     """
     from farm.sampling.preview import clip_frames, render_here
     from farm.sampling.preview import preview as run_preview
 
     sheet = sheet or os.path.splitext(os.path.basename(input.rstrip("/")))[0] + ".preview.png"
     cfg = build_config(input, sheet, **full_options(o))
-    with _cluster(o["address"], o["token"]) as on_cluster:
+    workers = cfg.workers or 1
+    with _cluster(o["address"], o["token"], local=workers > 1) as on_cluster:
         render = render_here(cfg.model.device, cfg.model)
         if on_cluster:
             from farm.actors.sampling import render_on_cluster
@@ -115,12 +122,13 @@ def preview(input: str, sheet: str | None, count: int | None, at: str | None, cl
             here = render
 
             def render(spec, frames):
-                return render_on_cluster(spec, frames, cfg.model.device, here)
+                return render_on_cluster(spec, frames, cfg.model.device, here, workers, cfg.gpus_per_worker)
 
         result = run_preview(cfg, sheet, count=count, at_s=_times(at), render=render)
     times = ", ".join(f"{t:.3f}" for t in result.times_s)
+    on = f" on {min(workers, len(result.frames))} workers" if workers > 1 else ""
     click.echo(f"{result.path}  ({len(result.frames)} frames at {times} s, {result.canvas[0]}x{result.canvas[1]}, "
-               f"{result.device}, {result.seconds:.1f} s)")
+               f"{result.device}{on}, {result.seconds:.1f} s)")
     if clip_s is not None:
         _write_clip(cfg, clip_frames(result.index, result.source_frames[0], clip_s), clip_output, sheet, o)
     if show:
