@@ -4,8 +4,10 @@ metrics on the Prometheus endpoints, and `farm status` during and after a job.""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -52,14 +54,21 @@ def test_job_is_legible_in_state_api_dashboard_metrics_and_status(tmp_path):
         wait_for_receipts(jobs, 2, proc)
         job_id = json.loads(run_farm(["ls", "--jobs-root", jobs, "--json"]).stdout)[0]["job_id"]
         time.sleep(2.5)  # the coordinator's snapshot and live figures
-        during = json.loads(run_farm(["status", job_id, "--jobs-root", jobs, "--json"]).stdout)
-        snap = ledger(jobs)
-        assert during["state"] == "running"
+        actors = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000)
+        (coordinator,) = [a for a in actors if a.name == f"farm-coordinator-{job_id}"]
+        # The coordinator alone writes the ledger; held still, the ledger cannot move while status reads it.
+        os.kill(coordinator.pid, signal.SIGSTOP)
+        try:
+            before = ledger(jobs)
+            during = json.loads(run_farm(["status", job_id, "--jobs-root", jobs, "--json"]).stdout)
+            snap = ledger(jobs)
+        finally:
+            os.kill(coordinator.pid, signal.SIGCONT)
+        assert snap == before
+        assert during["state"] == "running" and 0 < during["shards_done"] < 32
         assert (during["shards_done"], during["frames_done"]) == (len(snap["done"]), sum(d["frames"] for d in snap["done"].values()))
         assert during["dashboard_url"] is None or during["dashboard_url"].startswith("http")
 
-
-        actors = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000)
         names = sorted(a.name for a in actors if a.name)
         assert f"farm-coordinator-{job_id}" in names, names  # one per job id, whatever path reaches the jobs root
         assert sum(n.startswith(f"farm-worker-{job_id}-") for n in names) == 2, names
