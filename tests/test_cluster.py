@@ -111,12 +111,14 @@ def test_poison_shard_fails_the_job_with_a_report(cluster, clip, tmp_path):
     """A frame that crashes the model on every machine: retried on the other node, then the job
     fails naming the shard, its frames, the nodes and the error; status says failed."""
     out, jobs = str(tmp_path / "out.mkv"), str(tmp_path / "jobs")
-    result = run_farm(job_args(clip, out, jobs, "fake:scale=2,fail_frames=13", "--address", cluster.address, "--max-attempts", "2"))
+    # The poison is in the last shard, behind 7 s of one worker's work, so that both nodes' workers
+    # have joined when it first fails (a retry goes to the same node while it is the only one).
+    result = run_farm(job_args(clip, out, jobs, "fake:scale=2,ms=150,fail_frames=45", "--address", cluster.address, "--max-attempts", "2"))
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     job_id = json.loads(run_farm(["ls", "--jobs-root", jobs, "--json"]).stdout)[0]["job_id"]
-    poisoned = next(s for s in JobDir(jobs, job_id).read_spec().shards() if s.start <= 13 < s.stop)
-    assert f"{poisoned} failed" in line and "all 2 attempts failed" in line and "frame 13" in line, line
+    poisoned = next(s for s in JobDir(jobs, job_id).read_spec().shards() if s.start <= 45 < s.stop)
+    assert f"{poisoned} failed" in line and "all 2 attempts failed" in line and "frame 45" in line, line
     nodes_tried = line.split("nodes tried: ")[1].split(";")[0].split(", ")
     assert len(nodes_tried) == 2
     assert not os.path.exists(out)
