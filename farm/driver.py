@@ -28,10 +28,11 @@ from farm.actors.bridge import RayBridge
 from farm.actors.connect import NAMESPACE, join
 from farm.actors.coordinator import Coordinator
 from farm.actors.mux_task import assemble, mux_placement
-from farm.actors.pool import WorkerPool
+from farm.actors.pool import WorkerPool, cluster_encoder_sizing
 from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
 from farm.enhance.factories import job_module, resolve_factories
+from farm.enhance.weights import sr_flop_per_input_pixel
 from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError, first_line
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
@@ -168,6 +169,7 @@ class Run:
             driver = {"host": socket.gethostname(), "pid": os.getpid(), "id": self.run_id}
             snapshot, instructions = ray.get(self.coord.start_run.remote(self.run_id, time.monotonic(), self.policy, self.p.job.jobs_root, driver))
             self.tracker.start(snapshot)
+            self._size_encoder()
             pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers,
                               resolve_factories(self.p.spec.model), self.cfg.batch_frames)
             self.bridge = RayBridge(pool, self.shards, self.p.job.job_id)
@@ -188,6 +190,21 @@ class Run:
                         ray.kill(self.coord, no_restart=True)
                 except (RayActorError, GetTimeoutError) as exc:
                     log.warning("could not reach the coordinator at exit: %s", _cause(exc))
+
+    def _size_encoder(self) -> None:
+        """Record, before the first chunk of a job starting on GPUs, the encoder threads and
+        preset its nodes' CPUs per GPU allow (:func:`farm.plan.size_encoder`); a job with chunks
+        or a sizing keeps what it has, so every chunk shares one bitstream recipe."""
+        spec = self.p.spec
+        if spec.encoder is not None or spec.model.device == "cpu" or self.p.job.receipts():
+            return
+        sizing = cluster_encoder_sizing(spec, ray.nodes(), sr_flop_per_input_pixel(spec.model))
+        if sizing is None:
+            return
+        log.info("encoder: %s", sizing.why)
+        spec = dataclasses.replace(spec, encoder=sizing)
+        self.p.job.write_spec(spec)
+        self.p = dataclasses.replace(self.p, spec=spec)
 
     def _handle(self, events: list) -> list:
         t = time.perf_counter()

@@ -224,3 +224,81 @@ def plan_geometry(
             f"({MAX_OUTPUT_SIDE} per side, about 268 million pixels per frame); use a smaller --scale or a --target such as 2160p"
         )
     return Geometry(outscale, picture, canvas, output_sar(sample_aspect_ratio, target, square_pixels))
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder sizing: on GPU nodes the encode must keep up with the GPU on the node's own CPUs.
+
+#: x264 CRF 18 CPU-ms per output megapixel per frame, by preset, on real footage at 1080p-4K
+#: (``scripts/bench_cpu_side.py``, AMD EPYC, 2026-12-06); slower presets first.
+X264_MS_PER_MPX = {"medium": 56.4, "fast": 47.8, "faster": 36.6, "veryfast": 24.1, "superfast": 15.7, "ultrafast": 8.8}
+#: x265 costs about this many times x264 at the same preset name.
+X265_FACTOR = 4.0
+#: CPUs of each GPU's share kept for everything but the encode (decode, the host side of the
+#: enhance thread, colour conversion, Python): ``bench_cpu_side.py`` measured under 1.5 at 480p → 1080p.
+RESERVED_CPUS = 2
+#: Encoder threads at most (x264's frame threads stop scaling beyond about this many at 1080p-4K).
+MAX_GPU_ENCODER_THREADS = 16
+#: fp16 dense tensor TFLOP/s by Ray's ``accelerator_type`` (vendor data sheets).
+GPU_TFLOPS = {"H200": 989, "H100": 989, "GH200": 989, "B200": 2250, "A100": 312, "L40S": 362, "L40": 181, "A10G": 125,
+              "A10": 125, "L4": 121, "V100": 125, "T4": 65, "A40": 150, "RTX": 165}
+#: Share of that peak the networks are assumed to reach when sizing (the encode must keep up even
+#: then); the GPU of an unknown type is taken as the fastest listed of its generation (H100).
+ROOFLINE_SHARE = 0.5
+UNKNOWN_GPU_TFLOPS = 989
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderSizing:
+    """The encoder threads (and preset, where the user set none) a job's chunks are made with,
+    chosen once when the job starts on a cluster with GPUs and recorded in its spec, so that every
+    chunk, redone or not, on any node, has the same bitstream."""
+
+    threads: int
+    preset: str | None  # None: the user's --preset, or the codec's default
+    cpus_per_gpu: int
+    expected_fps: float | None  # per GPU, from the network's cost at ROOFLINE_SHARE
+    why: str
+
+    def to_json(self) -> dict:
+        return {"threads": self.threads, "preset": self.preset, "cpus_per_gpu": self.cpus_per_gpu,
+                "expected_fps": self.expected_fps, "why": self.why}
+
+    @classmethod
+    def from_json(cls, data: dict) -> EncoderSizing:
+        return cls(int(data["threads"]), data.get("preset"), int(data["cpus_per_gpu"]), data.get("expected_fps"), data.get("why", ""))
+
+
+def expected_gpu_fps(flop_per_input_pixel: float, input_pixels: int, accelerator: str | None) -> float:
+    """Frames per second one GPU of ``accelerator`` type gives at :data:`ROOFLINE_SHARE` of its peak."""
+    tflops = next((v for k, v in GPU_TFLOPS.items() if accelerator and k.lower() in accelerator.lower()), UNKNOWN_GPU_TFLOPS)
+    return tflops * 1e12 * ROOFLINE_SHARE / (flop_per_input_pixel * input_pixels)
+
+
+def size_encoder(codec: str, canvas: tuple[int, int], user_preset: str | None, cpus_per_gpu: int,
+                 expected_fps: float | None) -> EncoderSizing:
+    """Threads: the GPU's share of its node's CPUs less :data:`RESERVED_CPUS`. Preset (x264/x265
+    without ``--preset``): the slowest whose CPU time per frame at ``expected_fps`` fits those
+    threads, down to ``ultrafast`` (then the GPUs will wait on the encode: ``why`` says so)."""
+    threads = max(1, min(MAX_GPU_ENCODER_THREADS, cpus_per_gpu - RESERVED_CPUS))
+    if codec in ("png",):
+        threads = 1
+    mpx = canvas[0] * canvas[1] / 1e6
+    share = f"{threads} thread{'s' if threads != 1 else ''} ({cpus_per_gpu} CPUs per GPU less {RESERVED_CPUS})"
+    if codec not in ("x264", "x265") or expected_fps is None:
+        return EncoderSizing(threads, None, cpus_per_gpu, expected_fps, share)
+    factor = X265_FACTOR if codec == "x265" else 1.0
+    budget_ms = threads * 1000 / expected_fps
+    need = {p: ms * mpx * factor for p, ms in X264_MS_PER_MPX.items()}
+    if user_preset is not None:
+        ms = need.get(user_preset)
+        why = f"--preset {user_preset}, {share}"
+        if ms is not None and ms > budget_ms:
+            why += (f"; it needs {ms * expected_fps / 1000:.0f} CPUs per GPU at {expected_fps:.0f} fps: the GPUs will wait on "
+                    "the encode (a faster --preset, or nodes with more CPUs per GPU)")
+        return EncoderSizing(threads, None, cpus_per_gpu, expected_fps, why)
+    preset = next((p for p, ms in need.items() if ms <= budget_ms), "ultrafast")
+    why = f"{preset}: {need[preset]:.0f} CPU-ms per {canvas[0]}x{canvas[1]} frame at {expected_fps:.0f} fps per GPU, {share}"
+    if need[preset] > budget_ms:
+        why += f"; even {preset} needs {need[preset] * expected_fps / 1000:.0f} CPUs per GPU: the GPUs will wait on the encode"
+    return EncoderSizing(threads, preset, cpus_per_gpu, expected_fps, why)

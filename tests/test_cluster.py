@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from farm.plan import EncoderSizing
 from farm.storage.jobdir import JobDir
 from farm.testing.clips import make_test_clip
 from farm.testing.cluster import SimCluster, ledger, receipts, wait_for_receipts
@@ -71,13 +72,18 @@ def cluster():
 
 def test_shards_spread_over_both_gpu_nodes(cluster, clip, reference, tmp_path):
     """A job sent to a cluster with two GPU machines uses both, and its output is exactly the
-    single-machine run's."""
+    single-machine run's. The encoder sizing its nodes allow (2 CPUs per GPU: one thread) is in
+    the job's spec before the first chunk, and every chunk was made with it."""
     out, jobs = str(tmp_path / "out.mkv"), str(tmp_path / "jobs")
     result = run_farm(job_args(clip, out, jobs, FAST, "--address", cluster.address))
     assert result.returncode == 0, result.stderr
     same_video(out, reference["clip"])
     nodes = Counter(d["node"] for d in ledger(jobs)["done"].values())
     assert len(nodes) == 2 and min(nodes.values()) >= 3, nodes
+    (job_id,) = os.listdir(jobs)
+    spec = JobDir(jobs, job_id).read_spec()
+    assert spec.encoder == EncoderSizing(1, None, 2, None, "1 thread (2 CPUs per GPU less 2)")
+    assert {r["video"]["settings"]["threads"] for r in receipts(jobs)} == {1}
 
 
 def test_driver_sigkill_then_resume_then_same_submit(cluster, long_clip, reference, tmp_path):

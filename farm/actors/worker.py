@@ -226,7 +226,8 @@ class EnhanceWorker:
             # gets the same settings, so chunks concatenate and a redone chunk is identical.
             settings = chunk_settings(out.codec, out.crf, out.preset, out.pix_fmt, (w, h), pixels.dtype.itemsize > 1,
                                       out_index.pts, out_index.time_base, colour=source.colour,
-                                      sample_aspect_ratio=output_sar(source.sample_aspect_ratio, self.spec.model.target, self.spec.model.square_pixels))
+                                      sample_aspect_ratio=output_sar(source.sample_aspect_ratio, self.spec.model.target, self.spec.model.square_pixels),
+                                      encoder=self.spec.encoder)
             with ChunkWriter(scratch, settings) as writer:
                 item = first
                 while item is not END:

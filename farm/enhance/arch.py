@@ -66,6 +66,19 @@ class SRArch:
             return f"x{self.scale} RRDBNet ({p['num_block']} blocks, {p['num_feat']} features)"
         return f"x{self.scale} SRVGGNetCompact ({p['num_conv']} convolutions, {p['num_feat']} features)"
 
+    def flop_per_input_pixel(self) -> float:
+        """Multiply-adds x 2 of one forward pass per input pixel (convolutions only; x4plus: 35.9 M)."""
+        p = self.params
+        f = p["num_feat"]
+        if self.kind == "compact":
+            macs = 9 * (p["num_in_ch"] * f + p["num_conv"] * f * f + f * p["num_out_ch"] * p["upscale"] ** 2)
+            return 2.0 * macs
+        g, unshuffle = p["num_grow_ch"], 4 // self.scale  # the body runs at 1/unshuffle² of the input's pixels
+        rdb = 9 * (f * g + (f + g) * g + (f + 2 * g) * g + (f + 3 * g) * g + (f + 4 * g) * f)
+        body = 9 * p["num_in_ch"] * unshuffle**2 * f + 3 * rdb * p["num_block"] + 9 * f * f
+        upsampled = 9 * f * f * (4 + 16 + 16) + 9 * f * p["num_out_ch"] * 16  # conv_up1 at x2, conv_up2, conv_hr, conv_last at x4
+        return 2.0 * (body + upsampled) / unshuffle**2
+
     def build(self):
         install_torchvision_shim()
         if self.kind == "rrdb":

@@ -144,6 +144,14 @@ def check_weights(config: ModelConfig) -> int:
     return arch.scale
 
 
+def sr_flop_per_input_pixel(config: ModelConfig) -> float | None:
+    """The SR network's cost per input pixel (None for a stand-in enhancer's model)."""
+    if resolve_factories(config).enhancer is not None:
+        return None
+    path, _ = resolve_sr(config)
+    return sr_arch_from_state_dict(load_state_dict(path), path).flop_per_input_pixel()
+
+
 def registry_files(config: ModelConfig, factories: Factories | None = None) -> list[tuple[str, WeightsFile]]:
     """The registry files ``config`` loads, with their paths; a user's own weights files
     (``--sr-weights``, ``--face-weights``) are not registry files, and an enhancer or detector

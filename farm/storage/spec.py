@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from farm import __version__
 from farm.config import ModelConfig, OutputConfig
 from farm.errors import WeightsError
-from farm.plan import Geometry, Shard, plan_geometry, plan_shards, snap_window
+from farm.plan import EncoderSizing, Geometry, Shard, plan_geometry, plan_shards, snap_window
 from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
 from farm.video.index import FrameIndex
 from farm.video.probe import SourceInfo
@@ -36,6 +36,9 @@ class JobSpec:
     # driver checked; None for jobs created before they were recorded (workers compute them).
     model_scale: int | None = None
     geometry: Geometry | None = None
+    # The encoder threads and preset chosen from the cluster's CPUs per GPU when the job first
+    # started on GPUs (farm.plan.size_encoder); None: the frame-size rule (CPU jobs, older jobs).
+    encoder: EncoderSizing | None = None
 
     def geometry_for(self, model_scale: int) -> Geometry:
         """The output geometry for a loaded model of ``model_scale``: the recorded one.
@@ -102,6 +105,8 @@ class JobSpec:
         if self.geometry is not None:
             data["model_scale"] = self.model_scale
             data["geometry"] = dataclasses.asdict(self.geometry)
+        if self.encoder is not None:
+            data["encoder"] = self.encoder.to_json()
         return data
 
     @classmethod
@@ -118,6 +123,7 @@ class JobSpec:
             scene_cuts=tuple(int(c) for c in data["scene_cuts"]) if data.get("scene_cuts") is not None else None,
             model_scale=data.get("model_scale"),
             geometry=_geometry(data["geometry"]) if data.get("geometry") else None,
+            encoder=EncoderSizing.from_json(data["encoder"]) if data.get("encoder") else None,
         )
 
 

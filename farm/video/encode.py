@@ -46,6 +46,7 @@ import numpy as np
 
 from farm.config import CODEC_SPECS, RGB_CODECS
 from farm.errors import EncodeError, UsageError
+from farm.plan import EncoderSizing
 from farm.video.color import Colour, encoder_options, from_bgr, tag
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,12 @@ def chunk_settings(
     *,
     colour: Colour | None = None,
     sample_aspect_ratio: tuple[int, int] = (1, 1),
+    encoder: EncoderSizing | None = None,
 ) -> ChunkSettings:
     """The encoder settings of every chunk of a job with output ``codec`` and the model's output
     frames of ``frame_size`` (width, height) for a video with presentation times ``pts``.
+    ``encoder``: the threads (and preset, where ``preset`` is None) the job recorded when it
+    started on GPUs (:func:`farm.plan.size_encoder`); None: :func:`encoder_threads`' rule.
 
     Raises:
         UsageError: ``pix_fmt`` cannot be encoded by ``codec``.
@@ -193,7 +197,9 @@ def chunk_settings(
     spec = CODEC_SPECS[codec]
     fmt = output_pix_fmt(codec, pix_fmt, high_bit_depth)
     width, height = encodable_size(*frame_size, fmt)
-    threads = encoder_threads(codec, width, height)
+    threads = encoder_threads(codec, width, height) if encoder is None else encoder.threads
+    if encoder is not None and preset is None:
+        preset = encoder.preset
     options: dict[str, str] = {}
     if codec not in ("png",):
         options["flags"] = "+bitexact"
