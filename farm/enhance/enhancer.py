@@ -8,6 +8,7 @@ importing farm stays cheap and a new user never meets basicsr's broken import.""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -44,10 +45,16 @@ def resolve_device(requested: str) -> str:
 
 
 class ModelEnhancer:
-    """RealESRGANer, with GFPGANer around it when faces are on, loaded once on one device."""
+    """RealESRGANer, with GFPGANer around it when faces are on, loaded once on one device.
+
+    ``resize_on_device`` (default: on for CUDA, off for CPU, where cv2 is faster): resize the
+    networks' output to the output size and place it on the canvas on the device, so that only the
+    output frame is downloaded. ``model_s``: seconds spent in the networks' calls and the
+    device↔host transfers over the enhancer's life (the library paths, for 16-bit frames and tiles,
+    count whole), so that the enhance stage's time can be split into device time and host time."""
 
     def __init__(self, config: ModelConfig, geometry_for: Callable[[int], Geometry], device: str,
-                 detector_factory: Callable[[], Any] | None = None) -> None:
+                 detector_factory: Callable[[], Any] | None = None, resize_on_device: bool | None = None) -> None:
         install_torchvision_shim()
         import torch
 
@@ -76,7 +83,9 @@ class ModelEnhancer:
             torch.backends.cudnn.benchmark = True  # one frame size per job: tune the convs once
         if config.compile:
             self.upsampler.model = torch.compile(self.upsampler.model)
-        self.upscale = BatchUpscaler(self.upsampler, device, channels_last=True)
+        self.upscale = BatchUpscaler(self.upsampler, device, channels_last=True,
+                                     resize_on_device=device == "cuda" if resize_on_device is None else resize_on_device)
+        self.model_s = 0.0
         self.batch_frames: int | None = None  # frames per model call; None: chosen by frame size
         self.restorer = None
         self.faces: FacePath | None = None
@@ -104,6 +113,14 @@ class ModelEnhancer:
             # Batches of faces help on a GPU; on a CPU GFPGAN's grouped modulated convs get slower
             # per face in batches (GFPGAN v1.4 here: 2.4 s alone, 2.55 s each in pairs), so one at a time.
             self.faces = FacePath(self.restorer, device, face_batch=8 if device == "cuda" else 1)
+
+    @property
+    def resize_on_device(self) -> bool:
+        return self.upscale.resize_on_device
+
+    @resize_on_device.setter
+    def resize_on_device(self, on: bool) -> None:
+        self.upscale.resize_on_device = on
 
     def describe(self) -> dict[str, Any]:
         torch = self._torch
@@ -133,7 +150,7 @@ class ModelEnhancer:
         for i, tile in enumerate(tiles):
             self.upsampler.tile_size = tile
             try:
-                return place(self._enhance_once([frame])[0], self.geometry)
+                return self._enhance_once([frame])[0]
             except Exception as exc:
                 if not _is_oom(exc):
                     raise EnhanceError(f"frame {number}: the model failed: {type(exc).__name__}: {exc}") from None
@@ -156,7 +173,7 @@ class ModelEnhancer:
         """
         if len(frames) > 1 and self.config.tile == 0:
             try:
-                return [place(out, self.geometry) for out in self._enhance_once(frames)]
+                return self._enhance_once(frames)
             except Exception as exc:
                 if _is_oom(exc):
                     if self.device == "cuda":
@@ -169,33 +186,69 @@ class ModelEnhancer:
         return [self.enhance(frame, number) for frame, number in zip(frames, numbers)]
 
     def _enhance_once(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        """The pictures for ``frames`` at the current tile size (not yet placed on the canvas)."""
-        outscale = self.geometry.outscale
+        """The output frames for ``frames`` at the current tile size, placed on the canvas.
+
+        Placement is done here once, never judged from an array's shape: an anamorphic source's
+        model output can have the canvas's size without being placed (480x270 at SAR 4:3 into
+        1080p: x4 is 1920x1080, the picture 1920x810)."""
+        geometry, outscale = self.geometry, self.geometry.outscale
         if any(f.dtype != np.uint8 for f in frames):
             # High bit depth: RealESRGANer/GFPGANer themselves (they scale 16-bit input and return uint16).
-            return [self._enhance_by_the_libraries(f) for f in frames]
-        if self.upsampler.tile_size == 0 and len({f.shape for f in frames}) == 1:
-            backgrounds = self.upscale(frames, outscale)
+            return [place(self._enhance_by_the_libraries(f), geometry) for f in frames]
+        if self.upsampler.tile_size != 0 or len({f.shape for f in frames}) != 1:
+            backgrounds = self._timed(lambda: [self.upsampler.enhance(f, outscale=outscale)[0] for f in frames])
+        elif self.faces is None:
+            return self._timed(lambda: self.upscale(frames, outscale, geometry))
+        elif self.resize_on_device and geometry.picture == _outscale_size(frames[0], outscale):
+            # The faces are pasted at the outscale size, which is the picture's: paste them into the
+            # picture's region of the downloaded canvas, in place (no whole-frame copy on the host).
+            canvases = self._timed(lambda: self.upscale(frames, outscale, geometry))
+            (x, y), (w, h) = geometry.offset, geometry.picture
+            self._faces(frames, [c[y : y + h, x : x + w] for c in canvases], in_place=True)
+            return canvases
         else:
-            backgrounds = [self.upsampler.enhance(f, outscale=outscale)[0] for f in frames]
-        if self.faces is None:
-            return backgrounds
-        outputs, found = self.faces(frames, backgrounds, self.config.face_weight)
+            # Anamorphic (or clipped) pictures with faces: the device stops at the outscale size
+            # (or cv2 resizes to it); the faces are pasted at that size and place() resizes after.
+            backgrounds = self._timed(lambda: self.upscale(frames, outscale))
+        if self.faces is not None:
+            backgrounds = self._faces(frames, backgrounds, in_place=False)
+        return [place(b, geometry) for b in backgrounds]
+
+    def _timed(self, call: Callable[[], Any]) -> Any:
+        """``call()``, its seconds added to :attr:`model_s` (a GPU's work is waited for by the download)."""
+        start = time.perf_counter()
+        try:
+            return call()
+        finally:
+            self.model_s += time.perf_counter() - start
+
+    def _faces(self, frames: list[np.ndarray], backgrounds: list[np.ndarray], in_place: bool) -> list[np.ndarray]:
+        assert self.faces is not None
+        before = self.faces.model_s
+        try:
+            outputs, found = self.faces(frames, backgrounds, self.config.face_weight, in_place=in_place)
+        finally:
+            self.model_s += self.faces.model_s - before
         self.faces_found += found
         return outputs
 
     def _enhance_by_the_libraries(self, frame: np.ndarray) -> np.ndarray:
         if self.restorer is None:
-            output, _ = self.upsampler.enhance(frame, outscale=self.geometry.outscale)
-            return output
+            return self._timed(lambda: self.upsampler.enhance(frame, outscale=self.geometry.outscale)[0])
+        restorer = self.restorer
         self._guard.error = None
-        _, faces, output = self.restorer.enhance(
+        _, faces, output = self._timed(lambda: restorer.enhance(
             frame, has_aligned=False, only_center_face=False, paste_back=True, weight=self.config.face_weight
-        )
+        ))
         if self._guard.error is not None:
             raise self._guard.error
         self.faces_found += len(faces)
         return output
+
+
+def _outscale_size(frame: np.ndarray, outscale: float) -> tuple[int, int]:
+    """RealESRGANer's (and GFPGANer's) output size for ``frame`` at ``outscale``: ``(width, height)``."""
+    return int(frame.shape[1] * outscale), int(frame.shape[0] * outscale)
 
 
 def _is_oom(exc: BaseException) -> bool:

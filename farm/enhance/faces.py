@@ -10,6 +10,7 @@ in float64 once per face; and a frame without faces is its background, untouched
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +22,10 @@ FACE_SIZE = 512
 
 
 class FacePath:
-    """Detects, restores and pastes faces with a GFPGANer's own networks and face helper."""
+    """Detects, restores and pastes faces with a GFPGANer's own networks and face helper.
+
+    ``model_s``: seconds spent in GFPGAN's and the parser's calls with their transfers (the
+    detector, with its host-side pre- and post-processing, is not counted), over the path's life."""
 
     def __init__(self, restorer: Any, device: str, face_batch: int, blur_on_device: bool | None = None) -> None:
         self.restorer = restorer
@@ -29,9 +33,14 @@ class FacePath:
         self.device = device
         self.face_batch = max(1, face_batch)
         self.blur_on_device = device == "cuda" if blur_on_device is None else blur_on_device
+        self.model_s = 0.0
 
-    def __call__(self, frames: Sequence[np.ndarray], backgrounds: Sequence[np.ndarray], weight: float) -> tuple[list[np.ndarray], int]:
+    def __call__(self, frames: Sequence[np.ndarray], backgrounds: Sequence[np.ndarray], weight: float,
+                 in_place: bool = False) -> tuple[list[np.ndarray], int]:
         """The output frames (each frame's faces pasted onto its background) and the number of faces.
+
+        With ``in_place`` the faces are written into the given backgrounds (writable arrays of the
+        outscale size, e.g. the picture's region of an output frame), which are the output frames.
 
         Raises:
             RuntimeError: from the networks, e.g. out of device memory.
@@ -44,7 +53,7 @@ class FacePath:
         out, k = [], 0
         for frame, (frame_crops, affines), bg in zip(frames, found, backgrounds):
             n = len(frame_crops)
-            out.append(self._paste(frame, bg, faces[k : k + n], masks[k : k + n], affines) if n else bg)
+            out.append(self._paste(frame, bg, faces[k : k + n], masks[k : k + n], affines, in_place) if n else bg)
             k += n
         return out, len(crops)
 
@@ -67,6 +76,7 @@ class FacePath:
         masks: list[np.ndarray] = []
         lut = torch.tensor(PARSE_COLORMAP, dtype=torch.float64, device=self.device)
         for i in range(0, len(crops), self.face_batch):
+            start = time.perf_counter()
             batch = torch.from_numpy(np.stack(crops[i : i + self.face_batch])).to(self.device)
             with torch.inference_mode():
                 # GFPGANer: crop / 255. in float64, then float32 RGB, normalised to [-1, 1].
@@ -80,6 +90,7 @@ class FacePath:
                 hard = lut[classes]
                 soft = (_blur_twice(hard) if self.blur_on_device else hard).cpu().numpy()
                 faces.extend(restored.flip(1).permute(0, 2, 3, 1).contiguous().cpu().numpy())
+            self.model_s += time.perf_counter() - start
             for m in soft:
                 if not self.blur_on_device:
                     m = _blur_twice_cv2(m)
@@ -90,14 +101,19 @@ class FacePath:
                 masks.append(m / 255.0)
         return faces, masks
 
-    def _paste(self, frame: np.ndarray, bg: np.ndarray, faces: list[np.ndarray], masks: list[np.ndarray], affines: list[np.ndarray]) -> np.ndarray:
-        """facexlib's paste_faces_to_input_image, computed inside each face's footprint only."""
+    def _paste(self, frame: np.ndarray, bg: np.ndarray, faces: list[np.ndarray], masks: list[np.ndarray], affines: list[np.ndarray],
+               in_place: bool = False) -> np.ndarray:
+        """facexlib's paste_faces_to_input_image, computed inside each face's footprint only; with
+        ``in_place``, written into ``bg`` itself (which must then have the outscale size)."""
         import cv2
 
         up = self.helper.upscale_factor
         h, w = frame.shape[:2]
         h_up, w_up = int(h * up), int(w * up)
         if bg.shape[:2] != (h_up, w_up):
+            if in_place:
+                raise ValueError(f"cannot paste faces in place into a {bg.shape[1]}x{bg.shape[0]} background; "
+                                 f"the faces are pasted at the outscale size, {w_up}x{h_up}")
             bg = cv2.resize(bg, (w_up, h_up), interpolation=cv2.INTER_LANCZOS4)
         placed = []
         for face, mask, affine in zip(faces, masks, affines):
@@ -119,7 +135,7 @@ class FacePath:
             soft = warp_roi(mask, inverse, (x0, y0, x1, y1), w_up, h_up)[:, :, None]
             region = work[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0]
             region[...] = soft * pasted + (1 - soft) * region
-        out = bg.copy()
+        out = bg if in_place else bg.copy()
         out[uy0:uy1, ux0:ux1] = work.astype(np.uint8)
         return out
 

@@ -3,7 +3,9 @@ the pixels crossing host↔device as uint8 and the pre/post-processing done on t
 
 Part of the model layer with :mod:`farm.enhance` (which builds it); torch and cv2 are imported
 lazily. Equal to RealESRGANer within ±1 per value: same reflect pre-pad, same mod-pad for x2/x1,
-same clamp/round, same LANCZOS4 resize when the output scale is not the network's."""
+same clamp/round, same LANCZOS4 resize when the output scale is not the network's (by cv2 on the
+host, or with ``resize_on_device`` by :mod:`farm.enhance.resize` on the device, which can also place
+the picture on its canvas there, so that only the output frame is downloaded)."""
 
 from __future__ import annotations
 
@@ -24,15 +26,21 @@ def batch_for(device: str, height: int, width: int, limit: int = 4) -> int:
 
 class BatchUpscaler:
     """Runs ``upsampler.model`` (a :class:`realesrgan.RealESRGANer`'s network, read at every call
-    so it can be swapped or wrapped) on batches of same-size uint8 BGR frames."""
+    so it can be swapped or wrapped) on batches of same-size uint8 BGR frames.
 
-    def __init__(self, upsampler: Any, device: str, channels_last: bool) -> None:
+    ``resize_on_device``: resize (and place) on the device instead of with cv2 on the host. A GPU
+    node wants it (the host would otherwise download and resize the network's full x4 frame); on a
+    CPU device cv2 is much faster (3416x1920 to 1921x1080: 0.05 s against 1.3 s on 2 cores)."""
+
+    def __init__(self, upsampler: Any, device: str, channels_last: bool, resize_on_device: bool = False) -> None:
         self.upsampler = upsampler
         self.device = device
         self.channels_last = channels_last
+        self.resize_on_device = resize_on_device
 
-    def __call__(self, frames: Sequence[np.ndarray], outscale: float | None) -> list[np.ndarray]:
-        """The upscaled frames, as ``upsampler.enhance(frame, outscale)[0]`` returns them.
+    def __call__(self, frames: Sequence[np.ndarray], outscale: float | None, geometry: Geometry | None = None) -> list[np.ndarray]:
+        """The upscaled frames, as ``upsampler.enhance(frame, outscale)[0]`` returns them; with
+        ``geometry``, those pictures placed on its canvas, as :func:`place` places them.
 
         Raises:
             ValueError: frames that are not all uint8 BGR of one size (use RealESRGANer for those).
@@ -67,13 +75,24 @@ class BatchUpscaler:
             out = up.model(x)
             # Cropping the mod pad and then the pre-pad leaves exactly the frame's scaled area.
             out = out[:, :, : h * scale, : w * scale].float().clamp_(0, 1).mul_(255.0).round_()
+            resize = outscale is not None and outscale != float(scale)
+            size = (int(w * outscale), int(h * outscale)) if resize else (w * scale, h * scale)  # type: ignore[operator]
+            if self.resize_on_device and (resize or geometry is not None):
+                from farm.enhance.resize import lanczos4, place_on_device
+
+                if geometry is None:
+                    out = lanczos4(out.to(torch.uint8), size).permute(0, 2, 3, 1)
+                else:
+                    out = place_on_device(out.to(torch.uint8), size, geometry)
+                return list(out.flip(3).cpu().numpy())
             pixels = out.to(torch.uint8).flip(1).permute(0, 2, 3, 1).contiguous().cpu().numpy()
         results = list(pixels)
-        if outscale is not None and outscale != float(scale):
+        if resize:
             import cv2
 
-            size = (int(w * outscale), int(h * outscale))
             results = [cv2.resize(p, size, interpolation=cv2.INTER_LANCZOS4) for p in results]
+        if geometry is not None:
+            results = [place(p, geometry) for p in results]
         return results
 
 
