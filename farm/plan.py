@@ -229,13 +229,16 @@ def plan_geometry(
 # ----------------------------------------------------------------------------------------------
 # Encoder sizing: on GPU nodes the encode must keep up with the GPU on the node's own CPUs.
 
-#: x264 CRF 18 CPU-ms per output megapixel per frame, by preset, on real footage at 1080p-4K
-#: (``scripts/bench_cpu_side.py``, AMD EPYC, 2026-12-06); slower presets first.
+#: x264 CRF 18 CPU-ms per output megapixel per frame, by preset, on real footage: the 1080p case
+#: of ``scripts/bench_cpu_side.py`` (AMD EPYC, 2026-12-06; 3416x1920 and 3840x2160 cost 6-15 %
+#: less per megapixel); slower presets first.
 X264_MS_PER_MPX = {"medium": 56.4, "fast": 47.8, "faster": 36.6, "veryfast": 24.1, "superfast": 15.7, "ultrafast": 8.8}
+#: Everything else a frame costs the host, per output megapixel: decode, the download, face
+#: alignment and the paste-back of 2 faces, the conversion to YUV (the same bench: 16-18).
+HOST_MS_PER_MPX = 18.0
 #: x265 costs about this many times x264 at the same preset name.
 X265_FACTOR = 4.0
-#: CPUs of each GPU's share kept for everything but the encode (decode, the host side of the
-#: enhance thread, colour conversion, Python): ``bench_cpu_side.py`` measured under 1.5 at 480p → 1080p.
+#: CPUs of each GPU's share kept for everything but the encode when the frame rate is not known.
 RESERVED_CPUS = 2
 #: Encoder threads at most (x264's frame threads stop scaling beyond about this many at 1080p-4K).
 MAX_GPU_ENCODER_THREADS = 16
@@ -277,14 +280,15 @@ def expected_gpu_fps(flop_per_input_pixel: float, input_pixels: int, accelerator
 
 def size_encoder(codec: str, canvas: tuple[int, int], user_preset: str | None, cpus_per_gpu: int,
                  expected_fps: float | None) -> EncoderSizing:
-    """Threads: the GPU's share of its node's CPUs less :data:`RESERVED_CPUS`. Preset (x264/x265
-    without ``--preset``): the slowest whose CPU time per frame at ``expected_fps`` fits those
-    threads, down to ``ultrafast`` (then the GPUs will wait on the encode: ``why`` says so)."""
-    threads = max(1, min(MAX_GPU_ENCODER_THREADS, cpus_per_gpu - RESERVED_CPUS))
-    if codec in ("png",):
-        threads = 1
+    """Threads: the GPU's share of its node's CPUs less what the rest of the host's work takes at
+    ``expected_fps`` (:data:`HOST_MS_PER_MPX`; :data:`RESERVED_CPUS` when the rate is not known).
+    Preset (x264/x265 without ``--preset``): the slowest whose CPU time per frame at
+    ``expected_fps`` fits those threads, down to ``ultrafast`` (then the GPUs will wait on the
+    encode: ``why`` says so)."""
     mpx = canvas[0] * canvas[1] / 1e6
-    share = f"{threads} thread{'s' if threads != 1 else ''} ({cpus_per_gpu} CPUs per GPU less {RESERVED_CPUS})"
+    host = RESERVED_CPUS if expected_fps is None else HOST_MS_PER_MPX * mpx * expected_fps / 1000
+    threads = 1 if codec == "png" else max(1, min(MAX_GPU_ENCODER_THREADS, math.floor(cpus_per_gpu - host)))
+    share = f"{threads} thread{'s' if threads != 1 else ''} ({cpus_per_gpu} CPUs per GPU less {host:.3g} for the rest)"
     if codec not in ("x264", "x265") or expected_fps is None:
         return EncoderSizing(threads, None, cpus_per_gpu, expected_fps, share)
     factor = X265_FACTOR if codec == "x265" else 1.0

@@ -82,7 +82,7 @@ def test_shards_spread_over_both_gpu_nodes(cluster, clip, reference, tmp_path):
     assert len(nodes) == 2 and min(nodes.values()) >= 3, nodes
     (job_id,) = os.listdir(jobs)
     spec = JobDir(jobs, job_id).read_spec()
-    assert spec.encoder == EncoderSizing(1, None, 2, None, "1 thread (2 CPUs per GPU less 2)")
+    assert spec.encoder == EncoderSizing(1, None, 2, None, "1 thread (2 CPUs per GPU less 2 for the rest)")
     assert {r["video"]["settings"]["threads"] for r in receipts(jobs)} == {1}
 
 

@@ -13,7 +13,7 @@ from farm.actors.pool import cluster_encoder_sizing
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.enhance.arch import SRArch
-from farm.plan import RESERVED_CPUS, X264_MS_PER_MPX, EncoderSizing, expected_gpu_fps, size_encoder
+from farm.plan import HOST_MS_PER_MPX, X264_MS_PER_MPX, EncoderSizing, expected_gpu_fps, size_encoder
 from farm.preflight import prepare
 from farm.storage.spec import JobSpec
 from farm.testing.clips import make_test_clip
@@ -43,31 +43,34 @@ def test_an_h100_node_of_16_cpus_keeps_x264_medium_at_480p_to_1080p():
     fps = expected_gpu_fps(X4PLUS.flop_per_input_pixel(), 854 * 480, "H100")
     assert fps == pytest.approx(989e12 * 0.5 / (35.853696e6 * 854 * 480))
     sizing = size_encoder("x264", (1920, 1080), None, 16, fps)
-    assert (sizing.threads, sizing.preset, sizing.cpus_per_gpu) == (16 - RESERVED_CPUS, "medium", 16)
+    host = HOST_MS_PER_MPX * 1920 * 1080 / 1e6 * fps / 1000  # 1.25 CPUs for decode, paste, conversion
+    assert (sizing.threads, sizing.preset, sizing.cpus_per_gpu) == (14, "medium", 16) and 1 < host < 2
     assert X264_MS_PER_MPX["medium"] * 1920 * 1080 / 1e6 <= sizing.threads * 1000 / fps
 
 
 def test_fewer_cpus_per_gpu_choose_a_faster_preset_and_say_so_when_even_ultrafast_is_short():
-    """The same job on a node of 8 GPUs and 32 cores (4 per GPU) and at 4x (3416x1920): the preset
-    steps down until the encode fits; with 3 cores per GPU nothing fits and the reason says the
-    GPUs will wait."""
+    """The same source at 4x (3416x1920), where decode, paste and conversion take about 4 CPUs: with
+    16 CPUs per GPU x264 gets 12 threads and fast, with 8 (an 8-GPU node of 64 cores) 4 threads and
+    superfast; with 5 nothing fits and the reason says the GPUs will wait."""
     fps = expected_gpu_fps(X4PLUS.flop_per_input_pixel(), 854 * 480, "H100")
-    budget = lambda t: t * 1000 / fps  # noqa: E731
-    four = size_encoder("x264", (3416, 1920), None, 4, fps)
-    need = {p: ms * 3416 * 1920 / 1e6 for p, ms in X264_MS_PER_MPX.items()}
-    fitting = [p for p in X264_MS_PER_MPX if need[p] <= budget(2)]
-    assert four.threads == 2 and four.preset == fitting[0]
-    three = size_encoder("x264", (3416, 1920), None, 3, fps)
-    assert three.threads == 1 and three.preset == "ultrafast" and "the GPUs will wait on the encode" in three.why
+    mpx = 3416 * 1920 / 1e6
+    host = HOST_MS_PER_MPX * mpx * fps / 1000  # about 4 CPUs at 4x
+    sixteen = size_encoder("x264", (3416, 1920), None, 16, fps)
+    assert sixteen.threads == int(16 - host) == 12 and sixteen.preset == "fast"
+    eight = size_encoder("x264", (3416, 1920), None, 8, fps)
+    assert eight.threads == 4 and eight.preset == "superfast"
+    assert X264_MS_PER_MPX["superfast"] * mpx <= 4 * 1000 / fps < X264_MS_PER_MPX["veryfast"] * mpx
+    five = size_encoder("x264", (3416, 1920), None, 5, fps)
+    assert five.threads == 1 and five.preset == "ultrafast" and "the GPUs will wait on the encode" in five.why
 
 
 def test_the_users_preset_is_kept_and_codecs_without_presets_get_threads_only():
     """--preset slow stays the user's (the reason warns when it cannot keep up); FFV1 and an
     unknown network's rate get threads from the CPUs alone; PNG one thread."""
     fps = expected_gpu_fps(X4PLUS.flop_per_input_pixel(), 854 * 480, "H200")
-    user = size_encoder("x264", (3416, 1920), "medium", 4, fps)
+    user = size_encoder("x264", (3416, 1920), "medium", 8, fps)
     assert user.preset is None and "GPUs will wait" in user.why
-    assert size_encoder("ffv1", (1920, 1080), None, 8, fps) == EncoderSizing(6, None, 8, fps, "6 threads (8 CPUs per GPU less 2)")
+    assert size_encoder("ffv1", (1920, 1080), None, 8, fps) == EncoderSizing(6, None, 8, fps, f"6 threads (8 CPUs per GPU less {HOST_MS_PER_MPX * 1920 * 1080 / 1e6 * fps / 1000:.3g} for the rest)")
     assert size_encoder("x264", (1920, 1080), None, 8, None).preset is None
     assert size_encoder("png", (1920, 1080), None, 8, fps).threads == 1
 
