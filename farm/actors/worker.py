@@ -37,6 +37,8 @@ from farm.storage.jobdir import JobDir
 from farm.storage.spec import JobSpec
 from farm.video.decode import decode_shard
 from farm.video.encode import ChunkWriter, chunk_settings
+from farm.video.encode_process import SLOTS as ENCODER_SLOTS
+from farm.video.encode_process import EncoderProcess, ProcessChunkWriter, shm_room
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class EnhanceWorker:
     """Turns shards of one job into committed segments."""
 
     def __init__(self, jobs_root: str, job_id: str, worker_id: str, device: str = "auto", threads: int | None = None,
-                 factories: Factories | None = None, batch: int | None = None) -> None:
+                 factories: Factories | None = None, batch: int | None = None, encode_in_process: bool | None = None) -> None:
         # Loading happens in ready(), so that a failure reaches the driver as a clear FarmError.
         # ``factories``: the driver's (farm.enhance.factories); None, in this process, reads its registry.
         self.factories = factories
@@ -70,6 +72,10 @@ class EnhanceWorker:
         self.job = JobDir(jobs_root, job_id)
         self.requested_device = device
         self.threads = threads
+        # Encode in a child process (farm.video.encode_process), out of this process's GIL: on CUDA,
+        # where the model thread needs the GIL at GPU speed; on a CPU the model is the bound.
+        self.encode_in_process = encode_in_process
+        self._encoder_process: EncoderProcess | None = None
         self.enhancer: Enhancer | None = None
         self.progress_state = ShardProgress()
         self._lock = threading.Lock()
@@ -92,6 +98,8 @@ class EnhanceWorker:
         # Weights come only from the weights dir, checked against the registry (once per node).
         check_node_weights(model, factories, node=f"{self.host} [{self.node[:8]}]")
         # the geometry the driver computed at submit, checked against the model loaded here
+        if self.encode_in_process is None:
+            self.encode_in_process = self.device == "cuda"
         enhancer = build_enhancer(model, self.spec.geometry_for, self.device, factories)
         if self.batch and hasattr(enhancer, "batch_frames"):
             enhancer.batch_frames = self.batch  # still halved after an out-of-memory, as the default
@@ -166,6 +174,7 @@ class EnhanceWorker:
         scratch = self.job.scratch_segment(name)
         timings = {"decode_s": 0.0, "enhance_s": 0.0, "encode_s": 0.0}
         faces_before = getattr(self.enhancer, "faces_found", 0)
+        model_before = getattr(self.enhancer, "model_s", None)
         try:
             frames, video = self._encode(scratch, index, start, stop, timings)
             size, digest = self.job.commit_segment(scratch, name)
@@ -184,6 +193,8 @@ class EnhanceWorker:
             raise
         finally:
             self._finish_progress(t0)
+        if model_before is not None:  # the enhance stage's time in the networks and transfers
+            timings["model_s"] = getattr(self.enhancer, "model_s") - model_before
         faces = getattr(self.enhancer, "faces_found", 0) - faces_before
         receipt = Receipt(
             shard=index, start=start, stop=stop, segment=name,
@@ -228,7 +239,7 @@ class EnhanceWorker:
                                       out_index.pts, out_index.time_base, colour=source.colour,
                                       sample_aspect_ratio=output_sar(source.sample_aspect_ratio, self.spec.model.target, self.spec.model.square_pixels),
                                       encoder=self.spec.encoder)
-            with ChunkWriter(scratch, settings) as writer:
+            with self._chunk_writer(scratch, settings, pixels) as writer:
                 item = first
                 while item is not END:
                     t = time.perf_counter()
@@ -282,6 +293,21 @@ class EnhanceWorker:
         if frames != out_stop - out_start:
             raise StorageError(f"chunk holds {frames} frames, expected {out_stop - out_start}")
         return frames, writer_result["video"]
+
+    def _chunk_writer(self, scratch: str, settings, first: Any) -> ChunkWriter | ProcessChunkWriter:
+        """The chunk's writer: in the encoder process when this worker encodes out of process and
+        /dev/shm holds its frame slots (else, with a warning, in this process)."""
+        if self.encode_in_process:
+            need = first.nbytes * ENCODER_SLOTS
+            room = shm_room()
+            if room is None or room >= 2 * need:
+                if self._encoder_process is None:
+                    self._encoder_process = EncoderProcess(ENCODER_SLOTS)
+                return ProcessChunkWriter(scratch, settings, self._encoder_process)
+            log.warning("/dev/shm has %d bytes free, the encoder process needs %d: encoding in the worker's process "
+                        "(give the node a larger /dev/shm, docker: --shm-size)", room, need)
+            self.encode_in_process = False
+        return ChunkWriter(scratch, settings)
 
     def _finish_progress(self, t0: float) -> None:
         with self._lock:
