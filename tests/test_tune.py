@@ -3,6 +3,8 @@ the next `farm submit` runs with them (when not given other options)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 
@@ -10,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from farm.cli.main import main
-from farm.sampling.tune import Candidate, Measured, candidates, choose, read_profile, size_class
+from farm.sampling.tune import Candidate, Measured, Stages, candidates, choose, read_profile, size_class
 from farm.testing.clips import make_test_clip
 
 #: The model of the test jobs, as command-line words (the one place that picks it).
@@ -32,6 +34,24 @@ def test_candidates_and_choice():
     assert [size_class(*s) for s in [(64, 48), (720, 576), (1920, 1080), (3840, 2160)]] == ["thumb", "sd", "hd", "uhd"]
 
 
+def test_stages_say_which_part_of_a_worker_bounds_it():
+    """On a GPU node, tune's timed shards show where a worker's time went: 48 frames whose enhance
+    thread spent 1.2 s in the networks and 0.4 s on the host, 0.3 s decoding and 2.0 s encoding: the
+    encode bounds it. With the encode faster, the networks do; with a slow paste-back, the host."""
+    def receipt(decode, enhance, model, encode, frames=24):
+        return {"output_frames": frames, "timings": {"decode_s": decode, "enhance_s": enhance, "model_s": model, "encode_s": encode}}
+
+    stages = Stages.from_receipts([receipt(0.1, 0.8, 0.6, 1.0), receipt(0.2, 0.8, 0.6, 1.0)])
+    assert dataclasses.astuple(stages) == pytest.approx((160.0, 40.0, 120.0, 30.0, 24.0))
+    assert stages.bound() == "the encode"
+    assert stages.line() == ("per worker: decode 160.0 fps, enhance 30.0 fps = networks 40.0 fps + host 120.0 fps, "
+                             "encode 24.0 fps; bound by the encode")
+    assert Stages.from_receipts([receipt(0.1, 1.6, 1.2, 0.5)]).bound() == "the networks (the device)"
+    assert Stages.from_receipts([receipt(0.1, 1.6, 0.4, 0.5)]).bound() == "the host's share of the enhance thread (CPU)"
+    no_model = Stages.from_receipts([{"output_frames": 10, "timings": {"decode_s": 0.0, "enhance_s": 1.0, "encode_s": 0.5}}])
+    assert (no_model.decode_fps, no_model.networks_fps, no_model.bound()) == (None, None, "the enhance thread")
+
+
 @pytest.mark.ray
 def test_tune_then_submit_uses_the_profile(tmp_path, local_ray):
     """A user runs `farm tune` on their clip, then `farm submit` without speed options: the job
@@ -46,6 +66,8 @@ def test_tune_then_submit_uses_the_profile(tmp_path, local_ray):
     measured = [{k: m[k] for k in result["chosen"]} for m in result["measured"] if m["fps"]]
     assert result["chosen"] in measured
     chosen_fps = next(m["fps"] for m in result["measured"] if {k: m[k] for k in result["chosen"]} == result["chosen"])
+    # the fake model sleeps 40 ms a frame in the enhance thread, reporting no device time
+    assert all(m["bound"] == "the enhance thread" and m["stages"]["enhance_fps"] < 26 for m in result["measured"] if m["fps"])
     assert chosen_fps * 1.03 >= max(m["fps"] for m in result["measured"] if m["fps"])  # the fastest, or within the tie
     path = os.path.join(env["XDG_CONFIG_HOME"], "farm", "tune.toml")
     assert result["profile"] == path

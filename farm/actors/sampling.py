@@ -143,6 +143,8 @@ def tune_runner(prepare_variant, shards, device: str, cpus: int):
         finally:
             for h in handles:
                 kill(h)
+        run.receipts[candidate] = receipts  # type: ignore[attr-defined]
         return sum(r["output_frames"] for r in receipts) / wall
 
+    run.receipts = {}  # type: ignore[attr-defined]  # the timed shards' receipts, per candidate (farm tune's stages)
     return run

@@ -283,12 +283,16 @@ def tune(input: str, sample_frames: int, try_compile: bool, dry_run: bool, as_js
     if as_json:
         click.echo(json.dumps({"device": sample.device_name, "size_class": sample.klass, "profile": path, "why": why,
                                "chosen": dataclasses.asdict(best.candidate),
-                               "measured": [{**dataclasses.asdict(m.candidate), "fps": m.fps, "error": m.error} for m in measured]}, sort_keys=True))
+                               "measured": [{**dataclasses.asdict(m.candidate), "fps": m.fps, "error": m.error,
+                                             "stages": dataclasses.asdict(m.stages) if m.stages else None, "bound": m.stages.bound() if m.stages else None}
+                                            for m in measured]}, sort_keys=True))
         return
     click.echo(f"{'setting':<44} {'fps':>8}")
     for m in measured:
         mark = " <- chosen" if m is best else (" (default)" if m is measured[0] else "")
         click.echo(f"{m.candidate.label():<44} {m.fps:>8.3f}{mark}" if m.fps else f"{m.candidate.label():<44} {'failed':>8}: {m.error}")
     click.echo(f"chose {why}")
+    if best.stages is not None:
+        click.echo(f"  {best.stages.line()}")
     click.echo(f"wrote {path} [{sample.device_name} / {sample.klass}]; `farm submit` uses it for options it is not given"
                if path else "not written (--dry-run)")

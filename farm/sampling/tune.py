@@ -61,6 +61,45 @@ class Measured:
     candidate: Candidate
     fps: float | None  # frames per second of the machine (all its workers); None when it failed
     error: str | None = None
+    stages: Stages | None = None  # where each worker's time went, from the timed shards' receipts
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """One worker's frames per second in each stage of its pipeline (the decode, enhance and encode
+    threads run at once, so the slowest thread bounds it; the enhance thread is the networks on the
+    device, with their transfers, plus the host's share: faces' alignment and paste-back, resizes
+    on a CPU path)."""
+
+    decode_fps: float | None  # None: a stage that took no measurable time
+    networks_fps: float | None  # None also: an enhancer that does not report its device time
+    host_fps: float | None
+    enhance_fps: float | None
+    encode_fps: float | None
+
+    @classmethod
+    def from_receipts(cls, receipts: Sequence[Any]) -> Stages:
+        frames = sum(r["output_frames"] for r in receipts)
+        total = {k: sum(r["timings"].get(k, 0.0) for r in receipts) for k in ("decode_s", "enhance_s", "encode_s")}
+        model = sum(r["timings"]["model_s"] for r in receipts) if all("model_s" in r["timings"] for r in receipts) else None
+        rate = lambda seconds: frames / seconds if seconds > 1e-6 else None  # noqa: E731
+        return cls(rate(total["decode_s"]), rate(model) if model is not None else None,
+                   rate(total["enhance_s"] - model) if model is not None else None, rate(total["enhance_s"]), rate(total["encode_s"]))
+
+    def bound(self) -> str:
+        """Which stage holds the worker back, in words."""
+        threads = [(v, name) for v, name in ((self.decode_fps, "the decode"), (self.enhance_fps, "the enhance thread"),
+                                             (self.encode_fps, "the encode")) if v is not None]
+        thread = min(threads)[1] if threads else "nothing measurable"
+        if thread == "the enhance thread" and self.networks_fps is not None and self.host_fps is not None:
+            return "the networks (the device)" if self.networks_fps <= self.host_fps else "the host's share of the enhance thread (CPU)"
+        return thread
+
+    def line(self) -> str:
+        fps = lambda v: f"{v:.1f}" if v is not None else "-"  # noqa: E731
+        inner = f" = networks {fps(self.networks_fps)} fps + host {fps(self.host_fps)} fps" if self.networks_fps is not None else ""
+        return (f"per worker: decode {fps(self.decode_fps)} fps, enhance {fps(self.enhance_fps)} fps{inner}, "
+                f"encode {fps(self.encode_fps)} fps; bound by {self.bound()}")
 
 
 def size_class(width: int, height: int) -> str:
@@ -137,7 +176,8 @@ def measure(cands: Sequence[Candidate], run: Runner) -> list[Measured]:
         t = time.perf_counter()
         try:
             fps = run(c)
-            out.append(Measured(c, fps))
+            receipts = getattr(run, "receipts", {}).get(c)
+            out.append(Measured(c, fps, stages=Stages.from_receipts(receipts) if receipts else None))
             log.info("%s: %.3f fps (%.1f s)", c.label(), fps, time.perf_counter() - t)
         except (FarmError, RuntimeError, MemoryError) as exc:
             out.append(Measured(c, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
