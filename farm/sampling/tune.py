@@ -8,8 +8,10 @@ warm-up, and is scored by frames per second of the whole machine):
 - on CUDA: workers per GPU (``--gpus-per-worker`` 1 or 0.5), batch, fp16 against fp32 (fp16
   changes output within the documented ±1), ``--compile`` when asked for (it costs minutes of
   start-up per worker), and tiles only when a whole frame does not fit in memory.
-Not tuned: encoder threads. They follow the frame size alone, because x264's and x265's output
-depends on the thread count and a chunk redone on another node must be byte-identical.
+Not tuned: encoder threads. x264's and x265's output depends on the thread count and a chunk
+redone on another node must be byte-identical, so a job records them when it starts
+(:func:`farm.plan.size_encoder`). Under the table, the chosen candidate's :class:`Stages` say
+which stage of a worker bounds it.
 
 The profile is ``$XDG_CONFIG_HOME/farm/tune.toml`` (default ``~/.config/farm/tune.toml``), one
 table per device name and input size class (:func:`size_class`)."""

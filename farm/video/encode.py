@@ -6,13 +6,13 @@ is encoded with exactly the same encoder parameters as every other chunk of the 
 (:func:`chunk_settings` depends only on the job, never on the shard or the node), so the tail
 concatenates the chunks' packets instead of encoding the video a second time.
 
-Encoder threads follow one rule, :func:`encoder_threads`: one thread per started megapixel of the
-output frame, at most 8 (64x48: 1, 1280x720: 1, 1920x1080: 3, 3840x2160: 8); PNG always 1. It is
-a function of the frame size alone because x264's (and x265's frame-threaded) output depends on
-the thread count and a chunk redone on another node must be byte-identical; a node's CPU count
-never enters. At about 1 thread per Mpx, libx264's default preset encodes faster than an upscaler
-produces frames of that size on one GPU, and leaves the node's other cores to the decoder and the
-model's host-side work.
+On GPUs a job's encoder threads (and preset) are sized from its cluster's CPUs per GPU when it
+starts and recorded in its spec (:func:`farm.plan.size_encoder`, passed as ``encoder``). Otherwise
+they follow one rule, :func:`encoder_threads`: one thread per started megapixel of the output
+frame, at most 8 (64x48: 1, 1280x720: 1, 1920x1080: 3, 3840x2160: 8); PNG always 1. Either way
+it is decided by the job, never by the node a chunk is made on, because x264's (and x265's
+frame-threaded) output depends on the thread count and a chunk redone elsewhere must be
+byte-identical.
 
 Deterministic modes (checked by encoding the same frames twice, tests/test_chunks.py):
 - x264: ``threads=N:sliced-threads=0`` and a pinned SIMD set. libx264's AVX-512 code paths gave a
