@@ -169,7 +169,7 @@ class Run:
             driver = {"host": socket.gethostname(), "pid": os.getpid(), "id": self.run_id}
             snapshot, instructions = ray.get(self.coord.start_run.remote(self.run_id, time.monotonic(), self.policy, self.p.job.jobs_root, driver))
             self.tracker.start(snapshot)
-            self._size_encoder()
+            self._size_encoder(snapshot["shards_done"])
             pool = WorkerPool(self.p.job, self.p.spec.model.device, self.cfg.gpus_per_worker, self.cfg.workers,
                               resolve_factories(self.p.spec.model), self.cfg.batch_frames)
             self.bridge = RayBridge(pool, self.shards, self.p.job.job_id)
@@ -191,14 +191,15 @@ class Run:
                 except (RayActorError, GetTimeoutError) as exc:
                     log.warning("could not reach the coordinator at exit: %s", _cause(exc))
 
-    def _size_encoder(self) -> None:
+    def _size_encoder(self, shards_done: int) -> None:
         """Record, before the first chunk of a job starting on GPUs, the encoder threads and
         preset its nodes' CPUs per GPU allow (:func:`farm.plan.size_encoder`); a job with chunks
-        or a sizing keeps what it has, so every chunk shares one bitstream recipe."""
+        (``shards_done``, from the ledger the coordinator just rebuilt from storage) or a sizing
+        keeps what it has, so every chunk shares one bitstream recipe."""
         spec = self.p.spec
-        if spec.encoder is not None or spec.model.device == "cpu" or self.p.job.receipts():
+        if spec.encoder is not None or spec.model.device == "cpu" or shards_done:
             return
-        sizing = cluster_encoder_sizing(spec, ray.nodes(), sr_flop_per_input_pixel(spec.model))
+        sizing = cluster_encoder_sizing(spec, ray.nodes(), lambda: sr_flop_per_input_pixel(spec.model))
         if sizing is None:
             return
         log.info("encoder: %s", sizing.why)

@@ -272,9 +272,14 @@ class EncoderSizing:
         return cls(int(data["threads"]), data.get("preset"), int(data["cpus_per_gpu"]), data.get("expected_fps"), data.get("why", ""))
 
 
+def gpu_tflops(accelerator: str | None) -> float | None:
+    """The fp16 peak of Ray's ``accelerator_type`` name (None: not in :data:`GPU_TFLOPS`)."""
+    return next((v for k, v in GPU_TFLOPS.items() if accelerator and k.lower() in accelerator.lower()), None)
+
+
 def expected_gpu_fps(flop_per_input_pixel: float, input_pixels: int, accelerator: str | None) -> float:
     """Frames per second one GPU of ``accelerator`` type gives at :data:`ROOFLINE_SHARE` of its peak."""
-    tflops = next((v for k, v in GPU_TFLOPS.items() if accelerator and k.lower() in accelerator.lower()), UNKNOWN_GPU_TFLOPS)
+    tflops = gpu_tflops(accelerator) or UNKNOWN_GPU_TFLOPS
     return tflops * 1e12 * ROOFLINE_SHARE / (flop_per_input_pixel * input_pixels)
 
 

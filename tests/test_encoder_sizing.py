@@ -79,10 +79,10 @@ def test_cluster_sizing_takes_the_tightest_node_and_the_fastest_gpu(spec):
     """A cluster of a CPU-only head, an A100 node with 12 cores per GPU and an H100 node of 8 GPUs
     and 48 cores (6 per GPU): threads from the H100 node's 6 per GPU, the rate from the H100."""
     nodes = [node(64, 0), node(24, 2, "A100"), node(48, 8, "H100"), node(4, 1, "H100", alive=False)]
-    sizing = cluster_encoder_sizing(spec, nodes, X4PLUS.flop_per_input_pixel())
+    sizing = cluster_encoder_sizing(spec, nodes, X4PLUS.flop_per_input_pixel)
     fps = expected_gpu_fps(X4PLUS.flop_per_input_pixel(), 64 * 48, "H100")
     assert sizing == size_encoder("x264", spec.geometry.canvas, None, 6, fps)
-    assert cluster_encoder_sizing(spec, [node(64, 0)], X4PLUS.flop_per_input_pixel()) is None
+    assert cluster_encoder_sizing(spec, [node(64, 0)], X4PLUS.flop_per_input_pixel) is None
 
 
 @pytest.mark.parametrize("arch", [

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -17,7 +17,7 @@ from farm.actors.worker import EnhanceWorker
 from farm.enhance.factories import Factories
 from farm.errors import FarmError
 from farm.ledger import WorkerJoined, WorkerLost, WorkerStartFailed
-from farm.plan import GPU_TFLOPS, EncoderSizing, cpu_plan, expected_gpu_fps, size_encoder
+from farm.plan import EncoderSizing, cpu_plan, expected_gpu_fps, gpu_tflops, size_encoder
 from farm.storage.jobdir import JobDir
 from farm.storage.spec import JobSpec
 
@@ -157,19 +157,19 @@ def start_worker(job: JobDir, worker_id: str, device: str, name: str, *, gpus: f
     return _REMOTE_WORKER.options(**options).remote(job.jobs_root, job.job_id, worker_id, device, threads, factories, batch)
 
 
-def cluster_encoder_sizing(spec: JobSpec, nodes: list[dict], flop_per_input_pixel: float | None) -> EncoderSizing | None:
+def cluster_encoder_sizing(spec: JobSpec, nodes: list[dict], flop_per_input_pixel: Callable[[], float | None]) -> EncoderSizing | None:
     """The encoder sizing for a job starting on the GPU nodes among ``nodes`` (``ray.nodes()``):
-    the tightest node's CPUs per GPU, and the fastest GPU type's expected frame rate for a network
-    of ``flop_per_input_pixel`` (None: not known, the preset is left as it is). None without GPU nodes."""
+    the tightest node's CPUs per GPU, and the fastest GPU type's expected frame rate for the network
+    whose cost ``flop_per_input_pixel()`` gives (asked only when there are GPU nodes; None: not known,
+    the preset is left as it is). None without GPU nodes."""
     gpu_nodes = [n["Resources"] for n in nodes if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
     if not gpu_nodes or spec.geometry is None:
         return None
     cpus_per_gpu = min(int(r.get("CPU", 0) // r["GPU"]) for r in gpu_nodes)
     types = [k.split(":", 1)[1] for r in gpu_nodes for k in r if k.startswith("accelerator_type:")]
-    fastest = max(types, key=lambda t: next((v for k, v in GPU_TFLOPS.items() if k.lower() in t.lower()), 0), default=None)
-    fps = None
-    if flop_per_input_pixel:
-        fps = expected_gpu_fps(flop_per_input_pixel, spec.source.width * spec.source.height, fastest)
+    fastest = max(types, key=lambda t: gpu_tflops(t) or 0, default=None)
+    flop = flop_per_input_pixel()
+    fps = expected_gpu_fps(flop, spec.source.width * spec.source.height, fastest) if flop else None
     return size_encoder(spec.out.codec, spec.geometry.canvas, spec.out.preset, cpus_per_gpu, fps)
 
 
