@@ -2,7 +2,7 @@
 """What the job costs beyond the model now that workers encode chunks and the tail only copies packets.
 
 One job through the real CLI (``farm submit --address ...``) on a simulated multi-node Ray cluster
-(tests/simcluster.py: a head without GPUs and ``--workers`` nodes of one logical GPU each, all on
+(farm.testing.cluster: a head without GPUs and ``--workers`` nodes of one logical GPU each, all on
 this host), with the fixed-cost fake model (``fake:scale=4,ms=--ms``, a GPU-like speed), a source
 of scene_frame scenes with seeded cuts (farm.testing.make_scene_clip) at a quarter of ``--size``,
 ``--codec x264 --crf 18 --preset PRESET --no-face``. It measures, all in this one run:

@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.pop("RAY_ADDRESS", None)
 # Ray 2.60 turns token authentication on for every local cluster it starts, and then for the rest
 # of the process, which would leak into the clusters of later tests. Tests run without it, except
-# where one asks for it (tests/test_rayjob.py).
+# where one asks for it (tests/driver/test_rayjob.py).
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.pop("RAY_AUTH_TOKEN", None)
 # A developer's `farm tune` profile must not change the settings of the tests' jobs.

@@ -14,7 +14,7 @@ it is decided by the job, never by the node a chunk is made on, because x264's (
 frame-threaded) output depends on the thread count and a chunk redone elsewhere must be
 byte-identical.
 
-Deterministic modes (checked by encoding the same frames twice, tests/test_chunks.py):
+Deterministic modes (checked by encoding the same frames twice, tests/actors/test_mux_task.py):
 - x264: ``threads=N:sliced-threads=0`` and a pinned SIMD set. libx264's AVX-512 code paths gave a
   different bitstream on each run of the same frames on the development machine (Emerald Rapids),
   and each SIMD level gives its own (valid) bitstream, so farm pins x264 to the x86-64-v3 set

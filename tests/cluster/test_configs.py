@@ -13,7 +13,7 @@ import yaml
 
 import farm
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 LAUNCHER = [CLUSTER / "aws-gpu.yaml", CLUSTER / "gcp-gpu.yaml"]
 KUBERAY = CLUSTER / "kuberay"

@@ -15,7 +15,7 @@ from farm.enhance.enhancer import ModelEnhancer, build_enhancer
 from farm.plan import Geometry, plan_geometry
 from farm.testing.fakes import face_row, frame_key, write_face_script
 from tests.helpers import max_abs_diff
-from tests.test_fast_paths import TinyParser, narrow_gfpgan, noisy_frames
+from tests.enhance.test_fast_paths import TinyParser, narrow_gfpgan, noisy_frames
 
 
 def opencv_agreement(got: np.ndarray, want: np.ndarray) -> tuple[int, float]:

@@ -350,7 +350,7 @@ def test_worker_enhances_consecutive_frames_in_batches(tmp_path):
     """Frames [7, 14) reach the model as [7, 8, 9], [10, 11, 12], then 13 alone, and the segment
     holds exactly the frames the per-frame model gives."""
     from farm.actors.worker import EnhanceWorker
-    from tests.test_worker import job
+    from tests.actors.test_worker import job
 
     clip, p = job(tmp_path, "fake:scale=2")
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")

@@ -20,7 +20,7 @@ from farm.errors import EncodeError
 from farm.video.encode import ChunkWriter, chunk_settings
 from farm.video.encode_process import SHM_PREFIX, EncoderProcess, ProcessChunkWriter
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PTS = list(range(6))
 TB = Fraction(1, 25)
 

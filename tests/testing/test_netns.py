@@ -1,4 +1,4 @@
-"""The namespace hosts behave as separate machines: the multi-host tests (tests/test_hosts.py) and
+"""The namespace hosts behave as separate machines: the multi-host tests (tests/faults/test_hosts.py) and
 `scripts/chaos.py --hosts netns` mean something only if each host has its own address, processes,
 hostname and /tmp, sees only the storage it was given (at its own path), can be cut off the
 network and crashed, and leaves nothing behind."""

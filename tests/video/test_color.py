@@ -3,7 +3,7 @@ bits, come out with their matrix, primaries, transfer and range tagged, and, dec
 equal to the model's output of the source decoded the same way (±2 through x264 at CRF 0, ±1
 through FFV1); HDR10 keeps its transfer and mastering metadata. The decode by the tags is done
 twice: as swscale does it for a player, and by the standards' own equations (an oracle that shares
-no code with farm). The pipeline runs in process (see tests/test_display.py)."""
+no code with farm). The pipeline runs in process (see tests/video/test_display.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from farm.video import color
 from farm.video.color import Colour, colour_of
 from farm.video.probe import probe
 from tests.helpers import max_abs_diff
-from tests.test_display import run_job
+from tests.video.test_display import run_job
 
 #: 75 % colour bars (BGR): white, yellow, cyan, green, magenta, red, blue, black.
 BARS = np.array([[191, 191, 191], [0, 191, 191], [191, 191, 0], [0, 191, 0], [191, 0, 191], [0, 0, 191], [191, 0, 0], [16, 16, 16]], np.uint8)
