@@ -1,5 +1,4 @@
 """farm: a distributed, frame-exact, resumable video upscaling farm (Real-ESRGAN + GFPGAN on Ray).
-
 The public surface: build a :class:`JobConfig` and call :func:`submit`; everything a job needs to
 resume lives in its job directory."""
 

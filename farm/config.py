@@ -1,9 +1,6 @@
-"""The job's settings as frozen dataclasses, checked on construction, and the job id they imply.
-
-ModelConfig holds everything that changes output pixels; OutputConfig the encode settings. Both
-key the job: workers encode each shard straight into the output codec, so the encode settings are
-part of what a finished chunk is, and a job with other settings is another job. The output path
-is not part of the identity: another ``-o`` with the same settings re-concatenates the kept chunks."""
+"""The job's settings as frozen dataclasses, checked on construction, and the job id they imply:
+ModelConfig (everything that changes output pixels) and OutputConfig (the encode settings) both
+key the job; the output path does not."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
 """The checks behind `farm doctor`: is everything farm needs on this machine (and, through Ray, on
-every node of a cluster)? Each check returns :class:`Check` values; nothing here prints.
-
-A check is ``ok``; ``info`` (worth knowing, nothing missing: no GPU means ``--device cpu``);
-``warn`` (a real job will need it, e.g. weights not fetched yet); or ``fail`` (farm cannot run
-here, even with ``--device cpu``). The machine is healthy when no check fails."""
+every node of a cluster)? Each check returns :class:`Check` values (ok, info, warn or fail; the
+machine is healthy when none fails); nothing here prints."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""What the ledger hears (events, past tense) and what it says (instructions, imperative).
-
-Pure: no Ray, no files, no clocks. Every event carries ``now``: the DRIVER's monotonic clock
-(``time.monotonic()``), never a wall clock, so a clock step cannot expire a lease; a new run
-(:class:`RunStarted`) starts a new clock. Wall times for the record are given to
-:meth:`farm.ledger.Ledger.handle` apart (``wall=``)."""
+"""What the ledger hears (events, past tense) and what it says (instructions, imperative). Pure.
+Every event's ``now`` is the driver's monotonic clock, never a wall clock (a new run starts a new
+clock); wall times for the record are given to :meth:`farm.ledger.Ledger.handle` apart (``wall=``)."""
 
 from __future__ import annotations
 

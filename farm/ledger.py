@@ -1,17 +1,6 @@
-"""The job's state machine: events in, instructions out. No Ray, no files, no clocks of its own.
-
-The coordinator actor feeds it events (a worker joined, a shard finished or failed, a worker was
-lost, time passed), persists what it returns by :meth:`Ledger.to_json`, and hands the returned
-instructions to the driver. Every scheduling rule (leases, retries on another node, node
-blocklists, giving up) lives here and is tested with plain lists of events.
-
-Failures name their cause: a shard that fails with the same error on two nodes, or on every
-attempt, is the input's fault (a damaged frame), so the job fails at once with that error. Only
-failures that differ by node count toward blocking a node (a failure its shard repeats elsewhere
-does not), and the last node with workers is never blocked: its shards' own retries decide.
-
-Over 300 lines because scheduling, failures and blocking are one set of rules read together; the
-recovery rules are in :mod:`farm.recovery`, the records in :mod:`farm.records`."""
+"""The job's state machine: events in, instructions out; no Ray, no files, no clocks of its own.
+Every scheduling rule (leases, retries on another node, node blocklists, giving up) lives here.
+Over 300 lines: one set of rules, read together (recovery and records have modules of their own)."""
 
 from __future__ import annotations
 
@@ -224,6 +213,7 @@ class Ledger:
         self._add_failure(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], self.wall, reported))
         self._requeue(event.shard)
         out: list[Instruction] = []
+        # The last node with workers is never blocked: its shards' own retries decide.
         others_live = any(n != node and n not in self.blocked_nodes for n in self.workers.values())
         if self.node_failure_counts()[node] >= self.policy.node_failure_limit and node not in self.blocked_nodes and others_live:
             self.blocked_nodes.add(node)
@@ -231,6 +221,7 @@ class Ledger:
         same = self.same_failures(event.shard, event.error) if reported else []
         if not event.retryable:
             return out + self._abort(self._report(event.shard, "the error cannot be fixed by a retry"))
+        # The same error on two nodes, or on every attempt, is the input's (a damaged frame).
         if len(set(same)) >= 2 or (len(same) >= 2 and self.attempts[event.shard] >= self.policy.max_attempts and self._all_same(event.shard)):
             return out + self._abort(self._report(event.shard, f"all {len(same)} attempts failed the same way"))
         if self.attempts[event.shard] >= self.policy.max_attempts:

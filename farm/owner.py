@@ -1,16 +1,6 @@
-"""Who drives a job: the owner record and the pure rules for taking, keeping and following it.
-
-The record lives on the job's storage (``owner/<generation>.json``, see
-:mod:`farm.storage.ownership`), where every cluster and every mount path of a share sees the same one.
-Generation ``n + 1`` can be created only once (an exclusive create, or an S3 conditional put), so
-of two drivers taking an expired or released record over, exactly one wins.
-
-Expiry is judged by the observer, on its own monotonic clock: a record whose ``beat`` (bumped at
-every renewal) has not changed for ``ttl_s`` of the observer's time is stale. No wall clock of
-another machine is compared with ours, so clock skew between machines cannot hand a live job
-over, and a clock step cannot either. The price: a follower that starts watching a dead owner's
-record waits one ``ttl_s`` before taking over (or none, when the owner ran on the follower's
-host and its process is gone)."""
+"""Who drives a job: the owner record (``owner/<generation>.json`` on the job's storage) and the pure
+rules for taking, keeping and following it. Generation ``n + 1`` can be created only once, and expiry
+is judged on the observer's own monotonic clock, never on another machine's wall clock."""
 
 from __future__ import annotations
 

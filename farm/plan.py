@@ -1,23 +1,6 @@
-"""Shards: half-open ranges of frame indices, and the pure function that cuts a video into them.
-The plan depends only on the frame count, the shard size and the cut lists recorded in the job
-spec, so a resumed job (and every actor) gets the same plan.
-
-Scene-aware boundaries: each chunk starts with a forced keyframe, which costs bits unless the
-encoder would have put one there anyway. So each planned boundary ``k * shard_frames`` moves to
-the nearest scene cut within ``window`` frames (see :func:`snap_window`: ±2 s or ±25 % of a shard,
-whichever is smaller); with no scene cut in reach, to the nearest source keyframe in reach (the
-source's encoder chose it, and a shard that starts on one also decodes without a seek overshoot);
-with neither, it stays. Scene cuts win over keyframes because periodic keyframes (every GOP) lie
-in nearly every window and say nothing about the content.
-
-Geometry, computed once on the driver and recorded in the job spec: with ``--target`` the picture
-is fitted inside the target (aspect kept) and centred on a black canvas of exactly the target
-size, and the model is asked for the fitted size directly (one resize, not two). Anamorphic
-sources (SAR not 1:1, e.g. a 16:9 DVD's 720x480 at 32:27) are sized by their display aspect:
-``--target`` fits the display picture in square pixels (a 16:9 DVD fills 1920x1080); ``--scale``
-keeps the pixels' shape and tags the output with the source's SAR, unless ``--square-pixels``
-asks for square pixels at the display aspect. A picture that is not a uniform scale of the source
-is made by the models at their own scale and resized once to the picture."""
+"""Shards (half-open ranges of frame indices), the pure function that cuts a video into them with
+boundaries moved to scene cuts or keyframes, and the output geometry. The plan depends only on the
+frame count, the shard size and the cut lists in the job spec, so every run and actor gets the same."""
 
 from __future__ import annotations
 
@@ -113,7 +96,7 @@ def plan_shards(
 ) -> list[Shard]:
     """Cut ``[0, num_frames)`` into consecutive shards of about ``shard_frames`` (the last may be
     shorter); each boundary moves to the nearest of ``scene_cuts`` within ``window`` frames, else
-    to the nearest of ``keyframes`` within it (frame numbers; see the module docstring).
+    to the nearest of ``keyframes`` within it (frame numbers; why: docs/design-notes.md).
 
     Raises:
         ValueError: if ``num_frames`` or ``shard_frames`` is not positive.
@@ -127,6 +110,8 @@ def plan_shards(
     keys = sorted({k for k in keyframes if 0 < k < num_frames})
     starts = [0]
     for planned in planned_boundaries(num_frames, shard_frames):
+        # Scene cuts win over keyframes: periodic keyframes lie in nearly every window and say
+        # nothing about the content.
         moved = _nearest(cuts, planned, window)
         if moved is None:
             moved = _nearest(keys, planned, window)

@@ -1,5 +1,4 @@
 """What the live view shows of a running job (pure: the view imports it without Ray).
-
 :class:`Progress` is one frame of the view; :class:`ProgressTracker` turns the coordinator's
 snapshots (or the ledger's summary on storage, for a follower) into them, with this run's rate."""
 

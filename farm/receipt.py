@@ -1,9 +1,6 @@
 """A shard's receipt: the one record of a committed segment, from the worker's return value to
 ``segments/<name>.json``, the :class:`~farm.ledger.ShardDone` event and the ledger's done record.
-
-Pure (no I/O). ``to_json`` writes the same keys receipt.json always had, so job directories
-written by older farms read back; ``record_json`` is the ledger's short form (no codec details:
-the mux reads those from receipt.json)."""
+Pure (no I/O): ``to_json`` keeps receipt.json's keys; ``record_json`` is the ledger's short form."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """The ledger's records (failures, leases) and its policy, and the index its rules read the
-failures through (pure).
-
-A failure counts toward its node unless its shard failed the same way before (then the earlier
-one stops counting too: the error is the shard's, not the node's), or it is not blamed at all
-(a burst of lease expiries on every node at once: a storage stall or a paused driver)."""
+failures through (pure)."""
 
 from __future__ import annotations
 
@@ -49,7 +45,7 @@ class FailureIndex:
         nodes.append(f.node)
         if len(nodes) == 1:
             self.node_failures[f.node] += 1
-        elif len(nodes) == 2:
+        elif len(nodes) == 2:  # the shard failed the same way elsewhere: the error is the shard's
             self.node_failures[nodes[0]] -= 1
 
 

@@ -1,7 +1,6 @@
-"""The ledger's recovery rules (pure, called by :class:`farm.ledger.Ledger` for its events): a
-new run, what storage holds, workers that cannot start, and leases that expire.
-
-Each takes the ledger and its event, changes the ledger, and returns instructions."""
+"""The ledger's recovery rules (pure, called by :class:`farm.ledger.Ledger` for its events): a new
+run, what storage holds, workers that cannot start, and leases that expire. Each takes the ledger
+and its event, changes the ledger, and returns instructions."""
 
 from __future__ import annotations
 
