@@ -1,19 +1,6 @@
 """Colour: the source's matrix, primaries, transfer and range, used to convert YUV→RGB for the
 models and RGB→YUV for the output exactly as a player would, and tagged on the output stream.
-
-Decisions:
-- An untagged matrix, primaries or transfer is taken as players take it: BT.601 below 720 lines
-  (primaries of 625-line PAL above 480 lines, of 525-line NTSC otherwise), BT.709 from there; the
-  output is tagged with what was assumed (``Colour.assumed``), so players of the upscaled (HD)
-  output do not guess BT.709 for an SD source. An untagged range is limited (tv), except for
-  full-range (yuvj*) formats, which stay full (pc).
-- Transfer and primaries are never converted, only carried: the models see the coded signal, so a
-  PQ/HLG source comes out PQ/HLG (the models were trained on SDR; a warning says so once).
-- Mastering-display and content-light metadata are read from the first frame's side data (FFmpeg
-  attaches the container's and the bitstream's copies there). PyAV 18 cannot write coded side data
-  other than the display matrix, nor attach side data to frames, so the only way out is libx265's
-  own SEI (``master-display``/``max-cll`` in ``x265-params``, see :func:`encoder_options`); x264,
-  FFV1 and PNG outputs keep the transfer tags but lose the mastering metadata (logged)."""
+Untagged values are taken as players take them; transfer and primaries are carried, never converted."""
 
 from __future__ import annotations
 

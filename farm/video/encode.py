@@ -1,34 +1,6 @@
-"""Encoders: each shard becomes one self-contained chunk in the OUTPUT codec, written by its worker.
-
-A chunk is a NUT file (NUT keeps any time base exactly) holding one video stream: it starts with a
-keyframe, decodes without any other chunk, carries the source's pts in the source's time base, and
-is encoded with exactly the same encoder parameters as every other chunk of the job
-(:func:`chunk_settings` depends only on the job, never on the shard or the node), so the tail
-concatenates the chunks' packets instead of encoding the video a second time.
-
-On GPUs a job's encoder threads (and preset) are sized from its cluster's CPUs per GPU when it
-starts and recorded in its spec (:func:`farm.plan.size_encoder`, passed as ``encoder``). Otherwise
-they follow one rule, :func:`encoder_threads`: one thread per started megapixel of the output
-frame, at most 8 (64x48: 1, 1280x720: 1, 1920x1080: 3, 3840x2160: 8); PNG always 1. Either way
-it is decided by the job, never by the node a chunk is made on, because x264's (and x265's
-frame-threaded) output depends on the thread count and a chunk redone elsewhere must be
-byte-identical.
-
-Deterministic modes (checked by encoding the same frames twice, tests/actors/test_mux_task.py):
-- x264: ``threads=N:sliced-threads=0`` and a pinned SIMD set. libx264's AVX-512 code paths gave a
-  different bitstream on each run of the same frames on the development machine (Emerald Rapids),
-  and each SIMD level gives its own (valid) bitstream, so farm pins x264 to the x86-64-v3 set
-  (AVX2, FMA3, BMI1/2, LZCNT: :data:`X264_ASM_AVX2`) on every x86-64 CPU that has it; a CPU
-  without it runs x264's own detection and its chunks may differ from other nodes' (logged).
-- x265: ``pools=N:frame-threads=F`` given explicitly (F = min(4, N)); WPP output does not depend on
-  the pool size. x265 leaves AVX-512 off unless asked.
-- SVT-AV1: ``lp=N``; its output was the same for any ``lp`` and on every run.
-- FFV1: a fixed slice count (:func:`ffv1_slices`), which decides its bitstream; threads do not.
-- PNG: no options; deterministic.
-
-Over 300 lines because the determinism rules of five encoders belong together: a chunk redone on
-another node must match, and the rules interact (threads, SIMD, slices).
-"""
+"""Encoders: each shard becomes one self-contained chunk (a NUT file, one video stream) in the OUTPUT
+codec, with settings that depend only on the job, never on the shard or the node, so a chunk redone
+elsewhere is byte-identical. Over 300 lines: the determinism rules of five encoders interact."""
 
 from __future__ import annotations
 
@@ -60,7 +32,8 @@ CHUNK_SUFFIX = ".nut"
 #: Encoder threads per chunk: one per started megapixel of output frame, at most this many.
 MAX_ENCODER_THREADS = 8
 #: x264's CPU flags for the x86-64-v3 level (x264.h: MMX..SSE4.2, AVX, FMA3, BMI1, BMI2, AVX2,
-#: CACHELINE_64); no AVX-512 (see the module docstring).
+#: CACHELINE_64); no AVX-512: its paths gave a different bitstream on each run of the same frames,
+#: and each SIMD level gives its own, so every node that can is pinned to this one set.
 X264_ASM_AVX2 = (1 << 0 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 9
                  | 1 << 12 | 1 << 13 | 1 << 14 | 1 << 15 | 1 << 18)
 _X86_64_V3 = ("avx2", "fma", "bmi1", "bmi2", "abm", "sse4_2")

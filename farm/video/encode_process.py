@@ -1,18 +1,6 @@
-"""Chunks encoded in a child process: :class:`ProcessChunkWriter` is :class:`~farm.video.encode.ChunkWriter`
-(same chunk bytes, same ``info``) with the encoding done by a long-lived :class:`EncoderProcess`.
-
-Why: a one-thread x264 encode through PyAV holds the GIL about 43 % of its time, so in the worker
-process it competes with the decode and model threads. Here the parent only copies each frame into
-a ring of shared memory slots (blocking while all are in use: back-pressure) and sends the slot's
-number over a pipe; the child runs a real ChunkWriter and hands the slot back. The child is
-started with "spawn" (the worker is a threaded Ray actor: never fork it) and leaves by itself when
-the parent dies (EOF on its pipe, or its parent pid changes). Every wait on it notices its death or
-times out; its errors come back as EncodeError. The parent owns and always unlinks the memory.
-Like every spawned child it imports the parent's ``__main__`` module again, so a script that
-starts one needs the ``if __name__ == "__main__":`` guard (Ray's worker and farm's entry points have it).
-
-About 400 lines: the parent's and the child's halves of one protocol belong together.
-"""
+"""Chunks encoded in a child process: :class:`ProcessChunkWriter` gives ChunkWriter's chunk bytes and
+``info``, encoded by a long-lived :class:`EncoderProcess` fed through shared memory, off the worker's
+GIL. About 400 lines: the parent's and the child's halves of one protocol belong together."""
 
 from __future__ import annotations
 
@@ -203,6 +191,8 @@ class EncoderProcess:
     # Talking to the child: every wait notices its death or times out.
 
     def _start(self) -> None:
+        # spawn, never fork: the worker is a threaded Ray actor. A spawned child imports the
+        # parent's __main__ again, so a script that starts one needs the __main__ guard.
         ctx = multiprocessing.get_context("spawn")
         ours, theirs = ctx.Pipe(duplex=True)
         t0 = time.perf_counter()

@@ -1,13 +1,6 @@
-"""Final assembly: the chunks' packets, copied in order (no decode, no encode), each given its source
-pts from the index and a dts of farm's own, interleaved with every other stream of the source
-copied packet for packet, then checked against the index.
-
-The tail's time grows with the bytes copied, not with pixels: every chunk was encoded by its
-worker in the output codec (:mod:`farm.video.encode`). Chunks must share one codec header; a chunk
-that differs from the first is refused, naming it.
-
-Just over 300 lines: concatenation, verification and the PNG sequence share the chunk reading and
-the timestamp rules, which must not drift apart."""
+"""Final assembly: the chunks' packets copied in order (no decode, no encode), each given its source
+pts from the index and a dts of farm's own, with every other source stream, then checked against the
+index. Just over 300 lines: concatenation, verification and PNG share the timestamp rules."""
 
 from __future__ import annotations
 

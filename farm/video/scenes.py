@@ -1,11 +1,6 @@
-"""Scene cuts from a cheap luma difference: frames are decoded, shrunk to 32x18 grey thumbnails
-by the decoder's scaler, and frame f is a cut when its thumbnail differs from frame f-1's by a
-large mean absolute difference that also stands out from its neighbours' differences.
-
-Only the frames near planned shard boundaries are decoded (see :func:`farm.plan.search_ranges`),
-once, when the job is created; the cuts are stored in the job spec. The detection is advisory: a
-range that cannot be decoded gives no cuts (its boundary stays where it was planned), and the
-worker that decodes that shard later reports the damage."""
+"""Scene cuts from a cheap luma difference of 32x18 grey thumbnails, decoded only near the planned
+shard boundaries, once, when the job is created (the cuts are stored in the job spec). Advisory: a
+range that cannot be decoded gives no cuts, and its boundary stays where it was planned."""
 
 from __future__ import annotations
 
