@@ -1,9 +1,6 @@
-"""The enhancer a worker uses: RealESRGANer (and GFPGANer around it, as the background upsampler)
-loaded once on one device, with out-of-memory retries in tiles and batches of frames; or, when a
-factory is registered for the model name, the factory's (:mod:`farm.enhance.factories`).
-
-torch, basicsr, realesrgan, gfpgan and facexlib are imported lazily, after the torchvision shim, so
-importing farm stays cheap and a new user never meets basicsr's broken import."""
+"""The enhancer a worker uses: RealESRGANer (and GFPGANer around it) loaded once on one device, with
+out-of-memory retries in tiles and batches; or a registered factory's (:mod:`farm.enhance.factories`).
+torch and the model libraries are imported lazily, after the torchvision shim."""
 
 from __future__ import annotations
 
@@ -55,6 +52,8 @@ class ModelEnhancer:
 
     def __init__(self, config: ModelConfig, geometry_for: Callable[[int], Geometry], device: str,
                  detector_factory: Callable[[], Any] | None = None, resize_on_device: bool | None = None) -> None:
+        # The shim before torch, imported here: importing farm stays cheap, and a new user never
+        # meets basicsr's broken import.
         install_torchvision_shim()
         import torch
 

@@ -1,11 +1,6 @@
-"""The face path's fast version: ``GFPGANer.enhance(frame, has_aligned=False, only_center_face=False,
-paste_back=True)`` for 8-bit frames whose background is already upscaled, equal within ±1.
-
-Part of the model layer with :mod:`farm.enhance` (which builds it); torch is imported lazily. What
-differs from GFPGANer is only where the work happens: the faces of a batch go through GFPGAN and
-the parser together and are converted on the device; the parser mask is blurred on the device
-(CUDA); each face is pasted inside its own footprint instead of blending the whole upscaled frame
-in float64 once per face; and a frame without faces is its background, untouched."""
+"""The face path's fast version of ``GFPGANer.enhance(frame, paste_back=True)`` (all faces, unaligned)
+for 8-bit frames whose background is already upscaled, equal within ±1; torch is imported lazily.
+Only where the work happens differs from GFPGANer: batched, on the device, pasted per face."""
 
 from __future__ import annotations
 

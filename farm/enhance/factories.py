@@ -1,13 +1,6 @@
-"""The seam between farm and its stand-ins: registries of enhancer and face-detector factories
-that tests fill (:func:`farm.testing.install_fakes`); the ``farm`` command leaves them empty, so
-no test hook is reachable from it.
-
-A model name ``NAME`` or ``NAME:OPTIONS`` picks the factory registered as ``NAME`` (the factory
-reads the options); a name with no factory is a registry model (:mod:`farm.enhance.registry`) or unknown.
-Factories are resolved on the driver, into :class:`Factories`, and handed to each worker actor
-when it is spawned: a Ray worker process needs no registration of its own. A factory must
-therefore be picklable (a module-level class or instance).
-"""
+"""The seam between farm and its stand-ins: registries of enhancer and face-detector factories that
+tests fill (:func:`farm.testing.install_fakes`); the ``farm`` command leaves them empty. Factories
+are resolved on the driver and pickled to each worker, so each must be picklable (module-level)."""
 
 from __future__ import annotations
 

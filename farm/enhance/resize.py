@@ -1,12 +1,6 @@
-"""OpenCV's ``cv2.resize(img, (W, H), interpolation=cv2.INTER_LANCZOS4)`` for 8-bit images, and
-the placement of the upscaled picture on its canvas, done in torch on the frames' device, so that
-on a GPU node only the canvas-sized uint8 frame crosses to the host.
-
-Part of the model layer with :mod:`farm.enhance`; torch is imported lazily. The resize is OpenCV's
-own arithmetic, so it is bit-exact (the tests allow ±1): 8 taps per axis at any scale, taps at
-``floor(fx) - 3 .. floor(fx) + 4`` for ``fx = (x + 0.5) * scale - 0.5`` in float32, replicated
-borders, ``interpolateLanczos4`` coefficients rounded to 11-bit fixed point, both passes summed in
-int32 and rounded once with ``(sum + 2**21) >> 22`` (resize.cpp's ``FixedPtCast``)."""
+"""OpenCV's LANCZOS4 ``cv2.resize`` for 8-bit images, and the placing of the upscaled picture on its
+canvas, in torch on the frames' device (imported lazily), so only the canvas-sized uint8 frame
+crosses to the host. Bit-exact: OpenCV's own fixed-point arithmetic (the tests allow ±1)."""
 
 from __future__ import annotations
 

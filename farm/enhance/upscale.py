@@ -1,11 +1,6 @@
-"""The background upscaler's fast path: ``RealESRGANer.enhance`` for a batch of 8-bit frames, with
-the pixels crossing host↔device as uint8 and the pre/post-processing done on the device.
-
-Part of the model layer with :mod:`farm.enhance` (which builds it); torch and cv2 are imported
-lazily. Equal to RealESRGANer within ±1 per value: same reflect pre-pad, same mod-pad for x2/x1,
-same clamp/round, same LANCZOS4 resize when the output scale is not the network's (by cv2 on the
-host, or with ``resize_on_device`` by :mod:`farm.enhance.resize` on the device, which can also place
-the picture on its canvas there, so that only the output frame is downloaded)."""
+"""The background upscaler's fast path: ``RealESRGANer.enhance`` for a batch of 8-bit frames, pixels
+crossing host↔device as uint8 and the pre/post-processing done on the device; equal to RealESRGANer
+within ±1 per value. torch and cv2 are imported lazily."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""The weights files on a node: where a job's model finds them (registry files in the weights dir, or
-a user's own files), and the checks before anything loads: on the driver (:func:`check_weights`)
-and on every worker (:func:`check_node_weights`, hashes cached per node, :mod:`farm.enhance.hashes`);
-plus listing a weights dir (``farm models``). Fetching is :mod:`farm.enhance.fetch`. Nothing here
-imports torch at import time."""
+"""The weights files on a node: where a job's model finds them (registry files or a user's own), the
+checks before anything loads, on the driver (:func:`check_weights`) and on every worker
+(:func:`check_node_weights`), and ``farm models``' listing. No torch at import time."""
 
 from __future__ import annotations
 
