@@ -1,9 +1,6 @@
-"""The Ray bridge: the driver's Ray calls to workers, and their results as ledger events.
-
-It starts shards on workers (:meth:`RayBridge.assign`), turns every finished Ray call into
-events (a shard's :class:`~farm.receipt.Receipt`, a failure, a lost worker, a heartbeat, a worker
-that joined or could not start), and re-announces the workers to a restarted coordinator. It
-decides nothing: the ledger does."""
+"""The Ray bridge: the driver's Ray calls to workers (:meth:`RayBridge.assign`), and every finished
+call as ledger events (a receipt, a failure, a lost worker, a heartbeat, a join or a failed start).
+It re-announces the workers to a restarted coordinator and decides nothing: the ledger does."""
 
 from __future__ import annotations
 

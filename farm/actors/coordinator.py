@@ -1,10 +1,6 @@
-"""The coordinator: one per job, the only writer of the job's ledger.
-
-A plain class; the driver runs it as a named, detached Ray actor on the head node, so a second
-``farm submit`` or ``farm resume`` finds it, and it outlives the driver. It feeds events to the
-pure :class:`~farm.ledger.Ledger`, persists the ledger to the job directory, and returns the
-instructions. On (re)start it rebuilds its state from storage: the ledger snapshot plus any
-segment receipts written after the last snapshot, minus segments that have disappeared."""
+"""The coordinator: one per job, the only writer of the job's ledger; a plain class the driver runs as
+a named, detached Ray actor. It feeds events to :class:`~farm.ledger.Ledger`, persists the ledger,
+returns the instructions, and on (re)start rebuilds its state from storage."""
 
 from __future__ import annotations
 

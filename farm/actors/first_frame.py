@@ -1,12 +1,6 @@
-"""The first-frame check, cheap insurance before a long job: the job's first output frame must
-not be uniform or black where its source frame is not. A broken decode, corrupt weights or a
-driver fault then stops the job in seconds, naming what to check, instead of after hours.
-
-Pure numpy, used by the worker on the job's first shard. Decisions: a flat source frame (a black
-intro, a fade) rightly gives a flat output, so the check moves on to the first frame of the shard
-whose source varies, and passes when the whole first shard is flat (logged); only the enhanced
-picture is looked at, not the black bars of ``--target``; NaN output shows here as a black or
-uniform frame, because the upscaler clamps and rounds to integers before the frame leaves it."""
+"""The first-frame check before a long job: the first output frame must not be uniform or black where
+its source frame is not, so a broken decode, corrupt weights or a driver fault stops the job in
+seconds, naming what to check. Pure numpy, run by the worker on the job's first shard."""
 
 from __future__ import annotations
 

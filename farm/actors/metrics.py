@@ -1,7 +1,6 @@
-"""farm's metrics, through Ray's metrics API: they appear in the Ray dashboard's metrics view and
-on every node's Prometheus endpoint (as ``ray_farm_*``), tagged by job, node and worker.
-
-Outside a Ray worker process (unit tests, scripts) every call is a no-op."""
+"""farm's metrics, through Ray's metrics API: in the Ray dashboard and on every node's Prometheus
+endpoint (as ``ray_farm_*``), tagged by job, node and worker. Outside a Ray worker process (unit
+tests, scripts) every call is a no-op."""
 
 from __future__ import annotations
 

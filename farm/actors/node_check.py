@@ -1,8 +1,6 @@
-"""`farm doctor --address`: one tiny task pinned to each live node of a Ray cluster, reporting what
-that node sees: its GPUs, the jobs root (writable?) and the weights dir (present, verified?).
-
-Results come back as plain dicts (they cross Ray); :func:`probe_nodes` turns them into
-:class:`farm.doctor.Check` lines, one per node plus one per finding that is not ok."""
+"""`farm doctor --address`: one tiny task pinned to each live node of a Ray cluster, reporting its
+GPUs, the jobs root (writable?) and the weights dir (present, verified?), as plain dicts that
+:func:`probe_nodes` turns into :class:`farm.doctor.Check` lines."""
 
 from __future__ import annotations
 

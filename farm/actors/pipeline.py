@@ -1,8 +1,6 @@
-"""A three-stage pipeline: a producer thread, the caller's thread, a consumer thread, joined by
-small bounded queues, so the middle stage (the device) is not kept waiting by I/O on either side.
-
-An error in any stage stops the others and reaches the caller: a producer's from :meth:`take`, a
-consumer's from :meth:`give` or :meth:`finish`. Nothing here knows about video or models."""
+"""A three-stage pipeline: a producer thread, the caller's thread and a consumer thread joined by small
+bounded queues, so the middle stage (the device) waits on neither side's I/O. An error in any stage
+stops the others and reaches the caller. Nothing here knows about video or models."""
 
 from __future__ import annotations
 

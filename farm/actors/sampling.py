@@ -1,9 +1,6 @@
-"""Ray shells for the commands that look before a long job (``farm preview``, ``estimate``, ``tune``):
-they run farm's own code on one of the cluster's workers, so the numbers and pictures come from
-the device the job will use.
-
-A one-shot task is enough for a preview (load the enhancer, render the frames, return them); an
-estimate reuses :class:`farm.actors.worker.EnhanceWorker` itself, one per GPU model."""
+"""Ray shells for ``farm preview``, ``estimate`` and ``tune``: farm's own code run on one of the
+cluster's workers, so the numbers and pictures come from the device the job will use (a one-shot
+task for a preview; :class:`farm.actors.worker.EnhanceWorker` itself, one per GPU model, to time)."""
 
 from __future__ import annotations
 

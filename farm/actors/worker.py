@@ -1,14 +1,6 @@
-"""The enhance worker: holds one loaded model on one device and turns shards into chunks.
-
-A plain class (Ray wraps it when the driver spawns it, see :mod:`farm.driver`): it decodes only its
-shard, enhances every frame, encodes a chunk in the job's OUTPUT codec (the spec's ``out``, with
-the settings every chunk of the job shares, :func:`farm.video.encode.chunk_settings`) to a scratch
-file, and commits it to the job directory with a receipt recording what the tail needs
-(``video``: codec parameters, reorder delay, pts shift, encoder settings). Decoding, enhancing and
-encoding run in three threads joined by small queues (:mod:`farm.actors.pipeline`), so the device
-is not kept waiting by I/O or by the encoder; the segment's commit protocol is the job directory's
-(:meth:`farm.storage.jobdir.JobDir.commit_segment`). Over 300 lines: the actor's start (device,
-weights checks), its progress reports and the shard's encode loop are one object's state."""
+"""The enhance worker (a plain class; Ray wraps it when spawned), one model on one device: it decodes
+only its shard, enhances, encodes a chunk in the job's output codec and commits it with a receipt.
+Over 300 lines: start, progress reports and the shard's encode loop are one object's state."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Where jobs live: the job directory layout and atomic writes, over fsspec, so that the same code
-serves a local path, an NFS mount, or an object store URL such as ``s3://bucket/jobs``.
-
-A file that matters is never visible half-written: on a filesystem it is written to a temporary
-sibling, flushed, and renamed; on an object store a single PUT makes it appear whole."""
+"""Where jobs live, over fsspec: one code path for a local path, an NFS mount or an object store URL
+(``s3://bucket/jobs``). A file that matters is never visible half-written: a temporary sibling,
+flushed and renamed; on an object store, a single PUT."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Keeping a job's ownership on storage: take it (or learn who holds it), renew it in a
-background thread while the driver works (through the mux too), and hand it back at the end.
-
-The rules are :mod:`farm.owner`'s (pure); this module does the reads and writes through
-:class:`~farm.storage.jobdir.JobDir`. No Ray: ownership is taken before Ray starts and before anything in
-the job directory changes (``--restart`` deletes nothing of a job another driver runs)."""
+"""Keeping a job's ownership on storage (:mod:`farm.owner`'s rules): take it or learn who holds it,
+renew it in a background thread while the driver works (through the mux too), hand it back at the
+end. No Ray: ownership is taken before Ray starts and before anything in the job directory changes."""
 
 from __future__ import annotations
 
