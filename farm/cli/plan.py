@@ -1,8 +1,6 @@
 """``farm preview``, ``farm estimate`` and ``farm tune``: the commands to run before a long job.
-
-Registered on the main group like :mod:`farm.cli.setup`. They take the model
-options of ``farm submit`` (the same click options, picked from :func:`farm.cli.commands.job_options`), so
-what they show, time and tune is what the same ``farm submit`` line would run."""
+They take ``farm submit``'s model options (:func:`farm.cli.commands.job_options`), so what they
+show, time and tune is what the same ``farm submit`` line would run."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""``farm preview --show``: the sheet drawn in the terminal as sixel graphics, where the terminal
-says it can draw them.
-
-Decisions: no dependency (rich draws no pixels; libsixel is not installed everywhere): a
-sixel image is a short text format, written here with a fixed 6x6x6 colour cube (216 colours,
-enough to judge a preview; the PNG stays the reference). Whether the terminal draws sixel is
-read from the environment, not asked of the terminal (asking needs a raw-mode round trip that a
-pipe or a CI log would hang on): a tty whose ``TERM`` or ``TERM_PROGRAM`` names a terminal known
-to draw sixel (below), or ``FARM_SIXEL=1`` to say so for any other."""
+"""``farm preview --show``: the sheet drawn in the terminal as sixel graphics (a fixed 6x6x6 colour
+cube, no dependency) where the environment says the terminal draws them: a tty whose ``TERM`` or
+``TERM_PROGRAM`` names a known sixel terminal, or ``FARM_SIXEL=1``."""
 
 from __future__ import annotations
 
@@ -20,6 +14,8 @@ SIXEL_TERMINALS = ("mlterm", "foot", "wezterm", "contour", "yaft", "xterm-sixel"
 MAX_WIDTH = 1600
 
 
+# Read from the environment, not asked of the terminal: the query's raw-mode round trip would
+# hang on a pipe or a CI log.
 def sixel_terminal(env: Mapping[str, str], is_tty: bool) -> bool:
     """The terminal on stdout says it draws sixel images (see the module docstring)."""
     if env.get("FARM_SIXEL") == "1":

@@ -1,25 +1,6 @@
-"""``farm estimate``: what a job will take, from a timed sample of the job itself.
-
-The job is prepared as ``farm submit`` prepares it (same checks, same plan), in a scratch jobs
-root; a worker (:class:`farm.actors.worker.EnhanceWorker`, the job's own) then runs a warm-up shard
-and a few of the job's shards spread through the video, each cut to at most ``sample_frames``
-frames, on the device the job would use (on a cluster: one worker per GPU model). Every figure
-comes from those shards' receipts and the probe: model seconds per frame, the worker's seconds per
-frame (decode and encode overlap the model), bytes per frame of the chunks in the output codec,
-the first calls' extra cost and the model load time. The scratch job is deleted afterwards.
-
-The model time is the quantity the job's receipts add up (``timings["enhance_s"]`` of every shard):
-each of the job's workers pays its model's first calls (allocations, kernel selection) once, inside
-its first shard, and the steady rate for every other frame. So the estimate is ``frames`` times
-the steady rate of the timed shards, plus, once per worker the job will run, the warm-up shard's
-``enhance_s`` beyond that rate (:attr:`DeviceSample.first_calls_s`, never below 0).
-
-Decisions: wall time assumes the workers of a kind run as fast together as the one sampled alone
-(true on GPUs; on a CPU the default is one single-threaded worker per core, up to 4, and one of
-them is sampled alone with the threads it would get: true while the workers are no more than the
-cores, as Ray's CPU count is by default; an oversubscribed Ray, as in the tests, would be slower);
-the tail (concatenation and verification) is not included, as it is a fraction of a second per
-chunk; chunks and output are both counted, as the job keeps its chunks until the output verified."""
+"""``farm estimate``: what a job will take, from a timed sample of the job itself: its own worker runs
+a warm-up shard and a few short shards on the job's device, in a scratch jobs root (deleted after).
+Model time: the frames at the steady rate, plus each worker's first calls; the tail is not counted."""
 
 from __future__ import annotations
 

@@ -1,23 +1,6 @@
-"""``farm preview``: a few frames through exactly the job's pipeline, on one PNG contact sheet.
-
-The frames are checked as ``farm submit`` checks them (the same probe, weights and geometry
-functions, so bad input gets the same one-line errors), decoded as the job's workers decode them
-(:func:`farm.video.decode.decode_shard` on one-frame shards, with the job's deinterlacing and
-colour), and enhanced by the enhancer a worker builds (:func:`farm.enhance.enhancer.build_enhancer`). The
-sheet has one row per frame: the source scaled to the output size (nearest, then Lanczos) beside
-the output frame, each panel at the output's full size so detail is seen as it will be, with
-the frame number and time code above, and crops of the faces found when faces are on.
-Decisions: frames are spread evenly over the video and each moves to the first frame of a scene
-cut within a second of it (a new shot shows more than a mid-shot frame); a sheet of a 4K job is
-large (three 3840-wide panels a row) because scaling the panels down would hide what the preview
-is for.
-
-``--clip SECONDS`` (:func:`clip_config`) is not a second pipeline: it is the job itself
-(``JobConfig.frames``) on the source frames from the first pick for SECONDS, run by the CLI
-through ``farm submit``'s driver, so its frames and pts are the full job's there.
-
-Just over 300 lines: picking frames, running them and drawing the sheet are one feature whose
-parts share the job's geometry; split, each would be a fragment."""
+"""``farm preview``: a few frames through exactly the job's pipeline (its checks, decode and enhancer)
+on one PNG contact sheet, source beside output at the output's full size. Just over 300 lines:
+picking, running and drawing share the job's geometry; split, each would be a fragment."""
 
 from __future__ import annotations
 

