@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnschedulableError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from farm.actors.connect import NAMESPACE
@@ -110,6 +110,16 @@ class WorkerPool:
             return []
         try:
             info = ray.get(ref)
+        except ActorUnschedulableError as exc:
+            # Pinned to a node that left before the worker was placed: not the worker's fault,
+            # and maintain() starts its replacement on a live node. Pinned to a live node that
+            # cannot take it, it is a start failure like any other.
+            self.remove(worker_id)
+            if member.node is not None and member.node not in {n["NodeID"] for n in ray.nodes() if n.get("Alive")}:
+                log.info("worker %s was never placed: node %s left", worker_id, member.node[:8])
+                return []
+            starting = sum(not m.ready for m in self.members.values())
+            return [WorkerStartFailed(worker_id, now, ray_cause(exc), starting)]
         except (RayActorError, RayTaskError) as exc:
             log.warning("worker %s could not start: %s", worker_id, ray_cause(exc))
             self.remove(worker_id)
