@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from farm.cli.main import main
 from farm.testing.fakes import fake_output
 from farm.testing.legacy import comb_measure, make_interlaced_clip
-from farm.video.deinterlace import _Bwdif, output_index
+from farm.video.deinterlace import _bwdif, output_index
 from farm.video.index import FrameIndex
 from tests.helpers import decode_all, packet_pts
 
@@ -54,7 +54,7 @@ def sequential_bwdif(source: str, mode: str, parity: str = "tt") -> list[np.ndar
         stream = c.streams.video[0]
         frames = list(c.decode(stream))
         tb = Fraction(stream.time_base)
-    graph = _Bwdif(frames[0], mode, parity, tb)
+    graph = _bwdif(frames[0], mode, parity, tb)
     out = []
     for frame in frames:
         out += graph.push(frame)
