@@ -24,6 +24,33 @@ def reference_upsampler(weights: str, scale: int, num_feat: int = 8, num_block: 
     return RealESRGANer(scale=scale, model_path=weights, model=net, tile=tile, half=False, device="cpu")
 
 
+def bwdif_pass(path: str, mode: str, parity: str) -> list[np.ndarray]:
+    """``ffmpeg -vf bwdif=mode=M:parity=P:deint=all`` in plain PyAV (a graph of its own, no farm
+    code): one pass over every decoded frame of the video, back in its pixel format, as BGR."""
+    with av.open(path) as c:
+        stream = c.streams.video[0]
+        frames = list(c.decode(stream))
+        graph = av.filter.Graph()
+        first = frames[0]
+        src = graph.add_buffer(width=first.width, height=first.height, format=first.format.name, time_base=stream.time_base)
+        filt = graph.add("bwdif", f"mode={mode}:parity={parity}:deint=all")
+        keep = graph.add("format", first.format.name)
+        sink = graph.add("buffersink")
+        src.link_to(filt)
+        filt.link_to(keep)
+        keep.link_to(sink)
+        graph.configure()
+        out = []
+        for frame in [*frames, None]:
+            graph.push(frame)
+            while True:
+                try:
+                    out.append(graph.pull().to_ndarray(format="bgr24"))
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    break
+    return out
+
+
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> int:
     assert a.shape == b.shape, (a.shape, b.shape)
     return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max())

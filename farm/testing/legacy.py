@@ -50,21 +50,13 @@ def comb_measure(picture: np.ndarray) -> float:
 def _mark_fields(frames: list, field_order: str) -> list:
     """The frames flagged interlaced with ``field_order`` (``tff`` or ``bff``), as a capture card
     flags them (PyAV cannot set the flags; FFmpeg's setfield filter does)."""
-    import av
+    from farm.video.filters import FilterChain
 
-    first = frames[0]
-    graph = av.filter.Graph()
-    src = graph.add_buffer(width=first.width, height=first.height, format=first.format.name, time_base=first.time_base)
-    mark = graph.add("setfield", field_order)
-    sink = graph.add("buffersink")
-    src.link_to(mark)
-    mark.link_to(sink)
-    graph.configure()
+    chain = FilterChain.like(frames[0], [("setfield", field_order)], time_base=frames[0].time_base)
     out = []
     for frame in frames:
-        graph.push(frame)
-        out.append(graph.pull())
-    return out
+        out += chain.push(frame)
+    return out + chain.flush()
 
 
 def make_interlaced_clip(path: str, *, top_first: bool = True, **kwargs: Any) -> str:

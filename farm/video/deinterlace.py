@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
-from typing import Callable, Iterator, cast
+from typing import Callable, Iterator
 
 import av
 import numpy as np
 
 from farm.config import DEINTERLACE_MODES as MODES
 from farm.errors import DecodeError
+from farm.video.filters import FilterChain
 from farm.video.index import FrameIndex
 
 log = logging.getLogger(__name__)
@@ -99,18 +100,10 @@ def detect_field_order(codec_field_order: int, frame: av.VideoFrame) -> str:
     ramp = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
     ramp[:] = (np.arange(ramp.shape[0]) % 251)[:, None]
     before = probe.to_ndarray()
-    graph = av.filter.Graph()
-    src = graph.add_buffer(width=probe.width, height=probe.height, format=probe.format, time_base=Fraction(1, 25))
-    order = graph.add("fieldorder", "tff")
-    keep = graph.add("format", probe.format.name)
-    sink = graph.add("buffersink")
-    src.link_to(order)
-    order.link_to(keep)
-    keep.link_to(sink)
     try:
-        graph.configure()
-        graph.push(probe)
-        moved = not np.array_equal(graph.pull().to_ndarray(), before)
+        chain = FilterChain.like(probe, [("fieldorder", "tff"), ("format", probe.format.name)], time_base=Fraction(1, 25))
+        (ordered,) = chain.push(probe)  # one frame in, one out; anything else is a ValueError
+        moved = not np.array_equal(ordered.to_ndarray(), before)
     except (ValueError, av.error.FFmpegError) as exc:  # a pixel format fieldorder does not take
         log.info("cannot read the field order of %s frames (%s); taking top field first", probe.format.name, exc)
         return "tt"
@@ -143,9 +136,9 @@ def deinterlaced_frames(
     first, last = max(0, start - 1), min(num_frames, stop + 1)  # with the neighbours bwdif reads
 
     def filtered() -> Iterator[av.VideoFrame]:
-        graph: _Bwdif | None = None
+        graph: FilterChain | None = None
         for _, frame in frames(first, last):
-            graph = graph or _Bwdif(frame, mode, field_order, time_base)
+            graph = graph or _bwdif(frame, mode, field_order, time_base)
             yield from graph.push(frame)  # bwdif's frames for the frame before this one
         if graph is not None and stop == num_frames:  # the end of the video: its last frame's
             yield from graph.flush()
@@ -161,29 +154,9 @@ def deinterlaced_frames(
         )
 
 
-class _Bwdif:
-    """One ``bwdif`` filter graph for frames shaped like the first one pushed."""
-
-    def __init__(self, frame: av.VideoFrame, mode: str, field_order: str, time_base: Fraction) -> None:
-        parity = "auto" if not is_interlaced(field_order) else ("tff" if field_order in TOP_FIRST else "bff")
-        self.graph = av.filter.Graph()
-        src = self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=time_base)
-        bwdif = self.graph.add("bwdif", f"mode={'send_field' if mode == 'double' else 'send_frame'}:parity={parity}:deint=all")
-        keep = self.graph.add("format", frame.format.name)  # keep the decoder's pixel format
-        sink = self.graph.add("buffersink")
-        src.link_to(bwdif)
-        bwdif.link_to(keep)
-        keep.link_to(sink)
-        self.graph.configure()
-
-    def push(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
-        self.graph.push(frame)
-        out: list[av.VideoFrame] = []
-        while True:
-            try:
-                out.append(cast(av.VideoFrame, self.graph.pull()))
-            except (av.error.BlockingIOError, av.error.EOFError):
-                return out
-
-    def flush(self) -> list[av.VideoFrame]:
-        return self.push(None)
+def _bwdif(frame: av.VideoFrame, mode: str, field_order: str, time_base: Fraction) -> FilterChain:
+    """One ``bwdif`` filter chain for frames shaped like ``frame``, keeping their pixel format."""
+    parity = "auto" if not is_interlaced(field_order) else ("tff" if field_order in TOP_FIRST else "bff")
+    bwdif = ("bwdif", f"mode={'send_field' if mode == 'double' else 'send_frame'}:parity={parity}:deint=all")
+    keep = ("format", frame.format.name)  # keep the decoder's pixel format
+    return FilterChain.like(frame, [bwdif, keep], time_base=time_base)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -17,7 +16,7 @@ from farm.cli.main import main
 from farm.testing.legacy import LEGACY_CORPUS, legacy_corpus
 from farm.video import color
 from farm.video.probe import probe
-from tests.helpers import decode_all, max_abs_diff, reference_upsampler, stream_packets, submit_tiny
+from tests.helpers import bwdif_pass, decode_all, max_abs_diff, reference_upsampler, stream_packets, submit_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -124,32 +123,6 @@ def assert_model_output_and_streams(pictures, out_frames, weights: str, out: str
     assert stream_packets(out, "subtitle") == stream_packets(source, "subtitle")
 
 
-def bwdif(path: str, parity: str) -> list[np.ndarray]:
-    """``ffmpeg -vf bwdif=mode=send_frame:parity=P:deint=all``: one pass over the whole video."""
-    with av.open(path) as c:
-        stream = c.streams.video[0]
-        frames = list(c.decode(stream))
-        graph = av.filter.Graph()
-        first = frames[0]
-        src = graph.add_buffer(width=first.width, height=first.height, format=first.format.name, time_base=stream.time_base)
-        filt = graph.add("bwdif", f"mode=send_frame:parity={parity}:deint=all")
-        keep = graph.add("format", first.format.name)
-        sink = graph.add("buffersink")
-        src.link_to(filt)
-        filt.link_to(keep)
-        keep.link_to(sink)
-        graph.configure()
-        out = []
-        for frame in [*frames, None]:
-            graph.push(frame)
-            while True:
-                try:
-                    out.append(graph.pull().to_ndarray(format="bgr24"))
-                except (av.error.BlockingIOError, av.error.EOFError):
-                    break
-    return out
-
-
 @pytest.mark.ray
 def test_dvd_is_deinterlaced_by_default(clips, outputs, tiny_x4, local_ray):
     """A DVD (interlaced MPEG-2, top field first) with default settings: each output frame is
@@ -161,7 +134,7 @@ def test_dvd_is_deinterlaced_by_default(clips, outputs, tiny_x4, local_ray):
     out_tb, out_times = presented(out)
     assert out_times == in_resolution(presented(source)[1], out_tb)
     _, out_frames = decode_all(out)
-    deinterlaced = bwdif(source, "tff")
+    deinterlaced = bwdif_pass(source, "send_frame", "tff")
     assert len(out_frames) == len(deinterlaced) == 12
     assert_model_output_and_streams(deinterlaced, out_frames, tiny_x4, out, source)
 
