@@ -11,7 +11,6 @@ from typing import Any, Callable, Literal
 
 from farm import recovery
 
-# The ledger's vocabulary, re-exported so that ``from farm.ledger import ShardDone`` keeps working.
 from farm.events import (
     STORAGE_EVENTS,
     Abort,
@@ -39,13 +38,9 @@ from farm.events import (
 )
 from farm.plan import Shard
 from farm.receipt import Receipt
-from farm.records import FailureIndex, FailureRecord, Lease, Policy
+from farm.records import Decision, FailureIndex, FailureRecord, GiveUp, Lease, RetryPolicy
 
-__all__ = [  # the ledger's vocabulary (events, instructions) is re-exported from farm.events
-    "STORAGE_EVENTS", "Abort", "Assign", "Cancelled", "DoneRecord", "Event", "FailureRecord", "Finish", "Heartbeat", "Instruction",
-    "Lease", "Ledger", "Mux", "MuxDone", "MuxFailed", "Policy", "Receipt", "Resync", "RunStarted", "SegmentFound", "SegmentMissing",
-    "ShardDone", "ShardFailed", "StopWorker", "Superseded", "Tick", "WorkerJoined", "WorkerLost", "WorkerStartFailed", "summarize",
-]
+__all__ = ["DoneRecord", "Ledger", "State", "summarize"]
 
 State = Literal["running", "muxing", "done", "failed", "cancelled"]
 
@@ -61,7 +56,7 @@ class Ledger:
     """Which shards are done, leased or pending, and what to do next."""
 
     shards: list[Shard]
-    policy: Policy = field(default_factory=Policy)
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
     state: State = "running"
     done: dict[int, DoneRecord] = field(default_factory=dict)
     attempts: Counter = field(default_factory=Counter)
@@ -108,11 +103,23 @@ class Ledger:
         """The nodes (one per attempt) on which ``shard`` failed with exactly ``error``."""
         return self._index().same.get((shard, error), [])
 
-    def _add_failure(self, record: FailureRecord) -> None:
+    def add_failure(self, record: FailureRecord) -> None:
+        """Keep ``record`` in the history that the rules read."""
         self._index().add(record)
         self.failures.append(record)
 
-    def _requeue(self, shard: int) -> None:
+    def forget_run(self) -> None:
+        """Forget what the last run knew (workers, leases, blocked nodes, start failures, the
+        queue); what storage holds stays."""
+        self.leases.clear()
+        self.workers.clear()
+        self.busy.clear()
+        self.blocked_nodes.clear()
+        self.start_failures.clear()
+        self._queue = None
+
+    def requeue(self, shard: int) -> None:
+        """Make ``shard`` pending again (it is no longer done or leased)."""
         if self._queue is not None:
             heapq.heappush(self._queue, shard)
 
@@ -174,7 +181,8 @@ class Ledger:
         s = self.shards[receipt.shard]
         return Receipt.from_record(receipt.shard, {**receipt.record_json(), **run}, s.start, s.stop)
 
-    def _release(self, worker: str) -> int | None:
+    def release(self, worker: str) -> int | None:
+        """Free ``worker``: its lease ends; returns the shard it held, if any."""
         shard = self.busy.pop(worker, None)
         if shard is not None:
             lease = self.leases.get(shard)
@@ -184,49 +192,48 @@ class Ledger:
 
     def _worker_lost(self, event: WorkerLost) -> list[Instruction]:
         node = self.workers.pop(event.worker, None)
-        shard = self._release(event.worker)
+        shard = self.release(event.worker)
         if shard is None or shard in self.done or self.state != "running":
             return []
         self.losses[shard] += 1
-        self._add_failure(
+        self.add_failure(
             FailureRecord(shard, node or "?", event.worker, f"worker lost: {event.reason}", self.attempts[shard], self.wall, reported=False)
         )
-        self._requeue(shard)
-        if self.losses[shard] >= self.policy.max_losses:
-            return self._abort(self._report(shard, f"{self.losses[shard]} workers were lost while running it"))
-        return []
+        self.requeue(shard)
+        return self._carry_out(shard, self.policy.after_loss(self.losses[shard]))
 
     def _shard_done(self, event: ShardDone) -> list[Instruction]:
         node = self.workers.get(event.worker, "?")
         lease = self.leases.get(event.shard)
         attempt = lease.attempt if lease is not None and lease.worker == event.worker else self.attempts[event.shard]
-        self._release(event.worker)
+        self.release(event.worker)
         if event.shard not in self.done and 0 <= event.shard < len(self.shards):  # a late duplicate changes nothing
             self.done[event.shard] = self.record(event.receipt, worker=event.worker, node=node, attempt=attempt)
         return []
 
-    def _shard_failed(self, event: ShardFailed, reported: bool = True) -> list[Instruction]:
+    def fail_shard(self, event: ShardFailed, reported: bool = True) -> list[Instruction]:
         node = self.workers.get(event.worker, "?")
-        self._release(event.worker)
+        self.release(event.worker)
         if event.shard in self.done or self.state != "running":
             return []
-        self._add_failure(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], self.wall, reported))
-        self._requeue(event.shard)
+        self.add_failure(FailureRecord(event.shard, node, event.worker, event.error, self.attempts[event.shard], self.wall, reported))
+        self.requeue(event.shard)
         out: list[Instruction] = []
-        # The last node with workers is never blocked: its shards' own retries decide.
         others_live = any(n != node and n not in self.blocked_nodes for n in self.workers.values())
-        if self.node_failure_counts()[node] >= self.policy.node_failure_limit and node not in self.blocked_nodes and others_live:
+        if node not in self.blocked_nodes and self.policy.blocks(self.node_failure_counts()[node], others_live):
             self.blocked_nodes.add(node)
             out += [StopWorker(w, f"node {node} failed {self.policy.node_failure_limit} shards") for w, n in self.workers.items() if n == node]
-        same = self.same_failures(event.shard, event.error) if reported else []
-        if not event.retryable:
-            return out + self._abort(self._report(event.shard, "the error cannot be fixed by a retry"))
-        # The same error on two nodes, or on every attempt, is the input's (a damaged frame).
-        if len(set(same)) >= 2 or (len(same) >= 2 and self.attempts[event.shard] >= self.policy.max_attempts and self._all_same(event.shard)):
-            return out + self._abort(self._report(event.shard, f"all {len(same)} attempts failed the same way"))
-        if self.attempts[event.shard] >= self.policy.max_attempts:
-            return out + self._abort(self._report(event.shard, f"all {self.policy.max_attempts} attempts failed"))
-        return out
+        decision = self.policy.decide(
+            attempts=self.attempts[event.shard],
+            retryable=event.retryable,
+            same_error_nodes=self.same_failures(event.shard, event.error) if reported else [],
+            every_attempt_same=lambda: self._all_same(event.shard),
+        )
+        return out + self._carry_out(event.shard, decision)
+
+    def _carry_out(self, shard: int, decision: Decision) -> list[Instruction]:
+        """A failed shard is queued again already; giving up fails the job with its report."""
+        return self.abort(self._report(shard, decision.why)) if isinstance(decision, GiveUp) else []
 
     def _all_same(self, shard: int) -> bool:
         """This run's attempts of ``shard`` all failed with one reported error."""
@@ -240,7 +247,8 @@ class Ledger:
         last = tries[-1].error if tries else "none"
         return f"{s} failed: {why}; nodes tried: {nodes}; last error: {last}"
 
-    def _abort(self, reason: str) -> list[Instruction]:
+    def abort(self, reason: str) -> list[Instruction]:
+        """Fail the job for ``reason`` (unless it has ended already)."""
         if self.state in ("failed", "cancelled", "done"):
             return []
         self.state = "failed"
@@ -258,7 +266,7 @@ class Ledger:
         if not idle:
             if self.workers and not any(n not in self.blocked_nodes for n in self.workers.values()) and self.pending():
                 last = f"; last error: {self.failures[-1].error}" if self.failures else ""
-                return self._abort(f"every node with workers is blocked after repeated failures: {', '.join(sorted(self.blocked_nodes))}{last}")
+                return self.abort(f"every node with workers is blocked after repeated failures: {', '.join(sorted(self.blocked_nodes))}{last}")
             return out
         live_nodes = {n for n in self.workers.values() if n not in self.blocked_nodes}
         for worker in idle:
@@ -312,7 +320,7 @@ class Ledger:
         }
 
     @classmethod
-    def from_json(cls, data: dict, policy: Policy) -> Ledger:
+    def from_json(cls, data: dict, policy: RetryPolicy) -> Ledger:
         shards = [Shard(i, a, b) for i, (a, b) in enumerate(data["shards"])]
         return cls(
             shards=shards,
@@ -346,6 +354,6 @@ def summarize(job_id: str, ledger: Ledger) -> dict[str, Any]:
 _HANDLERS: dict[type, Callable[[Ledger, Any], list[Instruction]]] = {
     RunStarted: recovery.run_started, SegmentFound: recovery.segment_found, SegmentMissing: recovery.segment_missing,
     WorkerJoined: Ledger._worker_joined, WorkerStartFailed: recovery.start_failed, WorkerLost: Ledger._worker_lost,
-    ShardDone: Ledger._shard_done, ShardFailed: Ledger._shard_failed, Heartbeat: Ledger._heartbeat, Tick: recovery.expire_leases,
-    MuxDone: Ledger._mux_done, MuxFailed: lambda lg, e: lg._abort(f"the final mux failed: {e.error}"), Cancelled: Ledger._cancelled,
+    ShardDone: Ledger._shard_done, ShardFailed: Ledger.fail_shard, Heartbeat: Ledger._heartbeat, Tick: recovery.expire_leases,
+    MuxDone: Ledger._mux_done, MuxFailed: lambda lg, e: lg.abort(f"the final mux failed: {e.error}"), Cancelled: Ledger._cancelled,
 }

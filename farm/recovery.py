@@ -1,6 +1,6 @@
-"""The ledger's recovery rules (pure, called by :class:`farm.ledger.Ledger` for its events): a new
-run, what storage holds, workers that cannot start, and leases that expire. Each takes the ledger
-and its event, changes the ledger, and returns instructions."""
+"""The ledger's recovery rules (pure): a new run, what storage holds, workers that cannot start,
+leases that expire. Each takes the ledger (typed Any: it imports this module) and its event,
+changes the ledger through its public methods, and returns instructions."""
 
 from __future__ import annotations
 
@@ -19,12 +19,7 @@ def run_started(lg: Any, event: RunStarted) -> list[Instruction]:
         lg.attempts.clear()
         lg.losses.clear()
     lg.state = "running"  # a done or muxing job's output is missing or stale: the mux runs again
-    lg.leases.clear()
-    lg.workers.clear()
-    lg.busy.clear()
-    lg.blocked_nodes.clear()
-    lg.start_failures.clear()
-    lg._queue = None
+    lg.forget_run()
     return []
 
 
@@ -50,7 +45,7 @@ def segment_missing(lg: Any, event: SegmentMissing) -> list[Instruction]:
     if record is None or record.segment != event.segment:
         return []
     del lg.done[event.shard]
-    lg._requeue(event.shard)
+    lg.requeue(event.shard)
     if lg.state in ("done", "muxing"):
         lg.state = "running"
     return []
@@ -62,8 +57,8 @@ def start_failed(lg: Any, event: WorkerStartFailed) -> list[Instruction]:
     lg.start_failures.append(event.error)
     if lg.state != "running" or lg.workers:
         return []
-    if len(lg.start_failures) >= max(lg.policy.start_failures, 2 * event.starting):
-        return lg._abort(f"no worker could start: {event.error}")
+    if lg.policy.stops_starting(len(lg.start_failures), event.starting):
+        return lg.abort(f"no worker could start: {event.error}")
     return []
 
 
@@ -85,19 +80,19 @@ def expire_leases(lg: Any, event: Tick) -> list[Instruction]:
                 continue
             idle = now - lease.since
             out.append(StopWorker(lease.worker, f"no progress on shard {shard} for {idle:.0f} s, with {len(expired) - 1} other leases at once"))
-            lg._release(lease.worker)
+            lg.release(lease.worker)
             lg.workers.pop(lease.worker, None)
             lg.losses[shard] += 1
-            lg._add_failure(FailureRecord(shard, lease.node, lease.worker, f"lease expired with {len(expired) - 1} others at once: no progress for {idle:.0f} s",
+            lg.add_failure(FailureRecord(shard, lease.node, lease.worker, f"lease expired with {len(expired) - 1} others at once: no progress for {idle:.0f} s",
                                             lg.attempts[shard], lg.wall, reported=False, blamed=False))
             lg.attempts[shard] = max(0, lg.attempts[shard] - 1)
-            lg._requeue(shard)
+            lg.requeue(shard)
         return out
     out = []
     for shard, lease in expired:
         idle = now - lease.renewed
         out.append(StopWorker(lease.worker, f"no progress on shard {shard} for {idle:.0f} s"))
-        out += lg._shard_failed(
+        out += lg.fail_shard(
             ShardFailed(shard, lease.worker, now, f"lease expired: no progress for {idle:.0f} s", retryable=True), reported=False
         )
         lg.workers.pop(lease.worker, None)

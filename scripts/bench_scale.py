@@ -122,7 +122,7 @@ def coordinator_cost(work: str, shards: int = 10_000, workers: int = 64) -> tupl
     """Milliseconds per shard: the coordinator in this process, and through a Ray actor."""
     from farm.actors.coordinator import Coordinator
     from farm.config import ModelConfig
-    from farm.ledger import Assign, ShardDone, WorkerJoined
+    from farm.events import Assign, ShardDone, WorkerJoined
     from farm.storage.jobdir import JobDir
     from farm.storage.spec import JobSpec
     from farm.video.index import FrameIndex

@@ -9,23 +9,10 @@ import time
 from typing import Any
 
 from farm.actors.metrics import JobMetrics
-from farm.ledger import (
-    Assign,
-    DoneRecord,
-    Event,
-    Instruction,
-    Ledger,
-    Policy,
-    Resync,
-    RunStarted,
-    SegmentFound,
-    SegmentMissing,
-    Superseded,
-    WorkerJoined,
-    WorkerLost,
-    summarize,
-)
+from farm.events import Assign, Event, Instruction, Resync, RunStarted, SegmentFound, SegmentMissing, Superseded, WorkerJoined, WorkerLost
+from farm.ledger import DoneRecord, Ledger, summarize
 from farm.receipt import Receipt
+from farm.records import RetryPolicy
 from farm.storage.jobdir import JobDir
 
 log = logging.getLogger(__name__)
@@ -49,12 +36,12 @@ class Coordinator:
         self.run: str | None = None  # the driver run whose workers the ledger knows (lost on restart)
         self._last_live = 0.0
         self.metrics = JobMetrics(job_id)
-        self._load(Policy(**(policy or {})))
+        self._load(RetryPolicy(**(policy or {})))
 
     def __repr__(self) -> str:  # Ray shows it, once, in the dashboard's actor list
         return f"Coordinator(job {self.job_id} in {self.jobs_root})"
 
-    def _load(self, policy: Policy, flush: bool = True) -> None:
+    def _load(self, policy: RetryPolicy, flush: bool = True) -> None:
         """(Re)build all state from the job directory, the source of truth (written back unless
         ``flush`` is False: the caller writes it)."""
         self.spec = self.job.read_spec()
@@ -79,7 +66,7 @@ class Coordinator:
         self.run = run
         self.driver = dict(driver) if driver else None
         self.workers.clear()
-        self._load(Policy(**(policy or {})), flush=False)
+        self._load(RetryPolicy(**(policy or {})), flush=False)
         self.job.clear_control()
         instructions = self.ledger.handle(RunStarted(now), wall=time.time())
         self.flush(force=True)

@@ -16,7 +16,7 @@ from farm.actors.connect import NAMESPACE
 from farm.actors.worker import EnhanceWorker
 from farm.enhance.factories import Factories
 from farm.errors import FarmError
-from farm.ledger import WorkerJoined, WorkerLost, WorkerStartFailed
+from farm.events import WorkerJoined, WorkerLost, WorkerStartFailed
 from farm.plan import EncoderSizing, cpu_plan, expected_gpu_fps, gpu_tflops, size_encoder
 from farm.storage.jobdir import JobDir
 from farm.storage.spec import JobSpec

@@ -28,7 +28,7 @@ from farm.config import OutputConfig, check_job_id
 from farm.errors import InputError, StorageError
 from farm.ledger import Ledger
 from farm.owner import OwnerRecord
-from farm.records import Policy
+from farm.records import RetryPolicy
 from farm.storage.fs import TMP_MARK, Storage, sha256_file
 from farm.storage.spec import JobSpec
 from farm.video.encode import CHUNK_SUFFIX
@@ -90,10 +90,10 @@ class JobDir:
         except FileNotFoundError:
             return None
 
-    def load_ledger(self, policy: Policy | None = None, spec: JobSpec | None = None) -> Ledger:
+    def load_ledger(self, policy: RetryPolicy | None = None, spec: JobSpec | None = None) -> Ledger:
         """The job's ledger as last written, or a fresh one of its plan (``spec``: the job's, when
         the caller has read it) when none was."""
-        policy = policy or Policy()
+        policy = policy or RetryPolicy()
         data = self.read_ledger()
         return Ledger.from_json(data, policy) if data else Ledger((spec or self.read_spec()).shards(), policy)
 

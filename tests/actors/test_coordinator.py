@@ -8,7 +8,7 @@ import os
 
 from farm.actors.coordinator import Coordinator
 from farm.config import JobConfig, ModelConfig, OutputConfig
-from farm.ledger import Assign, Resync, ShardDone, Superseded, Tick, WorkerJoined
+from farm.events import Assign, Resync, ShardDone, Superseded, Tick, WorkerJoined
 from farm.preflight import prepare
 from farm.receipt import Receipt
 from farm.storage.fs import Storage

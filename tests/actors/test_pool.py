@@ -6,7 +6,7 @@ import ray
 
 from farm.actors import pool as pool_mod
 from farm.actors.pool import WorkerPool, _Member
-from farm.ledger import WorkerStartFailed
+from farm.events import WorkerStartFailed
 
 
 def test_workers_started_before_any_gpu_node_are_not_doubled_when_one_joins(monkeypatch):

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from farm.ledger import (
+from farm.events import (
     Abort,
     Assign,
     Cancelled,
     Finish,
     Heartbeat,
-    Ledger,
     Mux,
     MuxDone,
-    Policy,
-    Receipt,
     RunStarted,
     SegmentFound,
     SegmentMissing,
@@ -27,7 +24,10 @@ from farm.ledger import (
     WorkerLost,
     WorkerStartFailed,
 )
+from farm.ledger import Ledger
 from farm.plan import Shard, default_shard_frames, plan_shards
+from farm.receipt import Receipt
+from farm.records import GiveUp, Retry, RetryPolicy
 
 
 def done(shard: int, worker: str, now: float = 1.0) -> ShardDone:
@@ -35,7 +35,7 @@ def done(shard: int, worker: str, now: float = 1.0) -> ShardDone:
 
 
 def ledger(n: int = 4, **policy) -> Ledger:
-    return Ledger(plan_shards(n * 10, 10), Policy(**policy))
+    return Ledger(plan_shards(n * 10, 10), RetryPolicy(**policy))
 
 
 def assigns(instructions) -> list[tuple[int, str]]:
@@ -242,7 +242,7 @@ def test_round_trip_keeps_progress_and_drops_leases():
     lg.handle(WorkerJoined("a", "n1", 0))
     lg.handle(done(0, "a"))
     lg.handle(ShardFailed(1, "a", 2, "x"))
-    back = Ledger.from_json(lg.to_json(), Policy())
+    back = Ledger.from_json(lg.to_json(), RetryPolicy())
     assert back.done == lg.done and back.failures == lg.failures and back.attempts == lg.attempts
     assert back.leases == {} and back.workers == {}
     assert back.pending() == [1, 2]
@@ -252,7 +252,7 @@ def test_resume_of_a_failed_job_resets_attempts_not_history():
     lg = ledger(1, max_attempts=1)
     lg.handle(WorkerJoined("a", "n1", 0))
     lg.handle(ShardFailed(0, "a", 1, "x"))
-    back = Ledger.from_json(lg.to_json(), Policy(max_attempts=1))
+    back = Ledger.from_json(lg.to_json(), RetryPolicy(max_attempts=1))
     assert back.state == "failed"
     back.resume()
     assert back.state == "running" and not back.attempts and len(back.failures) == 1
@@ -269,7 +269,7 @@ def test_restarted_coordinator_gets_the_running_workers_back_without_double_work
     lg = ledger(5)
     lg.handle(WorkerJoined("a", "n1", 0), WorkerJoined("b", "n2", 0), WorkerJoined("c", "n3", 0))
     assert lg.handle(done(2, "c", 1)) == [Assign(3, "c", 1)]
-    back = Ledger.from_json(lg.to_json(), Policy())
+    back = Ledger.from_json(lg.to_json(), RetryPolicy())
     assert back.handle(WorkerJoined("a", "n1", 5, shard=0, attempt=1), WorkerJoined("b", "n2", 5, shard=1, attempt=1),
                        WorkerJoined("c", "n3", 5, shard=3, attempt=1), WorkerJoined("d", "n3", 5)) == [Assign(4, "d", 1)]
     assert back.handle(done(0, "a", 6)) == []
@@ -283,7 +283,7 @@ def test_a_new_run_of_a_done_job_whose_output_is_missing_muxes_again():
     lg.handle(WorkerJoined("a", "n1", 0))
     lg.handle(done(0, "a"), done(1, "a"))
     lg.handle(MuxDone(3))
-    back = Ledger.from_json(lg.to_json(), Policy())
+    back = Ledger.from_json(lg.to_json(), RetryPolicy())
     assert back.state == "done"
     assert back.handle(RunStarted(0)) == [Mux()]
     assert back.state == "muxing" and back.workers == {}
@@ -387,4 +387,22 @@ def test_one_receipt_from_the_worker_to_the_ledger_and_back():
     lg.handle(ShardDone(0, "w1", 1.0, r))
     assert lg.to_json()["done"] == {"0": {"segment": "000000-a.nut", "frames": 10, "bytes": 100, "sha256": "ab", "node": "n1",
                                           "worker": "w1", "seconds": 1.5, "attempt": 1, "faces": 0}}
-    assert Ledger.from_json(lg.to_json(), Policy()).done == lg.done
+    assert Ledger.from_json(lg.to_json(), RetryPolicy()).done == lg.done
+
+
+def test_the_retry_policy_decides_from_the_attempts_and_the_errors():
+    """The rules behind every give-up, asked directly: a shard that failed twice with the same
+    error on two machines is the input's (a damaged frame), so the job stops at once; on one
+    machine it gets its attempts; an error the worker calls final stops the job; a lost worker
+    is retried until the loss limit; a node is blocked after its limit unless it is the last."""
+    policy = RetryPolicy(max_attempts=3, max_losses=2, node_failure_limit=2)
+    never = lambda: pytest.fail("asked when it does not matter")  # noqa: E731
+    assert policy.decide(attempts=1, retryable=True, same_error_nodes=["n1"], every_attempt_same=never) == Retry()
+    assert policy.decide(attempts=2, retryable=True, same_error_nodes=["n1", "n2"], every_attempt_same=never) == GiveUp("all 2 attempts failed the same way")
+    assert policy.decide(attempts=2, retryable=True, same_error_nodes=["n1", "n1"], every_attempt_same=never) == Retry()
+    assert policy.decide(attempts=3, retryable=True, same_error_nodes=["n1", "n1", "n1"], every_attempt_same=lambda: True) == GiveUp("all 3 attempts failed the same way")
+    assert policy.decide(attempts=3, retryable=True, same_error_nodes=["n1", "n1"], every_attempt_same=lambda: False) == GiveUp("all 3 attempts failed")
+    assert policy.decide(attempts=1, retryable=False, same_error_nodes=[], every_attempt_same=never) == GiveUp("the error cannot be fixed by a retry")
+    assert [policy.after_loss(n) for n in (1, 2)] == [Retry(), GiveUp("2 workers were lost while running it")]
+    assert [policy.blocks(1, True), policy.blocks(2, True), policy.blocks(5, False)] == [False, True, False]
+    assert [policy.stops_starting(3, 1), policy.stops_starting(3, 2), policy.stops_starting(4, 2)] == [True, False, True]
