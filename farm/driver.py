@@ -1,4 +1,4 @@
-"""submit: start or join Ray (or hand the job to a cluster as a Ray Job), take the job's
+"""submit: start or join Ray (:mod:`farm.session`; or hand the job to a cluster as a Ray Job), take the job's
 ownership on storage (or follow the driver that holds it, :mod:`farm.follow`), get the job's
 coordinator, and carry out the ledger's instructions until the output is written and verified.
 The checks before any work are in :mod:`farm.preflight`; the Ray calls to workers and their results
@@ -7,7 +7,7 @@ as events in :mod:`farm.actors.bridge`; the view's figures in :mod:`farm.progres
 The driver holds no state that matters: killed at any point, the same command (or ``farm resume``)
 continues from the job directory.
 
-Over 300 lines: Ray's entry points (joining, the coordinator, Ray Jobs) sit with the run."""
+Over 300 lines: Ray's entry points (the coordinator, Ray Jobs) sit with the run."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from farm.actors.bridge import RayBridge
-from farm.actors.connect import NAMESPACE, join
+from farm.actors.connect import NAMESPACE
 from farm.actors.coordinator import Coordinator
 from farm.actors.mux_task import assemble, mux_placement
 from farm.actors.pool import WorkerPool, cluster_encoder_sizing
@@ -38,6 +38,7 @@ from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFaile
 from farm.follow import follow
 from farm.preflight import Prepared, identify, output_current, prepare, record_output
 from farm.progress import Progress, ProgressTracker
+from farm.session import start_ray, use_token
 from farm.storage.fs import normalize
 
 if TYPE_CHECKING:
@@ -50,65 +51,11 @@ PROGRESS_S = 1.0
 MAINTAIN_S = 3.0
 CONTROL_S = 2.0
 
-__all__ = ["Progress", "Run", "prepare", "start_ray", "submit", "submit_ray_job", "use_token"]  # Progress: farm.progress's
+__all__ = ["Progress", "Run", "prepare", "submit", "submit_ray_job"]  # Progress: farm.progress's
 
 
 # ----------------------------------------------------------------------------------------------
-# Ray
-
-
-def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = True, token: str | None = None) -> str | None:
-    """Join the cluster at ``address`` (``host:port``, ``auto`` or ``ray://``), or start an
-    embedded one on loopback; returns the dashboard URL when there is one."""
-    if token:
-        use_token(token)
-    if address:
-        ctx = join(address)
-    else:
-        ctx = _start_local_ray(num_cpus, dashboard)
-    url = getattr(ctx, "dashboard_url", None)
-    return f"http://{url}" if url else None
-
-
-def _start_local_ray(num_cpus: int | None, dashboard: bool):
-    """An embedded cluster for this machine only: every port of its GCS, raylet, workers, dashboard
-    and agents on 127.0.0.1, and Ray's token authentication left on (Ray's default for a local
-    cluster; it writes a token to ~/.ray/auth_token if there is none). Only an explicit
-    ``RAY_AUTH_MODE=disabled`` turns it off.
-
-    Ray binds all interfaces unless it takes the node's address to be loopback, which it does only
-    where "clusters are disabled" (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when ray is imported,
-    so the constant is set here too; child processes read the variable)."""
-    from ray._private import ray_constants  # type: ignore[attr-defined]
-
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
-    saved, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
-    try:
-        return ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=dashboard,
-            dashboard_host="127.0.0.1",
-            # No port given: Ray takes 8265 or the next free one when it binds (a port checked
-            # free beforehand can be taken by another Ray starting meanwhile).
-            _node_ip_address="127.0.0.1",
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-            namespace=NAMESPACE,
-        )
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
-
-
-def use_token(token: str) -> None:
-    """Ray's token authentication reads the token from the environment, in this process and in
-    everything it starts; Ray caches its settings at import, so they are reloaded here (as Ray's
-    own `_enable_token_auth` does)."""
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN"] = token
-    from ray._raylet import Config  # type: ignore[attr-defined]
-
-    Config.initialize("")
+# The coordinator
 
 
 def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):

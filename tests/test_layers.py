@@ -75,7 +75,7 @@ def room_of(module: str, imported: bool = False) -> str:
     head = parts[1]
     if head in CORE_MODULES:
         return "core"
-    if head in ("rayjob", "follow"):
+    if head in ("session", "rayjob", "follow"):
         return "driver"
     return head
 
