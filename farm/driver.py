@@ -1,13 +1,11 @@
-"""submit: start or join Ray (:mod:`farm.session`; or hand the job to a cluster as a Ray Job), take the job's
+"""submit: start or join Ray (:mod:`farm.session`; a Ray Job instead: :mod:`farm.rayjob`), take the job's
 ownership on storage (or follow the driver that holds it, :mod:`farm.follow`), get the job's
 coordinator, and carry out the ledger's instructions until the output is written and verified.
 The checks before any work are in :mod:`farm.preflight`; the Ray calls to workers and their results
 as events in :mod:`farm.actors.bridge`; the view's figures in :mod:`farm.progress`.
 
 The driver holds no state that matters: killed at any point, the same command (or ``farm resume``)
-continues from the job directory.
-
-Over 300 lines: Ray's entry points (the coordinator, Ray Jobs) sit with the run."""
+continues from the job directory."""
 
 from __future__ import annotations
 
@@ -31,14 +29,14 @@ from farm.actors.mux_task import assemble, mux_placement
 from farm.actors.pool import WorkerPool, cluster_encoder_sizing
 from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
-from farm.enhance.factories import job_module, resolve_factories
+from farm.enhance.factories import resolve_factories
 from farm.enhance.weights import sr_flop_per_input_pixel
-from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError, first_line
+from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
-from farm.preflight import Prepared, identify, output_current, prepare, record_output
+from farm.preflight import Prepared, output_current, prepare, record_output
 from farm.progress import Progress, ProgressTracker
-from farm.session import start_ray, use_token
+from farm.session import start_ray
 from farm.storage.fs import normalize
 
 if TYPE_CHECKING:
@@ -51,7 +49,7 @@ PROGRESS_S = 1.0
 MAINTAIN_S = 3.0
 CONTROL_S = 2.0
 
-__all__ = ["Progress", "Run", "prepare", "submit", "submit_ray_job"]  # Progress: farm.progress's
+__all__ = ["Progress", "Run", "prepare", "submit"]  # Progress: farm.progress's
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,71 +288,3 @@ def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[
         # Inside the CLI's stdout redirection, so that Ray's last buffered warnings go to stderr.
         if owns_ray:
             ray.shutdown()
-
-
-# ----------------------------------------------------------------------------------------------
-# Ray Jobs: the driver runs on the cluster, the CLI follows it
-
-
-def submit_ray_job(
-    cfg: JobConfig,
-    forwarded: list[str],
-    dashboard: str,
-    *,
-    token: str | None = None,
-    detach: bool = False,
-    on_line: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Submit ``farm submit <forwarded>`` as a Ray Job to the cluster whose dashboard is at
-    ``dashboard``; unless ``detach``, follow its logs until it ends.
-
-    The entrypoint runs farm from the cluster's own environment (``python -m farm``, or the test
-    entry point when this process installed the fakes: :func:`farm.enhance.factories.job_module`);
-    input, output and jobs root must be paths the cluster sees (shared storage or object store URLs).
-
-    Raises:
-        ClusterError: the cluster cannot be reached or refuses the job.
-        JobFailed: the job ended in failure (its last error line is the message).
-    """
-    import asyncio
-    import shlex
-
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    if token:
-        use_token(token)
-    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):  # they would override the address given
-        os.environ.pop(name, None)
-    job_id = identify(cfg)
-    entrypoint = shlex.join(["python", "-m", job_module(), "submit", *forwarded, "--address", "auto"])
-    submission_id = f"farm-{(job_id or 'job')[:48]}-{uuid.uuid4().hex[:6]}"
-    metadata = {"farm_input": cfg.input, "farm_output": cfg.output, "farm_job_id": job_id or "unknown until the driver starts"}
-    # The SDK sets its own logger to INFO and logs every websocket it opens and closes.
-    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    try:
-        client = JobSubmissionClient(dashboard, headers=headers)
-        client.submit_job(entrypoint=entrypoint, submission_id=submission_id, metadata=metadata)
-    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
-        auth = any(w in str(exc).lower() for w in ("401", "403", "auth", "token"))
-        hint = "; the cluster wants its authentication token: pass --token-file, --token or set RAY_AUTH_TOKEN" if auth else ""
-        raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {first_line(exc)}{hint}") from None
-    result = {"submission_id": submission_id, "job_id": job_id, "output": cfg.output, "dashboard": dashboard}
-    if detach:
-        return {**result, "state": "submitted"}
-    last_error: list[str] = []
-
-    async def follow() -> None:
-        async for chunk in client.tail_job_logs(submission_id):
-            for line in chunk.splitlines():
-                if line.startswith("error: "):
-                    last_error[:] = [line[len("error: ") :]]
-                on_line(line)
-
-    asyncio.run(follow())
-    status = client.get_job_status(submission_id)
-    if status != JobStatus.SUCCEEDED:
-        info = client.get_job_info(submission_id)
-        reason = last_error[0] if last_error else (info.message or str(status))
-        raise JobFailed(f"Ray job {submission_id} {getattr(status, 'value', status)!s}: {reason}".replace(" FAILED:", " failed:"))
-    return {**result, "state": "done"}

@@ -152,7 +152,7 @@ def submit(input: str, output: str, **o: Any) -> None:
     """
     from farm.cli.tuned import apply_tuned
     from farm.driver import submit as run_submit
-    from farm.driver import submit_ray_job
+    from farm.rayjob import submit_ray_job
     from farm.session import use_token
 
     cfg, source = apply_tuned(build_config(input, output, **o), click.get_current_context())
