@@ -3,7 +3,7 @@ about the codec's expected size (bits per pixel by codec and CRF), not a lossles
 
 from __future__ import annotations
 
-from farm.preflight import estimate_bytes, output_bytes_per_pixel
+from farm.cost import estimate_bytes, output_bytes_per_pixel
 
 
 def test_lossy_estimate_follows_codec_and_crf():
