@@ -1,7 +1,7 @@
 """submit: start or join Ray (:mod:`farm.session`; a Ray Job instead: :mod:`farm.rayjob`), take the job's
 ownership on storage (or follow the driver that holds it, :mod:`farm.follow`), get the job's
 coordinator, and carry out the ledger's instructions until the output is written and verified.
-The checks before any work are in :mod:`farm.preflight`; the Ray calls to workers and their results
+The job is opened (checks, identity, spec, ownership) by :mod:`farm.job`; the Ray calls to workers and their results
 as events in :mod:`farm.actors.bridge`; the view's figures in :mod:`farm.progress`.
 
 The driver holds no state that matters: killed at any point, the same command (or ``farm resume``)
@@ -34,7 +34,7 @@ from farm.enhance.weights import sr_flop_per_input_pixel
 from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
-from farm.preflight import Prepared, output_current, prepare, record_output
+from farm.job import Prepared, output_current, prepare, record_output
 from farm.progress import Progress, ProgressTracker
 from farm.session import start_ray
 from farm.storage.fs import normalize
@@ -49,7 +49,7 @@ PROGRESS_S = 1.0
 MAINTAIN_S = 3.0
 CONTROL_S = 2.0
 
-__all__ = ["Progress", "Run", "prepare", "submit"]  # Progress: farm.progress's
+__all__ = ["Run", "coordinator_handle", "drive", "submit"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import ray
 from farm.config import JobConfig
 from farm.enhance.factories import job_module
 from farm.errors import ClusterError, JobFailed, first_line
-from farm.preflight import identify
+from farm.identity import identify
 from farm.session import use_token
 
 

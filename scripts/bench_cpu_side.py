@@ -193,8 +193,8 @@ def face_helper(outscale: float, width: int, height: int, weights_dir: str):
 def run_case(name: str, args, weights_dir: str) -> dict:
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
     from farm.enhance import factories
+    from farm.job import prepare
     from farm.video.color import from_bgr
     from farm.video.decode import decode_shard
     from farm.video.encode import ChunkWriter

@@ -41,7 +41,7 @@ def main() -> None:
 
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import prepare
     from farm.testing.clips import make_test_clip
     from farm.testing.fakes import face_row
     from farm.testing.weights import write_face_helper_weights, write_gfpgan_weights, write_rrdbnet_weights

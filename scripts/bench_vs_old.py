@@ -122,7 +122,7 @@ def profile(args, clip, weights, script) -> None:
 
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import prepare
 
     def summary(stats: pstats.Stats, total: float) -> str:
         parts = []

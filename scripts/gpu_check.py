@@ -51,7 +51,7 @@ def farm_rows(args, clip, weights, script, precision, faces, budget, frames_bgr)
     """farm's worker (decode, enhance, encode in threads) on the whole clip, one shard per batch size."""
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import prepare
 
     model = ModelConfig(sr_weights=weights["sr"], face=faces, face_weights=weights["face"], weights_dir=weights["dir"],
                         face_detector=f"scripted:{script}", trust_weights=True, precision=precision, device=args.device,
@@ -105,7 +105,7 @@ def encode_rows(args, clip, weights, precision, budget):
     from farm.actors import worker as worker_module
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import prepare
 
     model = ModelConfig(sr_weights=weights["sr"], face=False, trust_weights=True, precision=precision, device=args.device,
                         compile=args.compile)

@@ -296,7 +296,7 @@ def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None
       farm resume holiday-3f9a2c1b7d0e --jobs-root /mnt/nfs/farm-jobs
     """
     from farm.driver import submit as run_submit
-    from farm.preflight import resume_config
+    from farm.job import resume_config
     from farm.session import use_token
 
     token = _token(token, token_file)

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from farm.config import JobConfig
+from farm.job import Prepared, prepare
 from farm.plan import Shard
-from farm.preflight import Prepared, prepare
 from farm.storage.fs import is_url, normalize
 
 log = logging.getLogger(__name__)

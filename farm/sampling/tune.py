@@ -305,7 +305,7 @@ class TuneSample:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _prepare(self, model):
-        from farm.preflight import prepare
+        from farm.job import prepare
 
         # "auto" is the device's precision (fp16 on CUDA): the same job as that candidate's.
         precision = model.precision if model.precision != "auto" else ("fp16" if self.device == "cuda" else "fp32")

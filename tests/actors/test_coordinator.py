@@ -8,8 +8,8 @@ import os
 
 from farm.actors.coordinator import Coordinator
 from farm.config import JobConfig, ModelConfig, OutputConfig
+from farm.job import prepare
 from farm.ledger import Assign, Resync, ShardDone, Superseded, Tick, WorkerJoined
-from farm.preflight import prepare
 from farm.receipt import Receipt
 from farm.storage.fs import Storage
 from farm.testing.clips import make_test_clip

@@ -13,8 +13,8 @@ from farm.actors.pool import cluster_encoder_sizing
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.enhance.arch import SRArch
+from farm.job import prepare
 from farm.plan import HOST_MS_PER_MPX, X264_MS_PER_MPX, EncoderSizing, expected_gpu_fps, size_encoder
-from farm.preflight import prepare
 from farm.storage.spec import JobSpec
 from farm.testing.clips import make_test_clip
 

@@ -20,7 +20,7 @@ from farm.actors.mux_task import assemble
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import MuxError
-from farm.preflight import prepare
+from farm.job import prepare
 from farm.testing.clips import make_test_clip
 from farm.testing.fakes import fake_output
 from farm.video.encode import ChunkWriter, chunk_settings

@@ -10,7 +10,7 @@ import pytest
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import StorageError
-from farm.preflight import prepare
+from farm.job import prepare
 from farm.testing.clips import make_test_clip
 
 

@@ -347,7 +347,7 @@ def registry_job(tmp_path, monkeypatch):
     """A job for the registry model realesrgan-x4plus whose weights dir holds tiny random RRDBNet
     weights; the test's registry entry carries their sha256, so the driver's check passes."""
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import prepare
     from farm.storage.fs import sha256_file
     from farm.testing.clips import make_test_clip
     from farm.testing.weights import write_rrdbnet_weights
@@ -435,7 +435,7 @@ def test_worker_refuses_a_node_whose_own_weights_file_differs(tmp_path, which, f
 
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import prepare
     from farm.storage.fs import sha256_file
     from farm.testing.clips import make_test_clip
     from farm.testing.weights import write_gfpgan_weights, write_rrdbnet_weights

@@ -38,8 +38,8 @@ def test_the_estimate_is_shown_before_work(tmp_path):
 
     from farm.cli.view import LiveView
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import Progress
-    from farm.preflight import prepare
+    from farm.job import prepare
+    from farm.progress import Progress
     from farm.testing.legacy import make_interlaced_clip
 
     clip = make_interlaced_clip(str(tmp_path / "tff.mkv"), frames=10, size=(64, 48))

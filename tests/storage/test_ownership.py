@@ -13,8 +13,8 @@ import pytest
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import ClusterError
 from farm.follow import follow
+from farm.job import prepare
 from farm.owner import Decision, OwnerRecord, OwnerWatch, decide
-from farm.preflight import prepare
 from farm.progress import ProgressTracker
 from farm.storage.fs import Storage
 from farm.storage.jobdir import JobDir

@@ -16,7 +16,7 @@ import pytest
 from farm.actors.mux_task import assemble
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig, job_id
-from farm.driver import prepare
+from farm.job import prepare
 from farm.plan import plan_geometry
 from farm.testing.fakes import fake_output
 from farm.video.probe import SourceInfo, probe

@@ -248,7 +248,7 @@ def test_child_leaves_when_its_parent_dies(tmp_path):
 @pytest.fixture(scope="module")
 def x264_job(tmp_path_factory):
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.preflight import prepare
+    from farm.job import prepare
     from farm.testing.clips import make_test_clip
 
     d = tmp_path_factory.mktemp("worker-process")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from farm.config import ModelConfig, OutputConfig
+from farm.job import find_scene_cuts
 from farm.plan import plan_shards
-from farm.preflight import find_scene_cuts
 from farm.storage.spec import JobSpec, keyframe_frames
 from farm.testing.clips import make_scene_clip, make_test_clip
 from farm.video.probe import probe
