@@ -34,7 +34,7 @@ from farm.enhance.weights import sr_flop_per_input_pixel
 from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
-from farm.job import Prepared, output_current, prepare, record_output
+from farm.job import Following, Owned, open_job, output_current, record_output
 from farm.progress import Progress, ProgressTracker
 from farm.session import start_ray
 from farm.storage.fs import normalize
@@ -88,17 +88,17 @@ def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
 class Run:
     """One driver run of one job this driver holds: carries out the ledger's instructions."""
 
-    def __init__(self, prepared: Prepared, on_progress: Callable[[Progress], None] | None, dashboard_url: str | None) -> None:
-        assert prepared.owner is not None and prepared.owner.owned, "a run needs the job's ownership"
-        self.p = prepared
-        self.cfg = prepared.cfg
-        self.owner = prepared.owner
+    def __init__(self, owned: Owned, on_progress: Callable[[Progress], None] | None, dashboard_url: str | None) -> None:
+        assert owned.owner.owned, "a run needs the job's ownership"
+        self.p = owned
+        self.cfg = owned.cfg
+        self.owner = owned.owner
         self.on_progress = on_progress
         self.dashboard_url = dashboard_url
         self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.policy = {"max_attempts": self.cfg.max_attempts, "lease_timeout_s": self.cfg.lease_timeout_s}
-        self.shards = prepared.spec.shards()
-        self.tracker = ProgressTracker(prepared.job.job_id, dashboard_url, prepared.disk_note or None)
+        self.shards = owned.spec.shards()
+        self.tracker = ProgressTracker(owned.job.job_id, dashboard_url, owned.disk_note or None)
         self.coord: Any = None
         self.bridge: RayBridge | None = None
         self.cancelling = False
@@ -249,24 +249,24 @@ class Run:
             self.on_progress(self.tracker.progress(message, state))
 
 
-def drive(prepared: Prepared, on_progress: Callable[[Progress], None] | None = None, dashboard_url: str | None = None) -> dict[str, Any]:
+def drive(opened: Owned | Following, on_progress: Callable[[Progress], None] | None = None, dashboard_url: str | None = None) -> dict[str, Any]:
     """Run the job if this driver holds it; otherwise follow the driver that does, and take the
     job over when it ends without this submit's output, hands the job back, or goes silent (a
-    loop: each pass prepares again, now as the owner, without ``--restart``)."""
+    loop: each pass opens the job again, now as the owner, without ``--restart``)."""
     while True:
-        owner = prepared.owner
-        assert owner is not None
-        if owner.owned:
+        owner = opened.owner
+        # Held when opened, and still: the renewal may have found it taken over while Ray started.
+        if isinstance(opened, Owned) and owner.owned:
             try:
-                return Run(prepared, on_progress, dashboard_url).execute()
+                return Run(opened, on_progress, dashboard_url).execute()
             finally:
                 owner.release()
-        tracker = ProgressTracker(prepared.job.job_id, dashboard_url, prepared.disk_note or None)
-        result = follow(owner, prepared.job, tracker, functools.partial(output_current, prepared), on_progress)
+        tracker = ProgressTracker(opened.job.job_id, dashboard_url, opened.disk_note or None)
+        result = follow(owner, opened.job, tracker, functools.partial(output_current, opened), on_progress)
         if result is not None:
-            return {**result, "output": prepared.cfg.output}
-        owner.detach()  # taken over: the next prepare keeps the job under this driver's id
-        prepared = prepare(dataclasses.replace(prepared.cfg, restart=False))
+            return {**result, "output": opened.cfg.output}
+        owner.detach()  # taken over: the next open_job keeps the job under this driver's id
+        opened = open_job(dataclasses.replace(opened.cfg, restart=False))
 
 
 def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[[Progress], None] | None = None, dashboard: bool = True,
@@ -277,14 +277,14 @@ def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[
     Raises:
         FarmError: bad input or options (before any work), or a failed/cancelled job.
     """
-    prepared = prepare(cfg, source=source)
+    opened = open_job(cfg, source=source)
     owns_ray = not ray.is_initialized()
     try:
         url = start_ray(address, dashboard=dashboard) if owns_ray else None
-        return drive(prepared, on_progress, url)
+        return drive(opened, on_progress, url)
     finally:
-        if prepared.owner is not None and prepared.owner.owned:  # Ray would not start: hand the job back
-            prepared.owner.release()
+        if opened.owner.owned:  # Ray would not start: hand the job back
+            opened.owner.release()
         # Inside the CLI's stdout redirection, so that Ray's last buffered warnings go to stderr.
         if owns_ray:
             ray.shutdown()

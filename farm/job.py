@@ -30,17 +30,43 @@ from farm.video.scenes import detect_scene_cuts
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Prepared:
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """A job this driver holds: its spec and this submit's record are written, and a run may start.
+    ``resumed``: the job directory was there (and not cleared by ``--restart``)."""
+
     cfg: JobConfig
     job: JobDir
     spec: JobSpec
     geometry: Geometry
     resumed: bool
-    disk_note: str = ""  # the disk estimate, shown before work
-    # This driver's hold on the job. Not owned: another live driver runs it, and nothing in the
-    # job directory was written (``spec`` is then the job's, or a provisional one not stored).
-    owner: Ownership | None = None
+    disk_note: str  # the disk estimate, shown before work
+    owner: Ownership  # this driver's hold on the job, renewed in its thread until released
+
+    def __post_init__(self) -> None:
+        _check_one_job(self.job, self.spec, self.owner)
+
+
+@dataclass(frozen=True, slots=True)
+class Following:
+    """A job another live driver holds: nothing in its directory was written, and the caller
+    follows that driver (:func:`farm.follow.follow`) until it may take the job over. ``spec``: the
+    job's, or a provisional one not stored (the job has no directory yet)."""
+
+    cfg: JobConfig
+    job: JobDir
+    spec: JobSpec
+    disk_note: str  # the disk estimate, shown before work
+    owner: Ownership  # not held: ``owner.holder`` names the driver that holds the job
+
+    def __post_init__(self) -> None:
+        _check_one_job(self.job, self.spec, self.owner)
+
+
+def _check_one_job(job: JobDir, spec: JobSpec, owner: Ownership) -> None:
+    if spec.job_id != job.job_id or owner.job.job_id != job.job_id:
+        raise ValueError(f"job {job.job_id} given job {spec.job_id}'s spec and job {owner.job.job_id}'s ownership; "
+                         "the three must be one job's")
 
 
 def default_jobs_root(output: str) -> str:
@@ -48,9 +74,13 @@ def default_jobs_root(output: str) -> str:
     return f"{parent}/.farm-jobs"
 
 
-def prepare(cfg: JobConfig, *, source: SourceInfo | None = None) -> Prepared:
+def open_job(cfg: JobConfig, *, source: SourceInfo | None = None) -> Owned | Following:
     """Everything checkable before Ray starts: input, output, weights, options; then the job dir.
     ``source``: the input's probe, when the caller has made it.
+
+    Returns:
+        :class:`Owned` when this driver now holds the job (its spec and this submit's record
+        written), :class:`Following` when another live driver does (nothing written).
 
     Raises:
         FarmError: one clear line; nothing is written at the output path.
@@ -80,7 +110,7 @@ def prepare(cfg: JobConfig, *, source: SourceInfo | None = None) -> Prepared:
     if not owner.try_take():
         spec = job.read_spec() if job.exists() else JobSpec(job_id, source, model, cfg.shard_frames or default_shard_frames(source.num_frames),
                                                            fingerprint, time.time(), out=cfg.out)
-        return Prepared(cfg, job, spec, geometry, job.exists(), disk_note, owner)
+        return Following(cfg, job, spec, disk_note, owner)
     resumed = False
     if job.exists() and cfg.restart:
         job.clear()
@@ -118,7 +148,7 @@ def prepare(cfg: JobConfig, *, source: SourceInfo | None = None) -> Prepared:
     if cfg.frames is not None:  # a clip's job resumes as the clip
         record["frames"] = list(cfg.frames)
     job.storage.write_json(SUBMIT, record)
-    return Prepared(cfg, job, spec, geometry, resumed, disk_note, owner)
+    return Owned(cfg, job, spec, geometry, resumed, disk_note, owner)
 
 
 def find_scene_cuts(source: SourceInfo, shard_frames: int) -> tuple[int, ...]:
@@ -159,7 +189,7 @@ def resume_config(jobs_root: str, job_id: str, **overrides: Any) -> JobConfig:
     )
 
 
-def output_current(p: Prepared) -> bool:
+def output_current(p: Owned | Following) -> bool:
     """This submit's output needs no new concatenation: this job wrote it, with these encode
     settings, it is unchanged since (size and mtime) and it still verifies. A file at ``-o``
     that the job did not write (another job's, or an older run's with other settings) is not
@@ -178,7 +208,7 @@ def output_current(p: Prepared) -> bool:
     return True
 
 
-def record_output(p: Prepared) -> None:
+def record_output(p: Owned) -> None:
     """Note what this submit wrote, for :func:`output_current` of the next submit."""
     out = normalize(p.cfg.output)
     if is_url(out) or not os.path.isfile(out):

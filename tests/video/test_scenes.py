@@ -1,4 +1,4 @@
-"""Scene detection at prepare time: the cuts of a clip with known scene changes are found exactly,
+"""Scene detection when a job is opened: the cuts of a clip with known scene changes are found exactly,
 and the job's plan moves its boundaries onto them; a job spec from before scene-aware planning
 keeps its plain plan."""
 
