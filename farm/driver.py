@@ -1,13 +1,11 @@
-"""submit: start or join Ray (or hand the job to a cluster as a Ray Job), take the job's
+"""submit: start or join Ray (:mod:`farm.session`; a Ray Job instead: :mod:`farm.rayjob`), take the job's
 ownership on storage (or follow the driver that holds it, :mod:`farm.follow`), get the job's
 coordinator, and carry out the ledger's instructions until the output is written and verified.
-The checks before any work are in :mod:`farm.preflight`; the Ray calls to workers and their results
+The job is opened (checks, identity, spec, ownership) by :mod:`farm.job`; the Ray calls to workers and their results
 as events in :mod:`farm.actors.bridge`; the view's figures in :mod:`farm.progress`.
 
 The driver holds no state that matters: killed at any point, the same command (or ``farm resume``)
-continues from the job directory.
-
-Over 300 lines: Ray's entry points (joining, the coordinator, Ray Jobs) sit with the run."""
+continues from the job directory."""
 
 from __future__ import annotations
 
@@ -25,19 +23,20 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from farm.actors.bridge import RayBridge
-from farm.actors.connect import NAMESPACE, join
+from farm.actors.connect import NAMESPACE
 from farm.actors.coordinator import Coordinator
 from farm.actors.mux_task import assemble, mux_placement
 from farm.actors.pool import WorkerPool, cluster_encoder_sizing
 from farm.actors.pool import ray_cause as _cause
 from farm.config import JobConfig
-from farm.enhance.factories import job_module, resolve_factories
+from farm.enhance.factories import resolve_factories
 from farm.enhance.weights import sr_flop_per_input_pixel
-from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError, first_line
+from farm.errors import ClusterError, FarmError, JobCancelled, JobFailed, StorageError
 from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFailed, Resync, StopWorker, Superseded, Tick
 from farm.follow import follow
-from farm.preflight import Prepared, identify, output_current, prepare, record_output
+from farm.job import Following, Owned, open_job, output_current, record_output
 from farm.progress import Progress, ProgressTracker
+from farm.session import start_ray
 from farm.storage.fs import normalize
 
 if TYPE_CHECKING:
@@ -50,65 +49,11 @@ PROGRESS_S = 1.0
 MAINTAIN_S = 3.0
 CONTROL_S = 2.0
 
-__all__ = ["Progress", "Run", "prepare", "start_ray", "submit", "submit_ray_job", "use_token"]  # Progress: farm.progress's
+__all__ = ["Run", "coordinator_handle", "drive", "submit"]
 
 
 # ----------------------------------------------------------------------------------------------
-# Ray
-
-
-def start_ray(address: str | None, num_cpus: int | None = None, dashboard: bool = True, token: str | None = None) -> str | None:
-    """Join the cluster at ``address`` (``host:port``, ``auto`` or ``ray://``), or start an
-    embedded one on loopback; returns the dashboard URL when there is one."""
-    if token:
-        use_token(token)
-    if address:
-        ctx = join(address)
-    else:
-        ctx = _start_local_ray(num_cpus, dashboard)
-    url = getattr(ctx, "dashboard_url", None)
-    return f"http://{url}" if url else None
-
-
-def _start_local_ray(num_cpus: int | None, dashboard: bool):
-    """An embedded cluster for this machine only: every port of its GCS, raylet, workers, dashboard
-    and agents on 127.0.0.1, and Ray's token authentication left on (Ray's default for a local
-    cluster; it writes a token to ~/.ray/auth_token if there is none). Only an explicit
-    ``RAY_AUTH_MODE=disabled`` turns it off.
-
-    Ray binds all interfaces unless it takes the node's address to be loopback, which it does only
-    where "clusters are disabled" (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when ray is imported,
-    so the constant is set here too; child processes read the variable)."""
-    from ray._private import ray_constants  # type: ignore[attr-defined]
-
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
-    saved, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
-    try:
-        return ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=dashboard,
-            dashboard_host="127.0.0.1",
-            # No port given: Ray takes 8265 or the next free one when it binds (a port checked
-            # free beforehand can be taken by another Ray starting meanwhile).
-            _node_ip_address="127.0.0.1",
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-            namespace=NAMESPACE,
-        )
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
-
-
-def use_token(token: str) -> None:
-    """Ray's token authentication reads the token from the environment, in this process and in
-    everything it starts; Ray caches its settings at import, so they are reloaded here (as Ray's
-    own `_enable_token_auth` does)."""
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN"] = token
-    from ray._raylet import Config  # type: ignore[attr-defined]
-
-    Config.initialize("")
+# The coordinator
 
 
 def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
@@ -143,17 +88,17 @@ def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
 class Run:
     """One driver run of one job this driver holds: carries out the ledger's instructions."""
 
-    def __init__(self, prepared: Prepared, on_progress: Callable[[Progress], None] | None, dashboard_url: str | None) -> None:
-        assert prepared.owner is not None and prepared.owner.owned, "a run needs the job's ownership"
-        self.p = prepared
-        self.cfg = prepared.cfg
-        self.owner = prepared.owner
+    def __init__(self, owned: Owned, on_progress: Callable[[Progress], None] | None, dashboard_url: str | None) -> None:
+        assert owned.owner.owned, "a run needs the job's ownership"
+        self.p = owned
+        self.cfg = owned.cfg
+        self.owner = owned.owner
         self.on_progress = on_progress
         self.dashboard_url = dashboard_url
         self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.policy = {"max_attempts": self.cfg.max_attempts, "lease_timeout_s": self.cfg.lease_timeout_s}
-        self.shards = prepared.spec.shards()
-        self.tracker = ProgressTracker(prepared.job.job_id, dashboard_url, prepared.disk_note or None)
+        self.shards = owned.spec.shards()
+        self.tracker = ProgressTracker(owned.job.job_id, dashboard_url, owned.disk_note or None)
         self.coord: Any = None
         self.bridge: RayBridge | None = None
         self.cancelling = False
@@ -304,24 +249,24 @@ class Run:
             self.on_progress(self.tracker.progress(message, state))
 
 
-def drive(prepared: Prepared, on_progress: Callable[[Progress], None] | None = None, dashboard_url: str | None = None) -> dict[str, Any]:
+def drive(opened: Owned | Following, on_progress: Callable[[Progress], None] | None = None, dashboard_url: str | None = None) -> dict[str, Any]:
     """Run the job if this driver holds it; otherwise follow the driver that does, and take the
     job over when it ends without this submit's output, hands the job back, or goes silent (a
-    loop: each pass prepares again, now as the owner, without ``--restart``)."""
+    loop: each pass opens the job again, now as the owner, without ``--restart``)."""
     while True:
-        owner = prepared.owner
-        assert owner is not None
-        if owner.owned:
+        owner = opened.owner
+        # Held when opened, and still: the renewal may have found it taken over while Ray started.
+        if isinstance(opened, Owned) and owner.owned:
             try:
-                return Run(prepared, on_progress, dashboard_url).execute()
+                return Run(opened, on_progress, dashboard_url).execute()
             finally:
                 owner.release()
-        tracker = ProgressTracker(prepared.job.job_id, dashboard_url, prepared.disk_note or None)
-        result = follow(owner, prepared.job, tracker, functools.partial(output_current, prepared), on_progress)
+        tracker = ProgressTracker(opened.job.job_id, dashboard_url, opened.disk_note or None)
+        result = follow(owner, opened.job, tracker, functools.partial(output_current, opened), on_progress)
         if result is not None:
-            return {**result, "output": prepared.cfg.output}
-        owner.detach()  # taken over: the next prepare keeps the job under this driver's id
-        prepared = prepare(dataclasses.replace(prepared.cfg, restart=False))
+            return {**result, "output": opened.cfg.output}
+        owner.detach()  # taken over: the next open_job keeps the job under this driver's id
+        opened = open_job(dataclasses.replace(opened.cfg, restart=False))
 
 
 def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[[Progress], None] | None = None, dashboard: bool = True,
@@ -332,82 +277,14 @@ def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[
     Raises:
         FarmError: bad input or options (before any work), or a failed/cancelled job.
     """
-    prepared = prepare(cfg, source=source)
+    opened = open_job(cfg, source=source)
     owns_ray = not ray.is_initialized()
     try:
         url = start_ray(address, dashboard=dashboard) if owns_ray else None
-        return drive(prepared, on_progress, url)
+        return drive(opened, on_progress, url)
     finally:
-        if prepared.owner is not None and prepared.owner.owned:  # Ray would not start: hand the job back
-            prepared.owner.release()
+        if opened.owner.owned:  # Ray would not start: hand the job back
+            opened.owner.release()
         # Inside the CLI's stdout redirection, so that Ray's last buffered warnings go to stderr.
         if owns_ray:
             ray.shutdown()
-
-
-# ----------------------------------------------------------------------------------------------
-# Ray Jobs: the driver runs on the cluster, the CLI follows it
-
-
-def submit_ray_job(
-    cfg: JobConfig,
-    forwarded: list[str],
-    dashboard: str,
-    *,
-    token: str | None = None,
-    detach: bool = False,
-    on_line: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Submit ``farm submit <forwarded>`` as a Ray Job to the cluster whose dashboard is at
-    ``dashboard``; unless ``detach``, follow its logs until it ends.
-
-    The entrypoint runs farm from the cluster's own environment (``python -m farm``, or the test
-    entry point when this process installed the fakes: :func:`farm.enhance.factories.job_module`);
-    input, output and jobs root must be paths the cluster sees (shared storage or object store URLs).
-
-    Raises:
-        ClusterError: the cluster cannot be reached or refuses the job.
-        JobFailed: the job ended in failure (its last error line is the message).
-    """
-    import asyncio
-    import shlex
-
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    if token:
-        use_token(token)
-    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):  # they would override the address given
-        os.environ.pop(name, None)
-    job_id = identify(cfg)
-    entrypoint = shlex.join(["python", "-m", job_module(), "submit", *forwarded, "--address", "auto"])
-    submission_id = f"farm-{(job_id or 'job')[:48]}-{uuid.uuid4().hex[:6]}"
-    metadata = {"farm_input": cfg.input, "farm_output": cfg.output, "farm_job_id": job_id or "unknown until the driver starts"}
-    # The SDK sets its own logger to INFO and logs every websocket it opens and closes.
-    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    try:
-        client = JobSubmissionClient(dashboard, headers=headers)
-        client.submit_job(entrypoint=entrypoint, submission_id=submission_id, metadata=metadata)
-    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
-        auth = any(w in str(exc).lower() for w in ("401", "403", "auth", "token"))
-        hint = "; the cluster wants its authentication token: pass --token-file, --token or set RAY_AUTH_TOKEN" if auth else ""
-        raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {first_line(exc)}{hint}") from None
-    result = {"submission_id": submission_id, "job_id": job_id, "output": cfg.output, "dashboard": dashboard}
-    if detach:
-        return {**result, "state": "submitted"}
-    last_error: list[str] = []
-
-    async def follow() -> None:
-        async for chunk in client.tail_job_logs(submission_id):
-            for line in chunk.splitlines():
-                if line.startswith("error: "):
-                    last_error[:] = [line[len("error: ") :]]
-                on_line(line)
-
-    asyncio.run(follow())
-    status = client.get_job_status(submission_id)
-    if status != JobStatus.SUCCEEDED:
-        info = client.get_job_info(submission_id)
-        reason = last_error[0] if last_error else (info.message or str(status))
-        raise JobFailed(f"Ray job {submission_id} {getattr(status, 'value', status)!s}: {reason}".replace(" FAILED:", " failed:"))
-    return {**result, "state": "done"}

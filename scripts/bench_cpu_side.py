@@ -193,8 +193,8 @@ def face_helper(outscale: float, width: int, height: int, weights_dir: str):
 def run_case(name: str, args, weights_dir: str) -> dict:
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
     from farm.enhance import factories
+    from farm.job import open_job
     from farm.video.color import from_bgr
     from farm.video.decode import decode_shard
     from farm.video.encode import ChunkWriter
@@ -204,7 +204,7 @@ def run_case(name: str, args, weights_dir: str) -> dict:
     factory = StandInFactory()
     factories.register_enhancer("standin", factory)
     model = ModelConfig(model=f"standin:scale={scale}", face=False, target=target, device="cpu")
-    p = prepare(JobConfig(input=clip, output=os.path.join(args.workdir, f"{name}.mp4"), model=model, out=OutputConfig(codec="x264"),
+    p = open_job(JobConfig(input=clip, output=os.path.join(args.workdir, f"{name}.mp4"), model=model, out=OutputConfig(codec="x264"),
                           jobs_root=os.path.join(args.workdir, "jobs"), shard_frames=args.frames, restart=True))
     g, spec = p.geometry, p.spec
     helper = face_helper(g.outscale, *size, weights_dir)

@@ -41,7 +41,7 @@ def main() -> None:
 
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import open_job
     from farm.testing.clips import make_test_clip
     from farm.testing.fakes import face_row
     from farm.testing.weights import write_face_helper_weights, write_gfpgan_weights, write_rrdbnet_weights
@@ -63,7 +63,7 @@ def main() -> None:
         script = benchlib.face_script(clip, faces, os.path.join(args.workdir, "faces.json"))
         options = dict(face_weights=gfpgan, weights_dir=weights_dir, face_detector=f"scripted:{script}", trust_weights=True)
     model = ModelConfig(sr_weights=sr, face=face, device="cpu", **options)
-    prepared = prepare(JobConfig(input=clip, output=os.path.join(args.workdir, "out.mkv"), model=model, out=OutputConfig(codec="ffv1"),
+    prepared = open_job(JobConfig(input=clip, output=os.path.join(args.workdir, "out.mkv"), model=model, out=OutputConfig(codec="ffv1"),
                                  jobs_root=os.path.join(args.workdir, "jobs"), shard_frames=args.shard_frames, restart=True))
     worker = EnhanceWorker(prepared.job.jobs_root, prepared.job.job_id, "mem", "cpu")
     worker.ready()

@@ -122,7 +122,7 @@ def profile(args, clip, weights, script) -> None:
 
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import open_job
 
     def summary(stats: pstats.Stats, total: float) -> str:
         parts = []
@@ -145,7 +145,7 @@ def profile(args, clip, weights, script) -> None:
     del restorer
     model = ModelConfig(sr_weights=weights["sr"], face_weights=weights["face"], weights_dir=weights["dir"],
                         face_detector=f"scripted:{script}", trust_weights=True, target=(1920, 1080), device=args.device)
-    p = prepare(JobConfig(input=clip, output=os.path.join(args.workdir, "profile.mkv"), model=model, out=OutputConfig(codec="ffv1"),
+    p = open_job(JobConfig(input=clip, output=os.path.join(args.workdir, "profile.mkv"), model=model, out=OutputConfig(codec="ffv1"),
                           jobs_root=os.path.join(args.workdir, "profile-jobs"), shard_frames=args.frames, restart=True))
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "profile", args.device)
     worker.ready()

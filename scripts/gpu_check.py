@@ -51,12 +51,12 @@ def farm_rows(args, clip, weights, script, precision, faces, budget, frames_bgr)
     """farm's worker (decode, enhance, encode in threads) on the whole clip, one shard per batch size."""
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import open_job
 
     model = ModelConfig(sr_weights=weights["sr"], face=faces, face_weights=weights["face"], weights_dir=weights["dir"],
                         face_detector=f"scripted:{script}", trust_weights=True, precision=precision, device=args.device,
                         compile=args.compile)
-    p = prepare(JobConfig(input=clip, output=os.path.join(args.workdir, "out.mkv"), model=model, out=OutputConfig(codec="ffv1"),
+    p = open_job(JobConfig(input=clip, output=os.path.join(args.workdir, "out.mkv"), model=model, out=OutputConfig(codec="ffv1"),
                           jobs_root=os.path.join(args.workdir, "jobs"), shard_frames=args.frames, restart=True))
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "gpu-check", args.device)
     worker.ready()
@@ -105,11 +105,11 @@ def encode_rows(args, clip, weights, precision, budget):
     from farm.actors import worker as worker_module
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import open_job
 
     model = ModelConfig(sr_weights=weights["sr"], face=False, trust_weights=True, precision=precision, device=args.device,
                         compile=args.compile)
-    p = prepare(JobConfig(input=clip, output=os.path.join(args.workdir, "out-x264.mkv"), model=model, out=OutputConfig(codec="x264"),
+    p = open_job(JobConfig(input=clip, output=os.path.join(args.workdir, "out-x264.mkv"), model=model, out=OutputConfig(codec="x264"),
                           jobs_root=os.path.join(args.workdir, "jobs"), shard_frames=args.frames, restart=True))
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "gpu-check-encode", args.device)
     worker.ready()

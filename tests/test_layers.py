@@ -19,7 +19,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: The rooms, from the core out, and the rooms each may import (its own always allowed). Arrows run
-#: one way: cli -> driver -> actors -> preflight/doctor -> jobdir -> video/enhance -> fs -> core.
+#: one way: cli -> driver -> actors -> job -> preflight/doctor -> jobdir -> video/enhance -> fs -> core.
+#: ``job`` opens a job (identity, ownership, spec: it writes); ``preflight`` only checks.
 #: ``fs`` is storage's lowest part (fsspec, atomic writes, hashing), read by video and the models;
 #: ``storage`` is the job directory, which records video facts (the probe, the index).
 LOW = {"core", "fs"}
@@ -29,14 +30,15 @@ ALLOWED: dict[str, set[str]] = {
     "video": LOW,
     "enhance": LOW,
     "storage": LOW | {"video"},
-    "preflight": LOW | {"video", "enhance", "storage"},
+    "preflight": LOW | {"video", "storage"},
+    "job": LOW | {"video", "enhance", "storage", "preflight"},
     "doctor": LOW | {"enhance", "storage"},
     "actors": LOW | {"video", "enhance", "storage", "doctor"},
-    "driver": LOW | {"video", "enhance", "storage", "preflight", "actors"},
+    "driver": LOW | {"video", "enhance", "storage", "job", "actors"},
     # preview, estimate, tune: the job's own checks, decode, enhancer and workers on a sample
-    "sampling": LOW | {"video", "enhance", "storage", "preflight", "actors"},
+    "sampling": LOW | {"video", "enhance", "storage", "job", "actors"},
     # the demo command gets its real clip with the shipped test tools (farm.testing.footage)
-    "cli": LOW | {"video", "enhance", "storage", "preflight", "doctor", "actors", "driver", "sampling", "testing"},
+    "cli": LOW | {"video", "enhance", "storage", "job", "doctor", "actors", "driver", "sampling", "testing"},
     "testing": LOW | {"video", "enhance", "storage", "preflight", "actors", "driver", "cli"},
     "top": LOW | {"driver", "cli"},
 }
@@ -50,6 +52,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "fs": {"av", "ray", "torch", "click", "rich"},
     "storage": {"ray", "torch", "click", "rich"},
     "preflight": {"ray", "click", "rich"},
+    "job": {"ray", "click", "rich"},
     "doctor": {"ray", "click", "rich"},
     "actors": {"click", "rich"},
     "driver": {"click", "rich"},
@@ -59,7 +62,7 @@ FORBIDDEN: dict[str, set[str]] = {
 RAY_ROOMS = {"actors", "driver", "testing"}
 #: Rooms that may print (click.echo, print, rich consoles, writes to stdout/stderr).
 PRINTING_ROOMS = {"cli"}
-CORE_MODULES = {"errors", "config", "plan", "ledger", "progress", "receipt", "lease", "events", "records", "recovery", "owner"}
+CORE_MODULES = {"errors", "config", "plan", "ledger", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost"}
 
 
 def room_of(module: str, imported: bool = False) -> str:
@@ -75,8 +78,10 @@ def room_of(module: str, imported: bool = False) -> str:
     head = parts[1]
     if head in CORE_MODULES:
         return "core"
-    if head in ("rayjob", "follow"):
+    if head in ("session", "rayjob", "follow"):
         return "driver"
+    if head == "identity":
+        return "job"
     return head
 
 

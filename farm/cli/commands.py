@@ -152,7 +152,8 @@ def submit(input: str, output: str, **o: Any) -> None:
     """
     from farm.cli.tuned import apply_tuned
     from farm.driver import submit as run_submit
-    from farm.driver import submit_ray_job, use_token
+    from farm.rayjob import submit_ray_job
+    from farm.session import use_token
 
     cfg, source = apply_tuned(build_config(input, output, **o), click.get_current_context())
     address = o["address"]
@@ -295,8 +296,8 @@ def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None
       farm resume holiday-3f9a2c1b7d0e --jobs-root /mnt/nfs/farm-jobs
     """
     from farm.driver import submit as run_submit
-    from farm.driver import use_token
-    from farm.preflight import resume_config
+    from farm.job import resume_config
+    from farm.session import use_token
 
     token = _token(token, token_file)
     if token:

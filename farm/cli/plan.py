@@ -57,7 +57,7 @@ def _cluster(address: str | None, token: str | None, local: bool = False):
         yield False
         return
     from farm.actors.sampling import connected, disconnect
-    from farm.driver import start_ray
+    from farm.session import start_ray
 
     if connected():
         yield True
@@ -138,7 +138,7 @@ def _write_clip(cfg, frames: tuple[int, int], output: str | None, sheet: str, o:
     import time
 
     from farm.driver import submit as run_submit
-    from farm.driver import use_token
+    from farm.session import use_token
     from farm.sampling.preview import clip_config, default_clip_path
 
     clip = clip_config(cfg, frames, output or default_clip_path(sheet, cfg.out.codec))

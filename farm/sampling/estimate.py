@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from farm.config import JobConfig
+from farm.job import Following, Owned, open_job
 from farm.plan import Shard
-from farm.preflight import Prepared, prepare
 from farm.storage.fs import is_url, normalize
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,10 @@ class Estimate:
 #: ``(prepared job, shards to run) -> one (kind, workers, ready seconds, receipts) per kind`` (receipts:
 #: :class:`farm.receipt.Receipt`, read by key);
 #: the first receipt of each kind is the warm-up's.
-Sampler = Callable[[Prepared, Sequence[Shard]], list[tuple[str, float, float, list[Any]]]]
+Sampler = Callable[[Owned | Following, Sequence[Shard]], list[tuple[str, float, float, list[Any]]]]
 
 
-def sample_shards(prepared: Prepared, count: int = SAMPLE_SHARDS, frames: int = SAMPLE_FRAMES) -> list[Shard]:
+def sample_shards(prepared: Owned | Following, count: int = SAMPLE_SHARDS, frames: int = SAMPLE_FRAMES) -> list[Shard]:
     """A warm-up shard and ``count`` shards of the job's plan spread through the video, each cut
     to at most ``frames`` source frames (the first frames of the real shard: same keyframe start)."""
     shards = prepared.spec.shards()
@@ -98,7 +98,7 @@ def summarise(kind: str, workers: float, ready_s: float, receipts: list[Any]) ->
     )
 
 
-def combine(prepared: Prepared, samples: Sequence[DeviceSample], gpus: float | None, price: float | None) -> Estimate:
+def combine(prepared: Owned | Following, samples: Sequence[DeviceSample], gpus: float | None, price: float | None) -> Estimate:
     """The job's figures from its samples: frames from the probe, rates from the samples."""
     spec = prepared.spec
     frames = spec.source.num_frames * spec.frames_per_source_frame
@@ -131,7 +131,7 @@ def estimate(cfg: JobConfig, *, gpus: float | None = None, price: float | None =
     else:
         root = f"{scratch_parent}/.farm-estimate-{uuid.uuid4().hex[:8]}"
     try:
-        prepared = prepare(dataclasses.replace(cfg, jobs_root=root, restart=True))
+        prepared = open_job(dataclasses.replace(cfg, jobs_root=root, restart=True))
         shards = sample_shards(prepared, count, sample_frames)
         results = sampler(prepared, shards)
         samples = [summarise(kind, workers, ready_s, receipts) for kind, workers, ready_s, receipts in results]

@@ -291,14 +291,14 @@ class TuneSample:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _prepare(self, model):
-        from farm.preflight import prepare
+        from farm.job import open_job
 
         # "auto" is the device's precision (fp16 on CUDA): the same job as that candidate's.
         precision = model.precision if model.precision != "auto" else ("fp16" if self.device == "cuda" else "fp32")
         key = (precision, model.compile, model.tile)
         if key not in self.variants:
             cfg = dataclasses.replace(self.cfg, model=model, jobs_root=self.root, restart=True)
-            self.variants[key] = prepare(cfg)
+            self.variants[key] = open_job(cfg)
         return self.variants[key]
 
     def prepared_for(self, c: Candidate):

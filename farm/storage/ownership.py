@@ -109,7 +109,7 @@ class Ownership:
 
     def detach(self) -> None:
         """Stop renewing without releasing: another :class:`Ownership` of this process (the
-        next ``prepare``) keeps the job from here (it finds the record ours)."""
+        next :func:`~farm.job.open_job`) keeps the job from here (it finds the record ours)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -9,7 +9,7 @@ import os
 from farm.actors.coordinator import Coordinator
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.events import Assign, Resync, ShardDone, Superseded, Tick, WorkerJoined
-from farm.preflight import prepare
+from farm.job import open_job
 from farm.receipt import Receipt
 from farm.storage.fs import Storage
 from farm.testing.clips import make_test_clip
@@ -17,7 +17,7 @@ from farm.testing.clips import make_test_clip
 
 def _job(tmp_path):
     clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=12, size=(32, 24))
-    p = prepare(JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False),
+    p = open_job(JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False),
                           out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"), shard_frames=4))
     p.owner.release()
     return p

@@ -13,8 +13,8 @@ from farm.actors.pool import cluster_encoder_sizing
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.enhance.arch import SRArch
+from farm.job import open_job
 from farm.plan import HOST_MS_PER_MPX, X264_MS_PER_MPX, EncoderSizing, expected_gpu_fps, size_encoder
-from farm.preflight import prepare
 from farm.storage.spec import JobSpec
 from farm.testing.clips import make_test_clip
 
@@ -34,7 +34,7 @@ def spec(tmp_path_factory) -> JobSpec:
     clip = make_test_clip(str(d / "clip.mp4"), frames=8, size=(64, 48))
     cfg = JobConfig(input=clip, output=str(d / "out.mkv"), model=ModelConfig(model="fake:scale=4", face=False, target=(1920, 1080)),
                     out=OutputConfig(codec="x264"), jobs_root=str(d / "jobs"), shard_frames=4)
-    return prepare(cfg).spec
+    return open_job(cfg).spec
 
 
 def test_an_h100_node_of_16_cpus_keeps_x264_medium_at_480p_to_1080p():

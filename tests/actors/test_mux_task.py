@@ -1,6 +1,6 @@
 """Workers encode each shard in the output codec; the tail only concatenates the chunks' packets.
 
-Run in process (prepare, then the worker class on every shard, then the mux task's function), so
+Run in process (open_job, then the worker class on every shard, then the mux task's function), so
 each codec's whole path runs in seconds without Ray; one test kills a real `farm submit`."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from farm.actors.mux_task import assemble
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import MuxError
-from farm.preflight import prepare
+from farm.job import open_job
 from farm.testing.clips import make_test_clip
 from farm.testing.fakes import fake_output
 from farm.video.encode import ChunkWriter, chunk_settings
@@ -37,10 +37,10 @@ def clip(tmp_path_factory) -> str:
 
 
 def run_job(clip: str, out: str, codec: str, jobs: str, shard_frames: int = 6, crf: int = 18):
-    """prepare → every shard on one in-process worker → the tail, as `farm submit` does."""
+    """open_job → every shard on one in-process worker → the tail, as `farm submit` does."""
     cfg = JobConfig(input=clip, output=out, model=ModelConfig(model="fake:scale=2", face=False),
                     out=OutputConfig(codec=codec, crf=crf), jobs_root=jobs, shard_frames=shard_frames)
-    p = prepare(cfg)
+    p = open_job(cfg)
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")
     worker.ready()
     receipts = [worker.run_shard(s.index, s.start, s.stop, attempt=1) for s in p.spec.shards()]
@@ -115,7 +115,7 @@ def test_redone_chunk_is_byte_identical(clip, tmp_path, codec):
     takes."""
     cfg = JobConfig(input=clip, output=str(tmp_path / "out.mp4"), model=ModelConfig(model="fake:scale=2", face=False),
                     out=OutputConfig(codec=codec), jobs_root=str(tmp_path / "jobs"), shard_frames=6)
-    p = prepare(cfg)
+    p = open_job(cfg)
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")
     worker.ready()
     first = worker.run_shard(2, 12, 18, attempt=1)
@@ -236,5 +236,5 @@ def test_preset_the_encoder_refuses_is_refused_before_work(clip, tmp_path):
     cfg = JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False),
                     out=OutputConfig(codec="av1", preset="medium"), jobs_root=str(tmp_path / "jobs"))
     with pytest.raises(UsageError, match=r"^--codec av1 refuses these settings \(\{'preset': 'medium', 'crf': '18'\}\): .*; check --preset and --crf$"):
-        prepare(cfg)
+        open_job(cfg)
     assert not os.path.exists(tmp_path / "jobs")

@@ -10,7 +10,7 @@ import pytest
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import StorageError
-from farm.preflight import prepare
+from farm.job import open_job
 from farm.testing.clips import make_test_clip
 
 
@@ -19,7 +19,7 @@ def test_source_gone_for_a_moment_is_retryable(tmp_path):
     prepared and when the worker started): the shard fails with a retryable StorageError naming
     the shard; back in place, the same worker finishes the shard."""
     clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=8, size=(32, 24))
-    p = prepare(JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False),
+    p = open_job(JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False),
                           out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"), shard_frames=4))
     p.owner.release()
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")

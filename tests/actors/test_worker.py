@@ -12,8 +12,8 @@ import pytest
 
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
-from farm.driver import prepare
 from farm.errors import EnhanceError, WeightsError
+from farm.job import open_job
 from farm.storage.spec import JobSpec
 from farm.testing.clips import make_test_clip
 from farm.testing.fakes import fake_output
@@ -24,7 +24,7 @@ def job(tmp_path, model: str, frames: int = 20):
     clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=frames, size=(32, 24), vfr=True)
     cfg = JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model=model, face=False),
                     out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"), shard_frames=7)
-    return clip, prepare(cfg)
+    return clip, open_job(cfg)
 
 
 def test_run_shard_commits_segment_and_receipt(tmp_path):
@@ -86,7 +86,7 @@ def test_geometry_is_computed_once_at_submit_and_used_by_every_worker(tmp_path):
     clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=8, size=(32, 24))
     cfg = JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False, target=(96, 54)),
                     out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"), shard_frames=4)
-    p = prepare(cfg)
+    p = open_job(cfg)
     spec = p.job.read_spec()
     assert (spec.model_scale, spec.geometry) == (2, p.geometry) and spec.geometry.canvas == (96, 54)
     assert JobSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec

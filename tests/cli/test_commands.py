@@ -114,7 +114,7 @@ def test_token_file_reaches_ray_and_stays_off_the_command_line(tmp_path, monkeyp
     or the token among its forwarded options."""
     from click.testing import CliRunner
 
-    from farm import driver
+    from farm import rayjob
     from farm.cli.main import main
 
     token_file = tmp_path / "token"
@@ -125,7 +125,7 @@ def test_token_file_reaches_ray_and_stays_off_the_command_line(tmp_path, monkeyp
         seen.update(forwarded=forwarded, token=token)
         return {"submission_id": "s", "job_id": "j", "output": cfg.output, "state": "submitted", "dashboard": address}
 
-    monkeypatch.setattr(driver, "submit_ray_job", fake_submit_ray_job)
+    monkeypatch.setattr(rayjob, "submit_ray_job", fake_submit_ray_job)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-environment")
     clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=4, size=(16, 16), audio=False)
     out = str(tmp_path / "out.mkv")

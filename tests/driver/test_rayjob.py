@@ -25,7 +25,7 @@ def secured_cluster():
     """A cluster with its dashboard on loopback and token authentication on."""
     from ray._raylet import Config
 
-    from farm.driver import use_token
+    from farm.session import use_token
 
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "PATH")}
     use_token(TOKEN)  # the cluster's nodes, and this process while it builds them, use the token

@@ -347,7 +347,7 @@ def registry_job(tmp_path, monkeypatch):
     """A job for the registry model realesrgan-x4plus whose weights dir holds tiny random RRDBNet
     weights; the test's registry entry carries their sha256, so the driver's check passes."""
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import open_job
     from farm.storage.fs import sha256_file
     from farm.testing.clips import make_test_clip
     from farm.testing.weights import write_rrdbnet_weights
@@ -362,7 +362,7 @@ def registry_job(tmp_path, monkeypatch):
         clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=4, size=(16, 16))
         model = ModelConfig(model="realesrgan-x4plus", face=False, weights_dir=str(wdir), precision="fp32", device="cpu", trust_weights=trust_weights)
         cfg = JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=model, out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"))
-        return prepare(cfg)
+        return open_job(cfg)
 
     return path, make
 
@@ -435,7 +435,7 @@ def test_worker_refuses_a_node_whose_own_weights_file_differs(tmp_path, which, f
 
     from farm.actors.worker import EnhanceWorker
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import prepare
+    from farm.job import open_job
     from farm.storage.fs import sha256_file
     from farm.testing.clips import make_test_clip
     from farm.testing.weights import write_gfpgan_weights, write_rrdbnet_weights
@@ -446,7 +446,7 @@ def test_worker_refuses_a_node_whose_own_weights_file_differs(tmp_path, which, f
     model = ModelConfig(sr_weights=sr, face=which == "face", face_weights=face, weights_dir=face_weights["dir"],
                         face_detector=f"scripted:{tmp_path / 'none.json'}", trust_weights=True, precision="fp32", device="cpu")
     (tmp_path / "none.json").write_text("{}")
-    p = prepare(JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=model, out=OutputConfig(codec="ffv1"),
+    p = open_job(JobConfig(input=clip, output=str(tmp_path / "out.mkv"), model=model, out=OutputConfig(codec="ffv1"),
                           jobs_root=str(tmp_path / "jobs")))
     path = sr if which == "sr" else face
     recorded = sha256_file(path)

@@ -3,7 +3,7 @@ about the codec's expected size (bits per pixel by codec and CRF), not a lossles
 
 from __future__ import annotations
 
-from farm.preflight import estimate_bytes, output_bytes_per_pixel
+from farm.cost import estimate_bytes, output_bytes_per_pixel
 
 
 def test_lossy_estimate_follows_codec_and_crf():
@@ -38,8 +38,8 @@ def test_the_estimate_is_shown_before_work(tmp_path):
 
     from farm.cli.view import LiveView
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.driver import Progress
-    from farm.preflight import prepare
+    from farm.job import open_job
+    from farm.progress import Progress
     from farm.testing.legacy import make_interlaced_clip
 
     clip = make_interlaced_clip(str(tmp_path / "tff.mkv"), frames=10, size=(64, 48))
@@ -47,7 +47,7 @@ def test_the_estimate_is_shown_before_work(tmp_path):
     for mode in ("on", "double"):
         cfg = JobConfig(input=clip, output=str(tmp_path / f"{mode}.mkv"), jobs_root=str(tmp_path / "jobs"),
                         model=ModelConfig(model="fake:scale=2", face=False, deinterlace=mode), out=OutputConfig(codec="ffv1"))
-        notes.append(prepare(cfg).disk_note)
+        notes.append(open_job(cfg).disk_note)
     one = 10 * 128 * 96 * 2  # frames x output pixels x 2 bytes (FFV1)
     assert notes == [f"about {one / 1e6:.1f} MB of chunks still to write and {one / 1e6:.1f} MB of output (ffv1)",
                      f"about {2 * one / 1e6:.1f} MB of chunks still to write and {2 * one / 1e6:.1f} MB of output (ffv1)"]

@@ -227,13 +227,14 @@ def test_a_clips_job_id_is_its_own_and_a_whole_jobs_is_unchanged():
 def test_resuming_a_clips_job_resumes_the_clip(tmp_path):
     """A user resumes a clip's job by its id (`farm resume ID`): it continues as the clip, the same
     frames and the same job, not as the whole video."""
-    from farm.preflight import identify, prepare, resume_config
+    from farm.identity import identify
+    from farm.job import open_job, resume_config
     from farm.testing.clips import make_test_clip
 
     source = make_test_clip(str(tmp_path / "film.mkv"), frames=12, size=(16, 16), audio=False)
     cfg = JobConfig(input=source, output=str(tmp_path / "clip.mkv"), out=OutputConfig(codec="ffv1"), jobs_root=str(tmp_path / "jobs"),
                     model=ModelConfig(model="fake:scale=2", face=False, device="cpu"), frames=(3, 7))
-    prepared = prepare(cfg)
+    prepared = open_job(cfg)
     prepared.owner.release()
     assert prepared.spec.source.span == (3, 7) and len(prepared.spec.source.index) == 4
     again = resume_config(str(tmp_path / "jobs"), prepared.job.job_id)

@@ -1,6 +1,6 @@
 """Who drives a job, decided on storage where every cluster and every mount path sees it: the
 pure rules (farm.owner), the exclusive create on a filesystem and on S3, renewal, take-over, and
-prepare touching nothing of a job another driver runs. No Ray."""
+open_job touching nothing of a job another driver runs. No Ray."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import ClusterError
 from farm.follow import follow
+from farm.job import open_job
 from farm.owner import Decision, OwnerRecord, OwnerWatch, decide
-from farm.preflight import prepare
 from farm.progress import ProgressTracker
 from farm.storage.fs import Storage
 from farm.storage.jobdir import JobDir
@@ -144,7 +144,7 @@ def test_exclusive_create_on_s3_is_a_conditional_put(monkeypatch):
         server.stop()
 
 
-# -- prepare and the follower ------------------------------------------------------------------------
+# -- open_job and the follower -----------------------------------------------------------------------
 
 
 def _cfg(tmp_path, out: str = "out.mkv", restart: bool = False) -> JobConfig:
@@ -158,14 +158,14 @@ def _cfg(tmp_path, out: str = "out.mkv", restart: bool = False) -> JobConfig:
 def test_restart_of_a_job_another_driver_runs_deletes_nothing(tmp_path):
     """`farm submit --restart` while another machine's driver runs the job: this driver does not
     hold the job, so its segments, spec and submit record stay as they are; it follows."""
-    first = prepare(_cfg(tmp_path))
+    first = open_job(_cfg(tmp_path))
     first.owner.release()
     other = Ownership(first.job, me="A", host="elsewhere")
     assert other.try_take()
     first.job.storage.write_bytes("segments/000000-abc.nut", b"chunk")
     spec_before = first.job.storage.read_bytes("job.json")
     submit_before = first.job.storage.read_bytes("submit.json")
-    again = prepare(_cfg(tmp_path, out="other.mkv", restart=True))
+    again = open_job(_cfg(tmp_path, out="other.mkv", restart=True))
     assert not again.owner.owned and again.owner.holder.owner == "A"
     assert first.job.storage.read_bytes("segments/000000-abc.nut") == b"chunk"
     assert first.job.storage.read_bytes("job.json") == spec_before
@@ -176,7 +176,7 @@ def test_restart_of_a_job_another_driver_runs_deletes_nothing(tmp_path):
 def test_a_follower_whose_owner_died_mid_mux_takes_over(tmp_path):
     """The owner's machine dies while it muxes (the ledger says "muxing" for ever): the follower
     does not wait for ever; once the owner record goes stale it takes the job (to mux itself)."""
-    p = prepare(_cfg(tmp_path))
+    p = open_job(_cfg(tmp_path))
     p.owner.release()
     job = p.job
     dead = Ownership(job, me="A", host="elsewhere", ttl_s=0.3)
@@ -193,7 +193,7 @@ def test_a_follower_whose_owner_died_mid_mux_takes_over(tmp_path):
 def test_a_second_submit_with_another_output_never_reports_a_file_nobody_wrote(tmp_path):
     """Submit A writes a.mkv; submit B of the same job with -o b.mkv followed it. When A is done,
     B does not report b.mkv as done (nobody wrote it): it takes the job over to write b.mkv."""
-    p = prepare(_cfg(tmp_path, out="b.mkv"))
+    p = open_job(_cfg(tmp_path, out="b.mkv"))
     p.owner.release()
     job = p.job
     owner_a = Ownership(job, me="A", host="elsewhere")

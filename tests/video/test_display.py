@@ -1,7 +1,7 @@
 """Display geometry: anamorphic sources (a 16:9 DVD is 720x480 pixels of 32:27) come out at the
 aspect a player shows them at, with --target, --scale (SAR tag kept) and --square-pixels.
 
-The pipeline runs in process (prepare, one plain EnhanceWorker, the mux task), without Ray."""
+The pipeline runs in process (open_job, one plain EnhanceWorker, the mux task), without Ray."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from farm.actors.mux_task import assemble
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig, job_id
-from farm.driver import prepare
+from farm.job import open_job
 from farm.plan import plan_geometry
 from farm.testing.fakes import fake_output
 from farm.video.probe import SourceInfo, probe
@@ -43,10 +43,10 @@ def make_anamorphic(path: str, size=(72, 48), sar=Fraction(32, 27), frames: int 
 
 
 def run_job(clip: str, output: str, codec: str = "x264", out_cfg: dict | None = None, **model) -> SourceInfo:
-    """The whole job in process: prepare, one shard on a plain worker, the mux task."""
+    """The whole job in process: open_job, one shard on a plain worker, the mux task."""
     cfg = JobConfig(input=clip, output=output, model=ModelConfig(model="fake:scale=2", face=False, **model),
                     out=OutputConfig(codec=codec, **(out_cfg or {})), jobs_root=output + ".jobs", shard_frames=1000)
-    p = prepare(cfg)
+    p = open_job(cfg)
     n = p.spec.source.num_frames
     receipt = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu").run_shard(0, 0, n, attempt=1)
     assemble(p.job.jobs_root, p.job.job_id, output, cfg.out, [(receipt["segment"], 0, n)])

@@ -248,14 +248,14 @@ def test_child_leaves_when_its_parent_dies(tmp_path):
 @pytest.fixture(scope="module")
 def x264_job(tmp_path_factory):
     from farm.config import JobConfig, ModelConfig, OutputConfig
-    from farm.preflight import prepare
+    from farm.job import open_job
     from farm.testing.clips import make_test_clip
 
     d = tmp_path_factory.mktemp("worker-process")
     clip = make_test_clip(str(d / "clip.mp4"), frames=12, size=(64, 48), bframes=2)
     cfg = JobConfig(input=clip, output=str(d / "out.mkv"), model=ModelConfig(model="fake:scale=2", face=False),
                     out=OutputConfig(codec="x264"), jobs_root=str(d / "jobs"), shard_frames=6)
-    return prepare(cfg)
+    return open_job(cfg)
 
 
 def test_a_worker_encoding_out_of_process_commits_the_same_chunks(x264_job):

@@ -1,4 +1,4 @@
-"""Scene detection at prepare time: the cuts of a clip with known scene changes are found exactly,
+"""Scene detection when a job is opened: the cuts of a clip with known scene changes are found exactly,
 and the job's plan moves its boundaries onto them; a job spec from before scene-aware planning
 keeps its plain plan."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from farm.config import ModelConfig, OutputConfig
+from farm.job import find_scene_cuts
 from farm.plan import plan_shards
-from farm.preflight import find_scene_cuts
 from farm.storage.spec import JobSpec, keyframe_frames
 from farm.testing.clips import make_scene_clip, make_test_clip
 from farm.video.probe import probe
