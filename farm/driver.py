@@ -36,6 +36,7 @@ from farm.events import Abort, Assign, Cancelled, Finish, Mux, MuxDone, MuxFaile
 from farm.follow import follow
 from farm.job import Following, Owned, open_job, output_current, record_output
 from farm.progress import Progress, ProgressTracker
+from farm.result import JobResult
 from farm.session import start_ray
 from farm.storage.fs import normalize
 
@@ -104,13 +105,13 @@ class Run:
         self.cancelling = False
         self.coordinator_s = 0.0  # time this driver waited on the coordinator (calls included)
 
-    def execute(self) -> dict[str, Any]:
+    def execute(self) -> JobResult:
         self.coord = coordinator_handle(self.p.job.jobs_root, self.p.job.job_id, self.policy)
         finished = False
         try:
             if ray.get(self.coord.snapshot.remote())["state"] == "done" and output_current(self.p):
                 finished = True
-                return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done", "already_done": True}
+                return JobResult(self.p.job.job_id, self.cfg.output, already_done=True)
             driver = {"host": socket.gethostname(), "pid": os.getpid(), "id": self.run_id}
             snapshot, instructions = ray.get(self.coord.start_run.remote(self.run_id, time.monotonic(), self.policy, self.p.job.jobs_root, driver))
             self.tracker.start(snapshot)
@@ -163,7 +164,7 @@ class Run:
         self.coordinator_s += time.perf_counter() - t
         return instructions
 
-    def _loop(self, instructions: list) -> dict[str, Any]:
+    def _loop(self, instructions: list) -> JobResult:
         """Carry out instructions, gather what happened as events, hand them to the ledger."""
         bridge = self.bridge
         assert bridge is not None
@@ -193,7 +194,7 @@ class Run:
             events.append(Tick(now))
             instructions = self._handle(events)
 
-    def _carry_out(self, instructions: list) -> dict[str, Any] | None:
+    def _carry_out(self, instructions: list) -> JobResult | None:
         bridge = self.bridge
         assert bridge is not None
         for ins in instructions:
@@ -213,12 +214,12 @@ class Run:
                 if not output_current(self.p):  # finished for another submit's -o: write ours
                     bridge.shutdown()
                     return self._mux()
-                return {"job_id": self.p.job.job_id, "output": self.cfg.output, "state": "done"}
+                return JobResult(self.p.job.job_id, self.cfg.output)
         if self.cancelling:
             raise JobCancelled(f"job {self.p.job.job_id} cancelled; what was done is kept (`farm resume {self.p.job.job_id}` continues it)")
         return None
 
-    def _mux(self) -> dict[str, Any]:
+    def _mux(self) -> JobResult:
         """Concatenate the chunks into this submit's output. The ownership is renewed meanwhile
         (its thread), so no follower takes the job over during a long mux."""
         self._refresh(message="assembling the output", state="muxing")
@@ -240,8 +241,7 @@ class Run:
         self.p.job.clean_segments({segment for segment, _, _ in segments})
         self._refresh(message=f"wrote {self.cfg.output}")
         assert any(isinstance(i, Finish) for i in instructions)
-        return {"job_id": self.p.job.job_id, "state": "done", **result,
-                "coordinator_ms_per_shard": round(1000 * self.coordinator_s / self.tracker.shards_run(), 3)}
+        return JobResult.of_mux(self.p.job.job_id, result, round(1000 * self.coordinator_s / self.tracker.shards_run(), 3))
 
     def _refresh(self, message: str | None = None, state: str | None = None) -> None:
         self.tracker.update(ray.get(self.coord.snapshot.remote()))
@@ -249,7 +249,7 @@ class Run:
             self.on_progress(self.tracker.progress(message, state))
 
 
-def drive(opened: Owned | Following, on_progress: Callable[[Progress], None] | None = None, dashboard_url: str | None = None) -> dict[str, Any]:
+def drive(opened: Owned | Following, on_progress: Callable[[Progress], None] | None = None, dashboard_url: str | None = None) -> JobResult:
     """Run the job if this driver holds it; otherwise follow the driver that does, and take the
     job over when it ends without this submit's output, hands the job back, or goes silent (a
     loop: each pass opens the job again, now as the owner, without ``--restart``)."""
@@ -262,16 +262,15 @@ def drive(opened: Owned | Following, on_progress: Callable[[Progress], None] | N
             finally:
                 owner.release()
         tracker = ProgressTracker(opened.job.job_id, dashboard_url, opened.disk_note or None)
-        result = follow(owner, opened.job, tracker, functools.partial(output_current, opened), on_progress)
-        if result is not None:
-            return {**result, "output": opened.cfg.output}
+        if follow(owner, opened.job, tracker, functools.partial(output_current, opened), on_progress):
+            return JobResult(opened.job.job_id, opened.cfg.output, followed=True)
         owner.detach()  # taken over: the next open_job keeps the job under this driver's id
         opened = open_job(dataclasses.replace(opened.cfg, restart=False))
 
 
 def submit(cfg: JobConfig, *, address: str | None = None, on_progress: Callable[[Progress], None] | None = None, dashboard: bool = True,
-           source: SourceInfo | None = None) -> dict[str, Any]:
-    """Run ``cfg`` to completion (or resume it); returns a summary. ``source``: the input's probe,
+           source: SourceInfo | None = None) -> JobResult:
+    """Run ``cfg`` to completion (or resume it); returns what it did. ``source``: the input's probe,
     when the caller has made it.
 
     Raises:

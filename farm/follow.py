@@ -33,9 +33,9 @@ def job_summary(job: JobDir) -> dict[str, Any]:
 
 
 def follow(owner: Ownership, job: JobDir, tracker: ProgressTracker, output_current: Callable[[], bool],
-           on_progress: Callable[[Progress], None] | None = None, poll_s: float = POLL_S) -> dict[str, Any] | None:
-    """Follow the job until this driver may take it over (returns None: run it now) or it
-    finished with this submit's output written (returns the result).
+           on_progress: Callable[[Progress], None] | None = None, poll_s: float = POLL_S) -> bool:
+    """Follow the job until this driver may take it over (returns False: run it now) or it
+    finished with this submit's output written (returns True).
 
     Raises:
         JobFailed: the job failed or was cancelled while this driver followed it.
@@ -46,12 +46,12 @@ def follow(owner: Ownership, job: JobDir, tracker: ProgressTracker, output_curre
         tracker.update(info)
         state = info["state"]
         if state == "done" and output_current():
-            return {"job_id": job.job_id, "output": owner.output, "state": "done", "followed": True}
+            return True
         if saw_it_run and state in ("failed", "cancelled"):
             raise JobFailed(f"job {job.job_id} {state}: {info.get('reason')}")
         saw_it_run = saw_it_run or state in ("running", "muxing")
         if owner.try_take():
-            return None
+            return False
         holder = owner.holder
         where = f"the driver on {holder.host} (pid {holder.pid})" if holder else "another driver"
         if on_progress is not None:

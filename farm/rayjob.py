@@ -7,6 +7,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -15,6 +16,7 @@ from farm.config import JobConfig
 from farm.enhance.factories import job_module
 from farm.errors import ClusterError, JobFailed, first_line
 from farm.identity import identify
+from farm.result import JobResult
 from farm.session import use_token
 
 
@@ -26,7 +28,7 @@ def submit_ray_job(
     token: str | None = None,
     detach: bool = False,
     on_line: Callable[[str], None] = print,
-) -> dict[str, Any]:
+) -> JobResult:
     """Submit ``farm submit <forwarded>`` as a Ray Job to the cluster whose dashboard is at
     ``dashboard``; unless ``detach``, follow its logs until it ends.
 
@@ -61,9 +63,9 @@ def submit_ray_job(
         auth = any(w in str(exc).lower() for w in ("401", "403", "auth", "token"))
         hint = "; the cluster wants its authentication token: pass --token-file, --token or set RAY_AUTH_TOKEN" if auth else ""
         raise ClusterError(f"cannot submit to the Ray cluster at {dashboard}: {first_line(exc)}{hint}") from None
-    result = {"submission_id": submission_id, "job_id": job_id, "output": cfg.output, "dashboard": dashboard}
+    result = JobResult(job_id, cfg.output, submission_id=submission_id, dashboard=dashboard)
     if detach:
-        return {**result, "state": "submitted"}
+        return replace(result, state="submitted")
     last_error: list[str] = []
 
     async def follow() -> None:
@@ -79,4 +81,4 @@ def submit_ray_job(
         info = client.get_job_info(submission_id)
         reason = last_error[0] if last_error else (info.message or str(status))
         raise JobFailed(f"Ray job {submission_id} {getattr(status, 'value', status)!s}: {reason}".replace(" FAILED:", " failed:"))
-    return {**result, "state": "done"}
+    return result

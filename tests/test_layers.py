@@ -62,7 +62,7 @@ FORBIDDEN: dict[str, set[str]] = {
 RAY_ROOMS = {"actors", "driver", "testing"}
 #: Rooms that may print (click.echo, print, rich consoles, writes to stdout/stderr).
 PRINTING_ROOMS = {"cli"}
-CORE_MODULES = {"errors", "config", "plan", "ledger", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost"}
+CORE_MODULES = {"errors", "result", "config", "plan", "ledger", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost"}
 
 
 def room_of(module: str, imported: bool = False) -> str:

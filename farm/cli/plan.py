@@ -148,7 +148,7 @@ def _write_clip(cfg, frames: tuple[int, int], output: str | None, sheet: str, o:
     with contextlib.redirect_stdout(sys.stderr):
         summary = run_submit(clip, address=o["address"], dashboard=False)
     click.echo(f"{clip.output}  (clip of source frames [{frames[0]}, {frames[1]}), the source's other streams cut to "
-               f"whole packets of that span, farm job {summary.get('job_id')}, {time.perf_counter() - t0:.1f} s)")
+               f"whole packets of that span, farm job {summary.job_id}, {time.perf_counter() - t0:.1f} s)")
 
 
 def _show(path: str) -> None:

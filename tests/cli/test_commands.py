@@ -116,6 +116,7 @@ def test_token_file_reaches_ray_and_stays_off_the_command_line(tmp_path, monkeyp
 
     from farm import rayjob
     from farm.cli.main import main
+    from farm.result import JobResult
 
     token_file = tmp_path / "token"
     token_file.write_text("secret-token-0123\n")
@@ -123,7 +124,7 @@ def test_token_file_reaches_ray_and_stays_off_the_command_line(tmp_path, monkeyp
 
     def fake_submit_ray_job(cfg, forwarded, address, *, token=None, detach=False, on_line=print):
         seen.update(forwarded=forwarded, token=token)
-        return {"submission_id": "s", "job_id": "j", "output": cfg.output, "state": "submitted", "dashboard": address}
+        return JobResult("j", cfg.output, state="submitted", submission_id="s", dashboard=address)
 
     monkeypatch.setattr(rayjob, "submit_ray_job", fake_submit_ray_job)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-environment")

@@ -185,7 +185,7 @@ def test_a_follower_whose_owner_died_mid_mux_takes_over(tmp_path):
     job.write_ledger({"state": "muxing", "reason": None, "shards": [[s.start, s.stop] for s in p.spec.shards()], "done": {}})
     follower = Ownership(job, me="B", host="hostB", ttl_s=0.3)
     t = time.monotonic()
-    assert follow(follower, job, ProgressTracker(job.job_id), lambda: False, poll_s=0.05) is None
+    assert follow(follower, job, ProgressTracker(job.job_id), lambda: False, poll_s=0.05) is False
     assert follower.owned and time.monotonic() - t < 5
     follower.release()
 
@@ -201,6 +201,6 @@ def test_a_second_submit_with_another_output_never_reports_a_file_nobody_wrote(t
     job.write_ledger({"state": "done", "reason": None, "shards": [[s.start, s.stop] for s in p.spec.shards()], "done": {}})
     follower = Ownership(job, me="B", host="hostB")
     threading.Timer(0.3, owner_a.release).start()  # A finishes and hands the job back
-    assert follow(follower, job, ProgressTracker(job.job_id), lambda: os.path.exists(tmp_path / "b.mkv"), poll_s=0.05) is None
+    assert follow(follower, job, ProgressTracker(job.job_id), lambda: os.path.exists(tmp_path / "b.mkv"), poll_s=0.05) is False
     assert follower.owned
     follower.release()
