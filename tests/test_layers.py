@@ -59,7 +59,7 @@ FORBIDDEN: dict[str, set[str]] = {
 RAY_ROOMS = {"actors", "driver", "testing"}
 #: Rooms that may print (click.echo, print, rich consoles, writes to stdout/stderr).
 PRINTING_ROOMS = {"cli"}
-CORE_MODULES = {"errors", "config", "plan", "ledger", "progress", "receipt", "lease", "events", "records", "recovery", "owner"}
+CORE_MODULES = {"errors", "config", "plan", "ledger", "media", "progress", "receipt", "lease", "events", "records", "recovery", "owner"}
 
 
 def room_of(module: str, imported: bool = False) -> str:
@@ -221,7 +221,7 @@ def test_importing_the_core_loads_no_io_library():
     """Reading a job's settings, its plan or its ledger (e.g. `farm status` on a laptop) must not
     load PyAV, Ray, torch or fsspec: checked in a fresh interpreter, so lazy imports count too."""
     code = (
-        "import sys; import farm.errors, farm.config, farm.plan, farm.ledger; "
+        "import sys; import farm.errors, farm.config, farm.plan, farm.ledger, farm.media; "
         "print(sorted(m for m in ('av', 'ray', 'torch', 'fsspec', 'cv2') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout

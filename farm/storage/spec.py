@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from farm import __version__
 from farm.config import ModelConfig, OutputConfig
 from farm.errors import WeightsError
+from farm.media import FrameIndex, SourceInfo
 from farm.plan import EncoderSizing, Geometry, Shard, plan_geometry, plan_shards, snap_window
 from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
-from farm.video.index import FrameIndex
-from farm.video.probe import SourceInfo
 
 
 @dataclass(frozen=True, slots=True)

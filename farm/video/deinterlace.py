@@ -34,7 +34,7 @@ import numpy as np
 
 from farm.config import DEINTERLACE_MODES as MODES
 from farm.errors import DecodeError
-from farm.video.index import FrameIndex
+from farm.media import FrameIndex
 
 log = logging.getLogger(__name__)
 

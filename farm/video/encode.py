@@ -46,8 +46,9 @@ import numpy as np
 
 from farm.config import CODEC_SPECS, RGB_CODECS
 from farm.errors import EncodeError, UsageError
+from farm.media import Colour
 from farm.plan import EncoderSizing
-from farm.video.color import Colour, encoder_options, from_bgr, tag
+from farm.video.color import encoder_options, from_bgr, tag
 
 log = logging.getLogger(__name__)
 #: SVT-AV1 prints its whole configuration to stderr each time an encoder opens (once per chunk and

@@ -22,13 +22,13 @@ from typing import IO, Any, Callable, Iterator, Sequence
 import av
 
 from farm.errors import MuxError
+from farm.media import FrameIndex, SourceInfo
 from farm.video.color import tag
 from farm.video.containers import container_for
 from farm.video.deinterlace import FIELD_ORDER_CODES
 from farm.video.encode import chunk_params
-from farm.video.index import FrameIndex, index_stream
+from farm.video.index import index_stream
 from farm.video.inputs import open_input
-from farm.video.probe import SourceInfo
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from farm.actors.mux_task import assemble
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig, job_id
 from farm.driver import prepare
+from farm.media import SourceInfo
 from farm.plan import plan_geometry
 from farm.testing.fakes import fake_output
-from farm.video.probe import SourceInfo, probe
+from farm.video.probe import probe
 from tests.helpers import decode_all
 
 SIXTEEN_NINE = Fraction(16, 9)
