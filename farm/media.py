@@ -1,6 +1,6 @@
 """The media nouns, pure: a probed source (:class:`SourceInfo`), its frame index, colour and other
-streams, and the time rules every reader of them shares (a frame's duration, the end of the last
-frame, the mean rate). No container library: probing and indexing live in :mod:`farm.video`."""
+streams; the time rules every reader of them shares (a frame's duration, the end of the last frame,
+the mean rate) and the deinterlace arithmetic. No container library: that is :mod:`farm.video`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Literal
+
+from farm.config import DEINTERLACE_MODES
 
 Method = Literal["packets", "decode"]
 
@@ -19,6 +21,10 @@ MATRICES = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "sm
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
 #: The rate a video is taken to have when its frames cannot tell one (FFmpeg's default).
 DEFAULT_RATE = Fraction(25)
+#: Field orders (FFmpeg's names) of interlaced video, and those whose top field is shown first
+#: (tt: coded and shown first; bt: coded second).
+INTERLACED = ("tt", "bb", "tb", "bt")
+TOP_FIRST = ("tt", "bt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,3 +250,43 @@ class SourceInfo:
         data["colour"] = Colour.from_json(data.get("colour"))
         data["span"] = tuple(data["span"]) if data.get("span") is not None else None
         return cls(**data)
+
+
+def is_interlaced(field_order: str) -> bool:
+    return field_order in INTERLACED
+
+
+def effective_mode(requested: str, field_order: str) -> str:
+    """``off``, ``on`` or ``double``: what ``requested`` (``--deinterlace``) does to a source with
+    ``field_order``.
+
+    Raises:
+        ValueError: ``requested`` is not one of :data:`farm.config.DEINTERLACE_MODES`.
+    """
+    if requested not in DEINTERLACE_MODES:
+        raise ValueError(f"unknown deinterlace mode {requested!r}; known: {', '.join(DEINTERLACE_MODES)}")
+    if requested == "auto":
+        return "on" if is_interlaced(field_order) else "off"
+    return requested
+
+
+def frames_per_source_frame(mode: str) -> int:
+    """Output frames per source frame: 2 for ``double``, else 1 (``mode`` is an effective mode)."""
+    return 2 if mode == "double" else 1
+
+
+def output_index(source: FrameIndex, mode: str) -> FrameIndex:
+    """The output's frames: ``source`` itself, or for ``double`` two per source frame, the first
+    field's at the frame's pts and the second's half its :meth:`~FrameIndex.duration` later, in a
+    time base half the source's (see :mod:`farm.video.deinterlace`)."""
+    if mode != "double":
+        return source
+    out: list[int] = []
+    for k, p in enumerate(source.pts):
+        out += [2 * p, 2 * p + source.duration(k)]
+    return FrameIndex(source.time_base / 2, tuple(out), tuple(2 * k for k in source.keyframe_pts))
+
+
+def output_field_order(mode: str, field_order: str) -> str:
+    """The field order tag of the output: progressive once deinterlaced, else the source's."""
+    return field_order if mode == "off" else "progressive"

@@ -24,14 +24,13 @@ from farm.config import job_id as make_job_id
 from farm.enhance.hashes import file_sha256
 from farm.enhance.weights import check_weights, sr_weights_source
 from farm.errors import FarmError, OutputError, StorageError, UsageError
-from farm.media import SourceInfo
+from farm.media import SourceInfo, effective_mode, frames_per_source_frame
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, split_location
 from farm.storage.jobdir import SUBMIT, JobDir
 from farm.storage.ownership import Ownership
 from farm.storage.spec import JobSpec, frames_per_second
 from farm.video.containers import CONTAINERS, check_streams_fit, container_for
-from farm.video.deinterlace import effective_mode, frames_per_source_frame
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
 from farm.video.mux import verify
 from farm.video.probe import cut_source, probe

@@ -46,7 +46,7 @@ import numpy as np
 
 from farm.config import CODEC_SPECS, RGB_CODECS
 from farm.errors import EncodeError, UsageError
-from farm.media import Colour
+from farm.media import Colour, mean_rate
 from farm.plan import EncoderSizing
 from farm.video.color import encoder_options, from_bgr, tag
 
@@ -165,14 +165,6 @@ class ChunkSettings:
         }
 
 
-def mean_rate(pts: Sequence[int], time_base: Fraction) -> Fraction:
-    """The mean frame rate of the whole video (25 when it cannot be told)."""
-    if len(pts) < 2:
-        return Fraction(25)
-    span = (pts[-1] - pts[0]) * time_base
-    return (Fraction(len(pts) - 1) / span).limit_denominator(1001 * 1000) if span > 0 else Fraction(25)
-
-
 def chunk_settings(
     codec: str,
     crf: int,
@@ -236,7 +228,10 @@ def chunk_settings(
             options["x265-params"] += ":" + extra
     else:
         encoder_options(spec.encoder, colour)  # warns once that other encoders drop HDR mastering metadata
-    return ChunkSettings(codec, spec.encoder, fmt, width, height, time_base, mean_rate(pts, time_base), threads, options,
+    # The exact mean of a long VFR video can have a denominator past FFmpeg's int rationals; rates
+    # such as NTSC's 24000/1001 stay exact.
+    rate = mean_rate(pts, time_base).limit_denominator(1001 * 1000)
+    return ChunkSettings(codec, spec.encoder, fmt, width, height, time_base, rate, threads, options,
                          colour, (int(sample_aspect_ratio[0]), int(sample_aspect_ratio[1])))
 
 

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from farm.cli.main import main
-from farm.media import FrameIndex
+from farm.media import FrameIndex, output_index
 from farm.testing.fakes import fake_output
 from farm.testing.legacy import comb_measure, make_interlaced_clip
-from farm.video.deinterlace import _Bwdif, output_index
+from farm.video.deinterlace import _Bwdif
 from tests.helpers import decode_all, packet_pts
 
 pytestmark = [pytest.mark.ray]
