@@ -29,7 +29,7 @@ from farm.plan import Geometry, default_shard_frames, plan_geometry, search_rang
 from farm.storage.fs import Storage, is_url, nearest_existing, normalize, split_location
 from farm.storage.jobdir import SUBMIT, JobDir
 from farm.storage.ownership import Ownership
-from farm.storage.spec import JobSpec, frames_per_second
+from farm.spec import JobSpec, frames_per_second
 from farm.video.containers import CONTAINERS, check_streams_fit, container_for
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
 from farm.video.mux import verify

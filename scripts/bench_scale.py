@@ -124,7 +124,7 @@ def coordinator_cost(work: str, shards: int = 10_000, workers: int = 64) -> tupl
     from farm.config import ModelConfig
     from farm.ledger import Assign, ShardDone, WorkerJoined
     from farm.storage.jobdir import JobDir
-    from farm.storage.spec import JobSpec
+    from farm.spec import JobSpec
     from farm.media import FrameIndex, SourceInfo
 
     frames = shards * FRAMES_PER_SHARD

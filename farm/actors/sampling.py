@@ -40,7 +40,7 @@ def render_on_cluster(spec, source_frames: Sequence[int], device: str, render, w
     """
 
     def run(spec_json: dict, frames: list[int]):
-        from farm.storage.spec import JobSpec
+        from farm.spec import JobSpec
 
         return render(JobSpec.from_json(spec_json), frames)
 

@@ -38,7 +38,7 @@ from farm.enhance.weights import check_weights
 from farm.errors import OutputError, UsageError
 from farm.media import FrameIndex
 from farm.plan import Geometry
-from farm.storage.spec import JobSpec, frames_per_second
+from farm.spec import JobSpec, frames_per_second
 from farm.video.decode import decode_shard
 from farm.video.probe import probe
 from farm.video.scenes import detect_scene_cuts

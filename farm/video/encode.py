@@ -44,7 +44,7 @@ from typing import Any, Sequence, cast
 import av
 import numpy as np
 
-from farm.config import CODEC_SPECS, RGB_CODECS
+from farm.config import CHUNK_FORMAT, CODEC_SPECS, RGB_CODECS
 from farm.errors import EncodeError, UsageError
 from farm.media import Colour, mean_rate
 from farm.plan import EncoderSizing
@@ -55,9 +55,6 @@ log = logging.getLogger(__name__)
 #: in the driver's container check) unless told otherwise; errors only, unless the user set it.
 os.environ.setdefault("SVT_LOG", "1")
 
-#: Chunks are NUT files: NUT stores any time base exactly, so a chunk keeps the source's pts.
-CHUNK_FORMAT = "nut"
-CHUNK_SUFFIX = ".nut"
 #: Encoder threads per chunk: one per started megapixel of output frame, at most this many.
 MAX_ENCODER_THREADS = 8
 #: x264's CPU flags for the x86-64-v3 level (x264.h: MMX..SSE4.2, AVX, FMA3, BMI1, BMI2, AVX2,

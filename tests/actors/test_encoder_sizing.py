@@ -15,7 +15,7 @@ from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.enhance.arch import SRArch
 from farm.plan import HOST_MS_PER_MPX, X264_MS_PER_MPX, EncoderSizing, expected_gpu_fps, size_encoder
 from farm.preflight import prepare
-from farm.storage.spec import JobSpec
+from farm.spec import JobSpec
 from farm.testing.clips import make_test_clip
 
 X4PLUS = SRArch("rrdb", 4, {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4})

@@ -14,7 +14,7 @@ from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.driver import prepare
 from farm.errors import EnhanceError, WeightsError
-from farm.storage.spec import JobSpec
+from farm.spec import JobSpec
 from farm.testing.clips import make_test_clip
 from farm.testing.fakes import fake_output
 from tests.helpers import decode_all

@@ -153,7 +153,7 @@ def test_jobs_made_before_field_orders_were_recorded_resume_as_they_were_made(tf
     """An interlaced job created by an older farm (no field order in its job.json) resumes
     without deinterlacing, as its finished segments were made; a new probe deinterlaces."""
     from farm.config import ModelConfig
-    from farm.storage.spec import JobSpec
+    from farm.spec import JobSpec
     from farm.video.probe import probe
 
     source = probe(tff_clip).to_json()

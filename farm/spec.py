@@ -1,6 +1,6 @@
-"""The job spec: written once when a job is created and read by every actor: the source (probe and
-frame index), the model and output settings, the shard plan's inputs, the model's scale and the
-output geometry worked out at submit."""
+"""The job spec, pure: written once when a job is created (``job.json``, see
+:mod:`farm.storage.jobdir`) and read by every actor: the source (probe and frame index), the model
+and output settings, the shard plan's inputs, the model's scale and the output geometry."""
 
 from __future__ import annotations
 
