@@ -144,7 +144,7 @@ def tune_runner(prepare_variant, shards, device: str, cpus: int):
             for h in handles:
                 kill(h)
         run.receipts[candidate] = receipts  # type: ignore[attr-defined]
-        return sum(r["output_frames"] for r in receipts) / wall
+        return sum(r.output_frames for r in receipts) / wall
 
     run.receipts = {}  # type: ignore[attr-defined]  # the timed shards' receipts, per candidate (farm tune's stages)
     return run

@@ -116,7 +116,7 @@ def test_the_sizing_is_recorded_in_the_spec_and_every_chunk_uses_it(spec, tmp_pa
     worker.ready()
     first = worker.run_shard(0, 0, 4, attempt=1)
     again = worker.run_shard(0, 0, 4, attempt=2)
-    settings = first["video"]["settings"]
+    settings = first.video["settings"]
     assert settings["threads"] == 5 and settings["options"]["preset"] == "veryfast"
     assert "threads=5" in settings["options"]["x264-params"].split(":")
-    assert again["sha256"] == first["sha256"]
+    assert again.sha256 == first.sha256

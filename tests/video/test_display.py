@@ -50,7 +50,7 @@ def run_job(clip: str, output: str, codec: str = "x264", out_cfg: dict | None = 
     p = prepare(cfg)
     n = p.spec.source.num_frames
     receipt = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu").run_shard(0, 0, n, attempt=1)
-    assemble(p.job.jobs_root, p.job.job_id, output, cfg.out, [(receipt["segment"], 0, n)])
+    assemble(p.job.jobs_root, p.job.job_id, output, cfg.out, [(receipt.segment, 0, n)])
     return p.spec.source
 
 
