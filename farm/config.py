@@ -40,6 +40,9 @@ CODEC_SPECS: dict[str, CodecSpec] = {
 }
 #: Codecs that write RGB exactly as the model made it (``--pix-fmt`` does not apply).
 RGB_CODECS = ("ffv1", "png")
+#: Chunks are NUT files: NUT stores any time base exactly, so a chunk keeps the source's pts.
+CHUNK_FORMAT = "nut"
+CHUNK_SUFFIX = ".nut"
 
 
 

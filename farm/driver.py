@@ -41,7 +41,7 @@ from farm.session import start_ray
 from farm.storage.fs import normalize
 
 if TYPE_CHECKING:
-    from farm.video.probe import SourceInfo
+    from farm.media import SourceInfo
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from farm.config import job_id as make_job_id
 from farm.enhance.hashes import file_sha256
 from farm.enhance.weights import sr_weights_source
 from farm.errors import FarmError
+from farm.media import SourceInfo
 from farm.storage.fs import Storage, split_location
-from farm.video.probe import SourceInfo, probe
+from farm.video.probe import probe
 
 
 def input_fingerprint(location: str, size: int) -> str:

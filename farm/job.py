@@ -15,16 +15,17 @@ from farm.config import JobConfig, OutputConfig
 from farm.enhance.weights import check_weights
 from farm.errors import FarmError, StorageError, UsageError
 from farm.identity import job_identity
+from farm.media import SourceInfo
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.preflight import check_disk_space, check_output
 from farm.storage.fs import is_url, normalize, split_location
 from farm.storage.jobdir import SUBMIT, JobDir
+from farm.spec import JobSpec, frames_per_second
 from farm.storage.ownership import Ownership
-from farm.storage.spec import JobSpec, frames_per_second
 from farm.video.containers import check_streams_fit
 from farm.video.encode import check_encoder, chunk_settings, encodable_size, output_pix_fmt
 from farm.video.mux import verify
-from farm.video.probe import SourceInfo, cut_source, probe
+from farm.video.probe import cut_source, probe
 from farm.video.scenes import detect_scene_cuts
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,11 @@ import shutil
 from farm.config import JobConfig
 from farm.cost import LOSSY_BITS_PER_PIXEL_AT_CRF18, estimate_bytes
 from farm.errors import OutputError, StorageError
+from farm.media import SourceInfo, effective_mode, frames_per_source_frame
 from farm.plan import Geometry
 from farm.storage.fs import is_url, nearest_existing, normalize
 from farm.storage.jobdir import JobDir
 from farm.video.containers import CONTAINERS, container_for
-from farm.video.deinterlace import effective_mode, frames_per_source_frame
-from farm.video.probe import SourceInfo
 
 log = logging.getLogger(__name__)
 

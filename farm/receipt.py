@@ -40,21 +40,9 @@ class Receipt:
         """It is a receipt of the planned shard ``[start, stop)`` (a --restart re-plans)."""
         return (self.start, self.stop, self.frames) == (start, stop, stop - start)
 
-    # -- mapping access, as receipt.json is read ------------------------------------------------
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in _NAMES:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in _NAMES else default
-
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Receipt):
             return self.to_json() == other.to_json()
-        if isinstance(other, dict):  # a receipt read back from receipt.json
-            return self.to_json() == other
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]

@@ -124,9 +124,8 @@ def coordinator_cost(work: str, shards: int = 10_000, workers: int = 64) -> tupl
     from farm.config import ModelConfig
     from farm.events import Assign, ShardDone, WorkerJoined
     from farm.storage.jobdir import JobDir
-    from farm.storage.spec import JobSpec
-    from farm.video.index import FrameIndex
-    from farm.video.probe import SourceInfo
+    from farm.spec import JobSpec
+    from farm.media import FrameIndex, SourceInfo
 
     frames = shards * FRAMES_PER_SHARD
     index = FrameIndex(Fraction(1, 1000), tuple(range(0, frames * 40, 40)), (0,))

@@ -74,7 +74,7 @@ def farm_rows(args, clip, weights, script, precision, faces, budget, frames_bgr)
         receipt = worker.run_shard(0, 0, args.frames, attempt=1)
         _sync(args.device)
         wall = time.perf_counter() - t0
-        rows.append(("farm", precision, batch, faces, args.frames / wall, args.frames / receipt["timings"]["enhance_s"], receipt["faces"]))
+        rows.append(("farm", precision, batch, faces, args.frames / wall, args.frames / receipt.timings["enhance_s"], receipt.faces))
     del worker
     return rows
 

@@ -19,17 +19,16 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: The rooms, from the core out, and the rooms each may import (its own always allowed). Arrows run
-#: one way: cli -> driver -> actors -> job -> preflight/doctor -> jobdir -> video/enhance -> fs -> core.
+#: one way: cli -> driver -> actors -> job -> preflight/doctor -> storage/video/enhance -> fs -> core.
 #: ``job`` opens a job (identity, ownership, spec: it writes); ``preflight`` only checks.
-#: ``fs`` is storage's lowest part (fsspec, atomic writes, hashing), read by video and the models;
-#: ``storage`` is the job directory, which records video facts (the probe, the index).
+#: ``fs`` is storage's lowest part (fsspec, atomic writes, hashing), read by video and the models.
 LOW = {"core", "fs"}
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "fs": {"core"},
     "video": LOW,
     "enhance": LOW,
-    "storage": LOW | {"video"},
+    "storage": LOW,
     "preflight": LOW | {"video", "storage"},
     "job": LOW | {"video", "enhance", "storage", "preflight"},
     "doctor": LOW | {"enhance", "storage"},
@@ -62,7 +61,7 @@ FORBIDDEN: dict[str, set[str]] = {
 RAY_ROOMS = {"actors", "driver", "testing"}
 #: Rooms that may print (click.echo, print, rich consoles, writes to stdout/stderr).
 PRINTING_ROOMS = {"cli"}
-CORE_MODULES = {"errors", "result", "config", "plan", "ledger", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost"}
+CORE_MODULES = {"errors", "result", "config", "plan", "ledger", "media", "spec", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost"}
 
 
 def room_of(module: str, imported: bool = False) -> str:
@@ -226,7 +225,7 @@ def test_importing_the_core_loads_no_io_library():
     """Reading a job's settings, its plan or its ledger (e.g. `farm status` on a laptop) must not
     load PyAV, Ray, torch or fsspec: checked in a fresh interpreter, so lazy imports count too."""
     code = (
-        "import sys; import farm.errors, farm.config, farm.plan, farm.ledger; "
+        "import sys; import farm.errors, farm.config, farm.plan, farm.ledger, farm.media, farm.spec; "
         "print(sorted(m for m in ('av', 'ray', 'torch', 'fsspec', 'cv2') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
@@ -236,6 +235,7 @@ def test_importing_the_core_loads_no_io_library():
 BREAKS = {
     "core imports av": ("farm/config.py", "import av\n", "core imports av"),
     "core imports a video module": ("farm/plan.py", "from farm.video import probe\n", "core imports video"),
+    "the job directory imports a video module": ("farm/storage/jobdir.py", "from farm.video import probe\n", "storage imports video"),
     "video imports the models": ("farm/video/decode.py", "from farm.enhance import upscale\n", "video imports enhance"),
     "video imports ray": ("farm/video/decode.py", "import ray\n", "video imports ray"),
     "models import a container library": ("farm/enhance/upscale.py", "import av\n", "enhance imports av"),

@@ -19,7 +19,7 @@ from farm.errors import FarmError
 from farm.events import WorkerJoined, WorkerLost, WorkerStartFailed
 from farm.plan import EncoderSizing, cpu_plan, expected_gpu_fps, gpu_tflops, size_encoder
 from farm.storage.jobdir import JobDir
-from farm.storage.spec import JobSpec
+from farm.spec import JobSpec
 
 log = logging.getLogger(__name__)
 

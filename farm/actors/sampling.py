@@ -37,7 +37,7 @@ def render_on_cluster(spec, source_frames: Sequence[int], device: str, render, w
     """
 
     def run(spec_json: dict, frames: list[int]):
-        from farm.storage.spec import JobSpec
+        from farm.spec import JobSpec
 
         return render(JobSpec.from_json(spec_json), frames)
 
@@ -141,7 +141,7 @@ def tune_runner(prepare_variant, shards, device: str, cpus: int):
             for h in handles:
                 kill(h)
         run.receipts[candidate] = receipts  # type: ignore[attr-defined]
-        return sum(r["output_frames"] for r in receipts) / wall
+        return sum(r.output_frames for r in receipts) / wall
 
     run.receipts = {}  # type: ignore[attr-defined]  # the timed shards' receipts, per candidate (farm tune's stages)
     return run

@@ -26,7 +26,7 @@ from farm.errors import FarmError, InputError, ProbeError, StorageError
 from farm.plan import output_sar
 from farm.receipt import Receipt
 from farm.storage.jobdir import JobDir
-from farm.storage.spec import JobSpec
+from farm.spec import JobSpec
 from farm.video.decode import decode_shard
 from farm.video.encode import ChunkWriter, chunk_settings
 from farm.video.encode_process import SLOTS as ENCODER_SLOTS

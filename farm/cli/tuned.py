@@ -11,7 +11,7 @@ import click
 from farm.config import JobConfig
 
 if TYPE_CHECKING:
-    from farm.video.probe import SourceInfo
+    from farm.media import SourceInfo
 
 
 def apply_tuned(cfg: JobConfig, ctx: click.Context, echo=lambda line: click.echo(line, err=True)) -> tuple[JobConfig, SourceInfo | None]:

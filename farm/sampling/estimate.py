@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from farm.config import JobConfig
 from farm.job import Following, Owned, open_job
 from farm.plan import Shard
+from farm.receipt import Receipt
 from farm.storage.fs import is_url, normalize
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,9 @@ class Estimate:
         return data
 
 
-#: ``(prepared job, shards to run) -> one (kind, workers, ready seconds, receipts) per kind`` (receipts:
-#: :class:`farm.receipt.Receipt`, read by key);
+#: ``(prepared job, shards to run) -> one (kind, workers, ready seconds, receipts) per kind``;
 #: the first receipt of each kind is the warm-up's.
-Sampler = Callable[[Owned | Following, Sequence[Shard]], list[tuple[str, float, float, list[Any]]]]
+Sampler = Callable[[Owned | Following, Sequence[Shard]], list[tuple[str, float, float, list[Receipt]]]]
 
 
 def sample_shards(prepared: Owned | Following, count: int = SAMPLE_SHARDS, frames: int = SAMPLE_FRAMES) -> list[Shard]:
@@ -78,24 +78,28 @@ def sample_shards(prepared: Owned | Following, count: int = SAMPLE_SHARDS, frame
     return out + [Shard(s.index, s.start, min(s.stop, s.start + frames)) for s in picks]
 
 
-def summarise(kind: str, workers: float, ready_s: float, receipts: list[Any]) -> DeviceSample:
+def summarise(kind: str, workers: float, ready_s: float, receipts: list[Receipt]) -> DeviceSample:
     """Per-frame figures of one kind from its sample receipts (the warm-up's left out, unless it
     is the only one), and the warm-up's model time beyond them (its first calls)."""
     timed = receipts[1:] or receipts
-    frames = sum(r["output_frames"] for r in timed)
-    model_s_per_frame = sum(r["timings"]["enhance_s"] for r in timed) / frames
+    frames = sum(r.output_frames for r in timed)
+    model_s_per_frame = sum(_enhance_s(r) for r in timed) / frames
     warm = receipts[0]
-    first_calls_s = max(0.0, warm["timings"]["enhance_s"] - warm["output_frames"] * model_s_per_frame) if len(receipts) > 1 else 0.0
+    first_calls_s = max(0.0, _enhance_s(warm) - warm.output_frames * model_s_per_frame) if len(receipts) > 1 else 0.0
     return DeviceSample(
         kind=kind,
         workers=workers,
         frames=frames,
         model_s_per_frame=model_s_per_frame,
-        worker_s_per_frame=sum(r["seconds"] for r in timed) / frames,
-        bytes_per_frame=sum(r["bytes"] for r in timed) / frames,
+        worker_s_per_frame=sum(r.seconds for r in timed) / frames,
+        bytes_per_frame=sum(r.bytes for r in timed) / frames,
         load_s=ready_s,
         first_calls_s=first_calls_s,
     )
+
+
+def _enhance_s(receipt: Receipt) -> float:
+    return (receipt.timings or {})["enhance_s"]  # every worker's receipt has it
 
 
 def combine(prepared: Owned | Following, samples: Sequence[DeviceSample], gpus: float | None, price: float | None) -> Estimate:

@@ -19,10 +19,10 @@ from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.upscale import place
 from farm.enhance.weights import check_weights
 from farm.errors import OutputError, UsageError
+from farm.media import FrameIndex
 from farm.plan import Geometry
-from farm.storage.spec import JobSpec, frames_per_second
+from farm.spec import JobSpec, frames_per_second
 from farm.video.decode import decode_shard
-from farm.video.index import FrameIndex
 from farm.video.probe import probe
 from farm.video.scenes import detect_scene_cuts
 
@@ -94,12 +94,12 @@ def pick_frames(spec: JobSpec, count: int | None = None, at_s: Sequence[float] =
     """
     index = spec.source.index
     n = len(index)
-    start, end = index.seconds(0), index.seconds(n - 1)
     if at_s:
+        length_s = _length_s(index)
         out = []
         for t in at_s:
-            if not 0 <= t < end - start + _last_duration(spec):
-                raise UsageError(f"--at {t:g} is outside the video (0 to {end - start + _last_duration(spec):.3f} s)")
+            if not 0 <= t < length_s:
+                raise UsageError(f"--at {t:g} is outside the video (0 to {length_s:.3f} s)")
             # The frame shown at t: the last one that starts at or before it.
             i = bisect.bisect_right(index.pts, index.pts[0] + t / index.time_base) - 1
             out.append(min(max(i, 0), n - 1))
@@ -119,9 +119,13 @@ def pick_frames(spec: JobSpec, count: int | None = None, at_s: Sequence[float] =
     return sorted(set(picks))
 
 
-def _last_duration(spec: JobSpec) -> float:
-    index = spec.source.index
-    return float(index.seconds(len(index) - 1) - index.seconds(len(index) - 2)) if len(index) > 1 else 1.0
+def _length_s(index: FrameIndex) -> float:
+    """How long the video shows: to the end of its last frame (:attr:`FrameIndex.span_s`). A single
+    picture lasts one tick there, which leaves no ``--at`` to pick it by, so here it lasts a second."""
+    if len(index) == 1:
+        return 1.0
+    start, end = index.span_s
+    return float(end - start)
 
 
 def load_enhancer(spec: JobSpec, device: str = "auto", factories: Factories | None = None) -> tuple[Enhancer, str]:

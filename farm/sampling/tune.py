@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from farm.errors import UsageError
 from farm.plan import cpu_plan
+from farm.receipt import Receipt
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,11 @@ class Stages:
     encode_fps: float | None
 
     @classmethod
-    def from_receipts(cls, receipts: Sequence[Any]) -> Stages:
-        frames = sum(r["output_frames"] for r in receipts)
-        total = {k: sum(r["timings"].get(k, 0.0) for r in receipts) for k in ("decode_s", "enhance_s", "encode_s")}
-        model = sum(r["timings"]["model_s"] for r in receipts) if all("model_s" in r["timings"] for r in receipts) else None
+    def from_receipts(cls, receipts: Sequence[Receipt]) -> Stages:
+        frames = sum(r.output_frames for r in receipts)
+        timings = [r.timings or {} for r in receipts]
+        total = {k: sum(t.get(k, 0.0) for t in timings) for k in ("decode_s", "enhance_s", "encode_s")}
+        model = sum(t["model_s"] for t in timings) if all("model_s" in t for t in timings) else None
         rate = lambda seconds: frames / seconds if seconds > 1e-6 else None  # noqa: E731
         return cls(rate(total["decode_s"]), rate(model) if model is not None else None,
                    rate(total["enhance_s"] - model) if model is not None else None, rate(total["enhance_s"]), rate(total["encode_s"]))

@@ -1,5 +1,5 @@
 """The job directory on shared storage: the whole layout (spec, ledger, receipts, the segment commit
-protocol, logs, control and owner files) in one place. The spec itself is :mod:`farm.storage.spec`.
+protocol, logs, control and owner files) in one place. The spec itself is :mod:`farm.spec`.
 
     <jobs-root>/<job-id>/
       job.json                  spec: input, probe + frame index, model and output settings,
@@ -24,14 +24,13 @@ import time
 import uuid
 from typing import IO, Any
 
-from farm.config import OutputConfig, check_job_id
+from farm.config import CHUNK_SUFFIX, OutputConfig, check_job_id
 from farm.errors import InputError, StorageError
 from farm.ledger import Ledger
 from farm.owner import OwnerRecord
 from farm.records import RetryPolicy
 from farm.storage.fs import TMP_MARK, Storage, sha256_file
-from farm.storage.spec import JobSpec
-from farm.video.encode import CHUNK_SUFFIX
+from farm.spec import JobSpec
 
 SPEC = "job.json"
 LEDGER = "ledger.json"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -14,11 +13,11 @@ import av
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
+from farm.media import MATRICES, Colour
+
 log = logging.getLogger(__name__)
 
-# FFmpeg's enum values and names (libavutil/pixfmt.h, av_color_*_name).
-MATRICES = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "ycgco",
-            9: "bt2020nc", 10: "bt2020c", 11: "smpte2085", 12: "chroma-derived-nc", 13: "chroma-derived-c", 14: "ictcp"}
+# FFmpeg's enum values and names (libavutil/pixfmt.h, av_color_*_name); the matrices' are farm.media's.
 PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film", 9: "bt2020",
              10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "jedec-p22"}
 TRANSFERS = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "linear", 9: "log100",
@@ -28,45 +27,12 @@ RANGES = {1: "tv", 2: "pc"}
 UNSPECIFIED = 2  # AVCOL_SPC/PRI/TRC_UNSPECIFIED
 #: swscale's matrix codes (SWS_CS_*) for the matrices it converts; others fall back to BT.601.
 _SWS = {"bt709": 1, "fcc": 4, "bt470bg": 5, "smpte170m": 5, "smpte240m": 7, "bt2020nc": 9, "bt2020c": 9}
-HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
 #: The matrix/primaries/transfer players assume for untagged video of at least this many lines.
 HD_LINES = 720
 
 
 def _code(table: dict[int, str], name: str | None) -> int:
     return next((k for k, v in table.items() if v == name), UNSPECIFIED)
-
-
-@dataclass(frozen=True, slots=True)
-class Colour:
-    """How a stream's samples are to be read and what the output is tagged with. ``assumed``: at
-    least one of the four was not tagged by the source but guessed as players guess it.
-    ``mastering`` is x265's ``master-display`` string, ``light`` its ``max-cll`` (``"1000,400"``)."""
-
-    matrix: str
-    range: str  # tv (limited) | pc (full)
-    primaries: str | None = None
-    transfer: str | None = None
-    assumed: bool = False
-    mastering: str | None = None
-    light: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.matrix not in MATRICES.values():
-            raise ValueError(f"unknown matrix {self.matrix!r}; known: {', '.join(MATRICES.values())}")
-        if self.range not in ("tv", "pc"):
-            raise ValueError(f"colour range must be tv or pc, got {self.range!r}")
-
-    @property
-    def hdr(self) -> bool:
-        return self.transfer in HDR_TRANSFERS
-
-    def to_json(self) -> dict:
-        return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
-
-    @classmethod
-    def from_json(cls, data: dict | None) -> Colour | None:
-        return None if data is None else cls(**data)
 
 
 def colour_of(source: av.VideoFrame | av.video.stream.VideoStream, height: int | None = None) -> Colour:

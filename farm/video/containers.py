@@ -12,8 +12,8 @@ import av
 
 from farm.config import CODEC_SPECS
 from farm.errors import OutputError
+from farm.media import SourceInfo
 from farm.video.inputs import open_input
-from farm.video.probe import SourceInfo
 
 #: Output names whose extension picks the container; anything else is refused early.
 CONTAINERS = {

@@ -13,9 +13,10 @@ import av
 import numpy as np
 
 from farm.errors import DecodeError
-from farm.video.color import Colour, to_bgr
+from farm.media import Colour, FrameIndex
+from farm.video.color import to_bgr
 from farm.video.deinterlace import deinterlaced_frames
-from farm.video.index import FrameIndex, decode_packet, open_filter
+from farm.video.index import decode_packet, open_filter
 from farm.video.inputs import open_input
 
 log = logging.getLogger(__name__)

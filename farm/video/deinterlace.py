@@ -32,10 +32,9 @@ from typing import Callable, Iterator
 import av
 import numpy as np
 
-from farm.config import DEINTERLACE_MODES as MODES
 from farm.errors import DecodeError
+from farm.media import TOP_FIRST, frames_per_source_frame, is_interlaced
 from farm.video.filters import FilterChain
-from farm.video.index import FrameIndex
 
 log = logging.getLogger(__name__)
 
@@ -43,47 +42,6 @@ log = logging.getLogger(__name__)
 #: FFmpeg's AVFieldOrder values, by the names ffprobe prints.
 FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
 FIELD_ORDER_CODES = {name: code for code, name in FIELD_ORDERS.items()}
-#: Field orders whose top field is shown first (tt: coded and shown first; bt: coded second).
-TOP_FIRST = ("tt", "bt")
-INTERLACED = ("tt", "bb", "tb", "bt")
-
-
-def is_interlaced(field_order: str) -> bool:
-    return field_order in INTERLACED
-
-
-def effective_mode(requested: str, field_order: str) -> str:
-    """``off``, ``on`` or ``double``: what ``requested`` does to a source with ``field_order``."""
-    if requested not in MODES:
-        raise ValueError(f"unknown deinterlace mode {requested!r}; known: {', '.join(MODES)}")
-    if requested == "auto":
-        return "on" if is_interlaced(field_order) else "off"
-    return requested
-
-
-def frames_per_source_frame(mode: str) -> int:
-    """Output frames per source frame: 2 for ``double``, else 1 (``mode`` is an effective mode)."""
-    return 2 if mode == "double" else 1
-
-
-def output_index(source: FrameIndex, mode: str) -> FrameIndex:
-    """The output's frames: ``source`` itself, or for ``double`` two per source frame at field
-    times (see the module docstring)."""
-    if mode != "double":
-        return source
-    pts = source.pts
-    out: list[int] = []
-    for k, p in enumerate(pts):
-        if k + 1 < len(pts):
-            duration = pts[k + 1] - p
-        elif k:
-            duration = p - pts[k - 1]
-        else:
-            duration = 1
-        out += [2 * p, 2 * p + duration]
-    return FrameIndex(source.time_base / 2, tuple(out), tuple(2 * k for k in source.keyframe_pts))
-
-
 def detect_field_order(codec_field_order: int, frame: av.VideoFrame) -> str:
     """The source's field order: the codec context's when it says interlaced (decoders set it
     from the stream once a frame is decoded, containers from their tags), else, for a frame
@@ -108,11 +66,6 @@ def detect_field_order(codec_field_order: int, frame: av.VideoFrame) -> str:
         log.info("cannot read the field order of %s frames (%s); taking top field first", probe.format.name, exc)
         return "tt"
     return "bb" if moved else "tt"
-
-
-def output_field_order(mode: str, field_order: str) -> str:
-    """The field order tag of the output: progressive once deinterlaced, else the source's."""
-    return field_order if mode == "off" else "progressive"
 
 
 def deinterlaced_frames(

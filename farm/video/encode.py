@@ -16,19 +16,17 @@ from typing import Any, Sequence, cast
 import av
 import numpy as np
 
-from farm.config import CODEC_SPECS, RGB_CODECS
+from farm.config import CHUNK_FORMAT, CODEC_SPECS, RGB_CODECS
 from farm.errors import EncodeError, UsageError
+from farm.media import Colour, mean_rate
 from farm.plan import EncoderSizing
-from farm.video.color import Colour, encoder_options, from_bgr, tag
+from farm.video.color import encoder_options, from_bgr, tag
 
 log = logging.getLogger(__name__)
 #: SVT-AV1 prints its whole configuration to stderr each time an encoder opens (once per chunk and
 #: in the driver's container check) unless told otherwise; errors only, unless the user set it.
 os.environ.setdefault("SVT_LOG", "1")
 
-#: Chunks are NUT files: NUT stores any time base exactly, so a chunk keeps the source's pts.
-CHUNK_FORMAT = "nut"
-CHUNK_SUFFIX = ".nut"
 #: Encoder threads per chunk: one per started megapixel of output frame, at most this many.
 MAX_ENCODER_THREADS = 8
 #: x264's CPU flags for the x86-64-v3 level (x264.h: MMX..SSE4.2, AVX, FMA3, BMI1, BMI2, AVX2,
@@ -137,14 +135,6 @@ class ChunkSettings:
         }
 
 
-def mean_rate(pts: Sequence[int], time_base: Fraction) -> Fraction:
-    """The mean frame rate of the whole video (25 when it cannot be told)."""
-    if len(pts) < 2:
-        return Fraction(25)
-    span = (pts[-1] - pts[0]) * time_base
-    return (Fraction(len(pts) - 1) / span).limit_denominator(1001 * 1000) if span > 0 else Fraction(25)
-
-
 def chunk_settings(
     codec: str,
     crf: int,
@@ -208,7 +198,10 @@ def chunk_settings(
             options["x265-params"] += ":" + extra
     else:
         encoder_options(spec.encoder, colour)  # warns once that other encoders drop HDR mastering metadata
-    return ChunkSettings(codec, spec.encoder, fmt, width, height, time_base, mean_rate(pts, time_base), threads, options,
+    # The exact mean of a long VFR video can have a denominator past FFmpeg's int rationals; rates
+    # such as NTSC's 24000/1001 stay exact.
+    rate = mean_rate(pts, time_base).limit_denominator(1001 * 1000)
+    return ChunkSettings(codec, spec.encoder, fmt, width, height, time_base, rate, threads, options,
                          colour, (int(sample_aspect_ratio[0]), int(sample_aspect_ratio[1])))
 
 

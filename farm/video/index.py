@@ -1,5 +1,6 @@
-"""The frame index: every presented frame's pts. Frame i of a video is the i-th picture a sequential
-decode presents, at the i-th pts of this list; nothing in farm derives frame numbers from fps.
+"""Building the frame index (:class:`farm.media.FrameIndex`): every presented frame's pts. Frame i
+of a video is the i-th picture a sequential decode presents, at the i-th pts of this list; nothing
+in farm derives frame numbers from fps.
 
 How the index is built (``FrameIndex.method``), decided by :func:`index_method`:
 
@@ -18,26 +19,20 @@ How the index is built (``FrameIndex.method``), decided by :func:`index_method`:
   not ``seekable``: every shard decodes from the start and counts pictures.
 
 MPEG-4 part 2 streams are read through FFmpeg's ``mpeg4_unpack_bframes`` filter (a no-op on
-unpacked streams), in the index pass and in every shard (``FrameIndex.bitstream_filter``).
-
-Just over 300 lines: the two ways of building the index and the rule that picks between them are
-one decision, and read best side by side."""
+unpacked streams), in the index pass and in every shard (``FrameIndex.bitstream_filter``)."""
 
 from __future__ import annotations
 
-import bisect
 import logging
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, Literal, cast
+from typing import Iterator, cast
 
 import av
 
 from farm.errors import ProbeError
+from farm.media import FrameIndex, Method
 
 log = logging.getLogger(__name__)
-
-Method = Literal["packets", "decode"]
 
 #: Demuxers of raw elementary streams: no timestamps, no seek index.
 RAW_STREAM_FORMATS = frozenset({"h261", "h263", "h264", "hevc", "m4v", "mpegvideo", "cavsvideo", "vvc", "evc"})
@@ -47,92 +42,6 @@ COUNTER_FORMATS = frozenset({"avi"})
 SUSPECT_FORMATS = frozenset({"mpeg", "flv", "live_flv"})
 #: Codecs read through a bitstream filter, and why.
 BITSTREAM_FILTERS = {"mpeg4": "mpeg4_unpack_bframes"}
-
-
-@dataclass(frozen=True, slots=True)
-class FrameIndex:
-    """Sorted presentation timestamps of a video stream, in ``time_base`` units, and how to find
-    each frame in a decode."""
-
-    time_base: Fraction
-    pts: tuple[int, ...]  # presentation times, sorted: what the output carries
-    keyframe_pts: tuple[int, ...]  # seek points (packet pts), discard keyframes included (edit lists need them)
-    decoder_pts: tuple[int, ...] | None = None  # tag of the i-th presented picture; None: equal to pts
-    method: Method = "packets"
-    reason: str = ""  # why the index was decoded ("" for packets)
-    seekable: bool = True  # False: shards decode from the start and count pictures
-    bitstream_filter: str | None = None  # applied to the packets before decoding, in every read
-
-    def __post_init__(self) -> None:
-        if not self.pts:
-            raise ValueError("a frame index needs at least one frame")
-        if any(b <= a for a, b in zip(self.pts, self.pts[1:])):
-            raise ValueError("frame pts must be strictly increasing")
-        if self.decoder_pts is not None and (len(self.decoder_pts) != len(self.pts) or len(set(self.decoder_pts)) != len(self.pts)):
-            raise ValueError("decoder_pts must hold one distinct tag per frame")
-
-    def __len__(self) -> int:
-        return len(self.pts)
-
-    def seconds(self, frame: int) -> float:
-        return float(self.pts[frame] * self.time_base)
-
-    @property
-    def tags(self) -> tuple[int, ...]:
-        """The tag the decoder attaches to each frame, in frame order."""
-        return self.pts if self.decoder_pts is None else self.decoder_pts
-
-    def frame_of_tags(self) -> dict[int, int]:
-        """``{decoder tag: frame number}``."""
-        return {tag: i for i, tag in enumerate(self.tags)}
-
-    def keyframe_at_or_before(self, pts: int) -> int | None:
-        """The last seek point at or before ``pts``, or None if there is none."""
-        i = bisect.bisect_right(self.keyframe_pts, pts)
-        return self.keyframe_pts[i - 1] if i else None
-
-    def seek_points(self, frame: int) -> list[int]:
-        """Seek points from which a decode presents ``frame`` or an earlier one, in file order."""
-        if not self.seekable:
-            return []
-        if self.decoder_pts is None:
-            return [k for k in self.keyframe_pts if k <= self.pts[frame]]
-        frames = self.frame_of_tags()
-        return [k for k in self.keyframe_pts if k in frames and frames[k] <= frame]
-
-    def describe(self) -> str:
-        """One line for `farm status`: how the frames were numbered."""
-        if self.method == "packets":
-            return "container timestamps"
-        how = "decoded" + (f" ({self.reason})" if self.reason else "")
-        return how + ("" if self.seekable else "; shards decode from the start")
-
-    def to_json(self) -> dict:
-        return {
-            "time_base": [self.time_base.numerator, self.time_base.denominator],
-            "pts": list(self.pts),
-            "keyframe_pts": list(self.keyframe_pts),
-            "decoder_pts": None if self.decoder_pts is None else list(self.decoder_pts),
-            "method": self.method,
-            "reason": self.reason,
-            "seekable": self.seekable,
-            "bitstream_filter": self.bitstream_filter,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict) -> FrameIndex:
-        num, den = data["time_base"]
-        tags = data.get("decoder_pts")
-        return cls(
-            Fraction(num, den),
-            tuple(data["pts"]),
-            tuple(data["keyframe_pts"]),
-            decoder_pts=None if tags is None else tuple(tags),
-            method=data.get("method", "packets"),
-            reason=data.get("reason", ""),
-            seekable=data.get("seekable", True),
-            bitstream_filter=data.get("bitstream_filter"),
-        )
 
 
 def index_method(format_name: str, codec: str) -> tuple[Method, str]:

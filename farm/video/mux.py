@@ -15,13 +15,13 @@ from typing import IO, Any, Callable, Iterator, Sequence
 import av
 
 from farm.errors import MuxError
+from farm.media import FrameIndex, SourceInfo
 from farm.video.color import tag
 from farm.video.containers import container_for
 from farm.video.deinterlace import FIELD_ORDER_CODES
 from farm.video.encode import chunk_params
-from farm.video.index import FrameIndex, index_stream
+from farm.video.index import index_stream
 from farm.video.inputs import open_input
-from farm.video.probe import SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def mux(
             out.start_encoding()
 
             video_packets = _concat_packets(chunks, index, video, reference)
-            other_packets = _source_packets(src, copies, _span_seconds(index) if source.span is not None else None)
+            other_packets = _source_packets(src, copies, index.span_s if source.span is not None else None)
             for _, packet in heapq.merge(video_packets, other_packets, key=lambda item: item[0]):
                 out.mux(packet)
     except (av.error.FFmpegError, ValueError) as exc:  # PyAV refuses a codec a muxer cannot hold with ValueError
@@ -212,14 +212,6 @@ def _concat_packets(
                 packet.dts = dts
                 yield dts * tb, packet
                 k += 1
-
-
-def _span_seconds(index: FrameIndex) -> tuple[Fraction, Fraction]:
-    """The time a cut source's frames cover: the first frame's start to the last one's end (its
-    duration taken as the step before it)."""
-    pts, tb = index.pts, index.time_base
-    step = pts[-1] - pts[-2] if len(pts) > 1 else 1
-    return pts[0] * tb, (pts[-1] + step) * tb
 
 
 def _source_packets(src, copies: dict, span: tuple[Fraction, Fraction] | None = None) -> Iterator[tuple[Fraction, av.Packet]]:

@@ -5,79 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import asdict, dataclass, field
 from typing import IO, cast
 
 import av
 
 from farm.errors import InputError, ProbeError, UsageError
+from farm.media import SourceInfo, StreamInfo
 from farm.storage.fs import is_url, normalize
-from farm.video.color import Colour, colour_of
+from farm.video.color import colour_of
 from farm.video.deinterlace import detect_field_order
-from farm.video.index import FrameIndex, build_index
+from farm.video.index import build_index
 from farm.video.inputs import error_reason, open_input
-
-
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
-    """A non-enhanced stream of the source, copied unchanged into the output."""
-
-    index: int
-    type: str  # audio | subtitle | data | attachment | video (a second video stream, or cover art)
-    codec: str
-    language: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SourceInfo:
-    """What farm knows about the input after probing it."""
-
-    location: str
-    size_bytes: int
-    format_name: str
-    video_stream: int
-    codec: str
-    width: int
-    height: int
-    pix_fmt: str
-    bits_per_sample: int  # 8, or more for high bit depth formats
-    rotation: int  # degrees, from the display matrix; pixels stay coded
-    index: FrameIndex
-    other_streams: tuple[StreamInfo, ...] = field(default=())
-    num_chapters: int = 0
-    # Width:height of one coded pixel on screen (the codec's, or the container's display size).
-    sample_aspect_ratio: tuple[int, int] = (1, 1)
-    # None only in jobs probed before farm read colour: decoded by the frame's tags, output untagged.
-    colour: Colour | None = None
-    # FFmpeg's field order names: progressive, tt, bb, tb, bt, or unknown (also jobs made before
-    # farm recorded it, which --deinterlace auto therefore leaves as they were made).
-    field_order: str = "unknown"
-    # Frames [start, stop) of the probed file this source is cut to (``farm preview --clip``, see
-    # :func:`cut_source`); None: the whole file. The mux then cuts the other streams to that span.
-    span: tuple[int, int] | None = None
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.index)
-
-    @property
-    def high_bit_depth(self) -> bool:
-        return self.bits_per_sample > 8
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["index"] = self.index.to_json()
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> SourceInfo:
-        data = dict(data)
-        data["index"] = FrameIndex.from_json(data["index"])
-        data["other_streams"] = tuple(StreamInfo(**s) for s in data["other_streams"])
-        data["sample_aspect_ratio"] = tuple(data.get("sample_aspect_ratio", (1, 1)))
-        data["colour"] = Colour.from_json(data.get("colour"))
-        data["span"] = tuple(data["span"]) if data.get("span") is not None else None
-        return cls(**data)
 
 
 def cut_source(source: SourceInfo, start: int, stop: int) -> SourceInfo:

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from farm.errors import DecodeError
+from farm.media import FrameIndex
 from farm.video.decode import decode_frames
-from farm.video.index import FrameIndex
 
 log = logging.getLogger(__name__)
 

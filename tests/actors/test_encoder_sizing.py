@@ -15,7 +15,7 @@ from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.enhance.arch import SRArch
 from farm.job import open_job
 from farm.plan import HOST_MS_PER_MPX, X264_MS_PER_MPX, EncoderSizing, expected_gpu_fps, size_encoder
-from farm.storage.spec import JobSpec
+from farm.spec import JobSpec
 from farm.testing.clips import make_test_clip
 
 X4PLUS = SRArch("rrdb", 4, {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 64, "num_block": 23, "num_grow_ch": 32, "scale": 4})
@@ -116,7 +116,7 @@ def test_the_sizing_is_recorded_in_the_spec_and_every_chunk_uses_it(spec, tmp_pa
     worker.ready()
     first = worker.run_shard(0, 0, 4, attempt=1)
     again = worker.run_shard(0, 0, 4, attempt=2)
-    settings = first["video"]["settings"]
+    settings = first.video["settings"]
     assert settings["threads"] == 5 and settings["options"]["preset"] == "veryfast"
     assert "threads=5" in settings["options"]["x264-params"].split(":")
-    assert again["sha256"] == first["sha256"]
+    assert again.sha256 == first.sha256

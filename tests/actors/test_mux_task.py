@@ -44,7 +44,7 @@ def run_job(clip: str, out: str, codec: str, jobs: str, shard_frames: int = 6, c
     worker = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu")
     worker.ready()
     receipts = [worker.run_shard(s.index, s.start, s.stop, attempt=1) for s in p.spec.shards()]
-    segments = [(r["segment"], r["start"], r["stop"]) for r in receipts]
+    segments = [(r.segment, r.start, r.stop) for r in receipts]
     result = assemble(p.job.jobs_root, p.job.job_id, out, cfg.out, segments)
     return p, worker, receipts, result
 
@@ -120,8 +120,8 @@ def test_redone_chunk_is_byte_identical(clip, tmp_path, codec):
     worker.ready()
     first = worker.run_shard(2, 12, 18, attempt=1)
     again = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w2", "cpu").run_shard(2, 12, 18, attempt=2)
-    assert first["segment"] != again["segment"]
-    assert (first["sha256"], first["bytes"], first["video"]) == (again["sha256"], again["bytes"], again["video"])
+    assert first.segment != again.segment
+    assert (first.sha256, first.bytes, first.video) == (again.sha256, again.bytes, again.video)
 
 
 @pytest.mark.parametrize("codec", ["x264", "x265", "av1"])
@@ -157,22 +157,22 @@ def test_chunk_encoded_differently_is_refused_naming_it(clip, tmp_path, change, 
     out = str(tmp_path / "out.mp4")
     p, _, receipts, _ = run_job(clip, out, "x264", str(tmp_path / "jobs"))
     forged = receipts[3]
-    path = os.path.join(p.job.location, "segments", forged["segment"])
+    path = os.path.join(p.job.location, "segments", forged.segment)
     tb = p.spec.source.index.time_base
     pts = p.spec.source.index.pts
     size, crf = ((62, 48), 18) if change == "size" else ((64, 48), 30)
     settings = chunk_settings("x264", crf, None, None, size, False, pts, tb)
     _, src_frames = decode_all(clip)
     with ChunkWriter(path, settings) as w:
-        for i in range(forged["start"], forged["stop"]):
+        for i in range(forged.start, forged.stop):
             w.write(fake_output(src_frames[i], 2, None), pts[i])
     os.unlink(out)
-    segments = [(r["segment"], r["start"], r["stop"]) for r in receipts]
+    segments = [(r.segment, r.start, r.stop) for r in receipts]
     with pytest.raises(MuxError) as err:
         assemble(p.job.jobs_root, p.job.job_id, out, p.spec.out, segments)
     message = str(err.value)
     assert "\n" not in message
-    assert f"chunk {forged['segment']} (frames [18, 24)) was encoded differently from the first chunk {difference}" in message
+    assert f"chunk {forged.segment} (frames [18, 24)) was encoded differently from the first chunk {difference}" in message
     assert not os.path.exists(out)
 
 

@@ -29,4 +29,4 @@ def test_source_gone_for_a_moment_is_retryable(tmp_path):
         worker.run_shard(0, 0, 4, attempt=1)
     assert caught.value.retryable
     os.rename(clip + ".away", clip)
-    assert worker.run_shard(0, 0, 4, attempt=2)["frames"] == 4
+    assert worker.run_shard(0, 0, 4, attempt=2).frames == 4

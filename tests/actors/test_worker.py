@@ -14,7 +14,7 @@ from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig
 from farm.errors import EnhanceError, WeightsError
 from farm.job import open_job
-from farm.storage.spec import JobSpec
+from farm.spec import JobSpec
 from farm.testing.clips import make_test_clip
 from farm.testing.fakes import fake_output
 from tests.helpers import decode_all
@@ -34,12 +34,12 @@ def test_run_shard_commits_segment_and_receipt(tmp_path):
     info = worker.ready()
     assert info["device"] == "cpu" and info["worker"] == "w1"
     receipt = worker.run_shard(1, 7, 14, attempt=1)
-    assert (receipt["shard"], receipt["frames"], receipt["start"], receipt["stop"]) == (1, 7, 7, 14)
+    assert (receipt.shard, receipt.frames, receipt.start, receipt.stop) == (1, 7, 7, 14)
     seg_dir = os.path.join(p.job.location, "segments")
-    segment = os.path.join(seg_dir, receipt["segment"])
-    assert os.path.getsize(segment) == receipt["bytes"]
-    with open(os.path.join(seg_dir, receipt["segment"].rsplit(".", 1)[0] + ".json")) as f:
-        assert json.load(f) == receipt
+    segment = os.path.join(seg_dir, receipt.segment)
+    assert os.path.getsize(segment) == receipt.bytes
+    with open(os.path.join(seg_dir, receipt.segment.rsplit(".", 1)[0] + ".json")) as f:
+        assert json.load(f) == receipt.to_json()
     _, src = decode_all(clip)
     _, got = decode_all(segment)
     assert len(got) == 7
@@ -62,7 +62,7 @@ def test_failing_frame_commits_nothing(tmp_path):
     with open(os.path.join(p.job.location, "logs", logs[0])) as f:
         assert "frame 10" in json.load(f)["error"]
     # The worker is still usable for the next shard.
-    assert worker.run_shard(0, 0, 7, attempt=1)["frames"] == 7
+    assert worker.run_shard(0, 0, 7, attempt=1).frames == 7
 
 
 def test_worker_that_cannot_read_the_input_says_where(tmp_path):

@@ -380,7 +380,7 @@ def test_one_receipt_from_the_worker_to_the_ledger_and_back():
     ledger: one record, and receipt.json of an older farm (the same keys) reads back."""
     r = Receipt(shard=0, segment="000000-a.nut", frames=10, bytes=100, sha256="ab", seconds=1.5, start=0, stop=10,
                 output_frames=10, worker="w1", node="n1", host="h", attempt=1, video={"codec": "ffv1"}, timings={"decode_s": 0.1})
-    assert Receipt.from_json(r.to_json()) == r and r == r.to_json() and r["segment"] == "000000-a.nut"
+    assert Receipt.from_json(r.to_json()) == r and r.segment == "000000-a.nut"
     assert ShardDone(0, "w1", 1.0, r).receipt is r
     lg = ledger(1)
     lg.handle(WorkerJoined("w1", "n1", 0))

@@ -360,9 +360,9 @@ def test_worker_enhances_consecutive_frames_in_batches(tmp_path):
     receipt = worker.run_shard(1, 7, 14, attempt=1)
     assert fake.batches == [[7, 8, 9], [10, 11, 12]] and fake.frames_done == 7
     _, src = decode_all(clip)
-    _, got = decode_all(os.path.join(p.job.location, "segments", receipt["segment"]))
+    _, got = decode_all(os.path.join(p.job.location, "segments", receipt.segment))
     assert len(got) == 7
     for frame, out in zip(src[7:14], got):
         assert np.array_equal(out, fake_output(frame, 2, None))
-    with open(os.path.join(p.job.location, "segments", receipt["segment"].rsplit(".", 1)[0] + ".json")) as f:
+    with open(os.path.join(p.job.location, "segments", receipt.segment.rsplit(".", 1)[0] + ".json")) as f:
         assert json.load(f)["frames"] == 7

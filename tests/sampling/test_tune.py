@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from farm.cli.main import main
+from farm.receipt import Receipt
 from farm.sampling.tune import Candidate, Measured, Stages, candidates, choose, read_profile, size_class
 from farm.testing.clips import make_test_clip
 
@@ -39,7 +40,8 @@ def test_stages_say_which_part_of_a_worker_bounds_it():
     thread spent 1.2 s in the networks and 0.4 s on the host, 0.3 s decoding and 2.0 s encoding: the
     encode bounds it. With the encode faster, the networks do; with a slow paste-back, the host."""
     def receipt(decode, enhance, model, encode, frames=24):
-        return {"output_frames": frames, "timings": {"decode_s": decode, "enhance_s": enhance, "model_s": model, "encode_s": encode}}
+        timings = {"decode_s": decode, "enhance_s": enhance, "model_s": model, "encode_s": encode}
+        return Receipt(0, "000000-t.nut", frames, 0, "", output_frames=frames, timings=timings)
 
     stages = Stages.from_receipts([receipt(0.1, 0.8, 0.6, 1.0), receipt(0.2, 0.8, 0.6, 1.0)])
     assert dataclasses.astuple(stages) == pytest.approx((160.0, 40.0, 120.0, 30.0, 24.0))
@@ -48,7 +50,8 @@ def test_stages_say_which_part_of_a_worker_bounds_it():
                              "encode 24.0 fps; bound by the encode")
     assert Stages.from_receipts([receipt(0.1, 1.6, 1.2, 0.5)]).bound() == "the networks (the device)"
     assert Stages.from_receipts([receipt(0.1, 1.6, 0.4, 0.5)]).bound() == "the host's share of the enhance thread (CPU)"
-    no_model = Stages.from_receipts([{"output_frames": 10, "timings": {"decode_s": 0.0, "enhance_s": 1.0, "encode_s": 0.5}}])
+    no_model = Stages.from_receipts([Receipt(0, "000000-t.nut", 10, 0, "", output_frames=10,
+                                             timings={"decode_s": 0.0, "enhance_s": 1.0, "encode_s": 0.5})])
     assert (no_model.decode_fps, no_model.networks_fps, no_model.bound()) == (None, None, "the enhance thread")
 
 

@@ -13,9 +13,10 @@ import av
 import numpy as np
 import pytest
 
+from farm.media import Colour
 from farm.testing.fakes import fake_output
 from farm.video import color
-from farm.video.color import Colour, colour_of
+from farm.video.color import colour_of
 from farm.video.probe import probe
 from tests.helpers import max_abs_diff
 from tests.video.test_display import run_job

@@ -15,10 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from farm.cli.main import main
+from farm.media import FrameIndex, output_index
 from farm.testing.fakes import fake_output
 from farm.testing.legacy import comb_measure, make_interlaced_clip
-from farm.video.deinterlace import output_index
-from farm.video.index import FrameIndex
 from tests.helpers import bwdif_pass, decode_all, max_abs_diff, packet_pts
 
 pytestmark = [pytest.mark.ray]
@@ -191,7 +190,7 @@ def test_jobs_made_before_field_orders_were_recorded_resume_as_they_were_made(tf
     """An interlaced job created by an older farm (no field order in its job.json) resumes
     without deinterlacing, as its finished segments were made; a new probe deinterlaces."""
     from farm.config import ModelConfig
-    from farm.storage.spec import JobSpec
+    from farm.spec import JobSpec
     from farm.video.probe import probe
 
     source = probe(tff_clip).to_json()

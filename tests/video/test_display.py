@@ -17,9 +17,10 @@ from farm.actors.mux_task import assemble
 from farm.actors.worker import EnhanceWorker
 from farm.config import JobConfig, ModelConfig, OutputConfig, job_id
 from farm.job import open_job
+from farm.media import SourceInfo
 from farm.plan import plan_geometry
 from farm.testing.fakes import fake_output
-from farm.video.probe import SourceInfo, probe
+from farm.video.probe import probe
 from tests.helpers import decode_all
 
 SIXTEEN_NINE = Fraction(16, 9)
@@ -49,7 +50,7 @@ def run_job(clip: str, output: str, codec: str = "x264", out_cfg: dict | None = 
     p = open_job(cfg)
     n = p.spec.source.num_frames
     receipt = EnhanceWorker(p.job.jobs_root, p.job.job_id, "w1", "cpu").run_shard(0, 0, n, attempt=1)
-    assemble(p.job.jobs_root, p.job.job_id, output, cfg.out, [(receipt["segment"], 0, n)])
+    assemble(p.job.jobs_root, p.job.job_id, output, cfg.out, [(receipt.segment, 0, n)])
     return p.spec.source
 
 

@@ -272,7 +272,7 @@ def test_a_worker_encoding_out_of_process_commits_the_same_chunks(x264_job):
         assert (worker._encoder_process is not None) == out_of_process
         if worker._encoder_process is not None:
             worker._encoder_process.close()
-    assert [(r["sha256"], r["video"]) for r in runs[True]] == [(r["sha256"], r["video"]) for r in runs[False]]
+    assert [(r.sha256, r.video) for r in runs[True]] == [(r.sha256, r.video) for r in runs[False]]
     assert not glob.glob(f"/dev/shm/{SHM_PREFIX}{os.getpid()}_*")
 
 
@@ -297,4 +297,4 @@ def test_a_ray_worker_actor_starts_its_encoder_process(x264_job, local_ray):
         receipt = ray.get(actor.run_shard.remote(shard.index, shard.start, shard.stop, 2), timeout=120)
     finally:
         ray.kill(actor)
-    assert (receipt["sha256"], receipt["video"]) == (expected["sha256"], expected["video"])
+    assert (receipt.sha256, receipt.video) == (expected.sha256, expected.video)

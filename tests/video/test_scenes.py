@@ -9,7 +9,7 @@ import time
 from farm.config import ModelConfig, OutputConfig
 from farm.job import find_scene_cuts
 from farm.plan import plan_shards
-from farm.storage.spec import JobSpec, keyframe_frames
+from farm.spec import JobSpec, keyframe_frames
 from farm.testing.clips import make_scene_clip, make_test_clip
 from farm.video.probe import probe
 from farm.video.scenes import detect_scene_cuts

@@ -1,6 +1,6 @@
-"""The job spec: written once when a job is created and read by every actor: the source (probe and
-frame index), the model and output settings, the shard plan's inputs, the model's scale and the
-output geometry worked out at submit."""
+"""The job spec, pure: written once when a job is created (``job.json``, see
+:mod:`farm.storage.jobdir`) and read by every actor: the source (probe and frame index), the model
+and output settings, the shard plan's inputs, the model's scale and the output geometry."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 from farm import __version__
 from farm.config import ModelConfig, OutputConfig
 from farm.errors import WeightsError
+from farm.media import FrameIndex, SourceInfo, effective_mode, frames_per_source_frame, output_field_order, output_index
 from farm.plan import EncoderSizing, Geometry, Shard, plan_geometry, plan_shards, snap_window
-from farm.video.deinterlace import effective_mode, frames_per_source_frame, output_field_order, output_index
-from farm.video.index import FrameIndex
-from farm.video.probe import SourceInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +131,9 @@ def _geometry(data: dict) -> Geometry:
 
 
 def frames_per_second(source: SourceInfo) -> float:
-    """The source's average frame rate, from its frame index (0 for a single frame)."""
-    index = source.index
-    span = (index.pts[-1] - index.pts[0]) * index.time_base
-    return float((len(index) - 1) / span) if span > 0 else 0.0
+    """The source's mean frame rate (:attr:`farm.media.FrameIndex.mean_rate`), as the snap
+    window and the preview's scene search take it."""
+    return float(source.index.mean_rate)
 
 
 def keyframe_frames(source: SourceInfo) -> list[int]:
