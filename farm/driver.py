@@ -1,11 +1,6 @@
-"""submit: start or join Ray (:mod:`farm.session`; a Ray Job instead: :mod:`farm.rayjob`), take the job's
-ownership on storage (or follow the driver that holds it, :mod:`farm.follow`), get the job's
-coordinator, and carry out the ledger's instructions until the output is written and verified.
-The job is opened (checks, identity, spec, ownership) by :mod:`farm.job`; the Ray calls to workers and their results
-as events in :mod:`farm.actors.bridge`; the view's figures in :mod:`farm.progress`.
-
-The driver holds no state that matters: killed at any point, the same command (or ``farm resume``)
-continues from the job directory."""
+"""submit: start or join Ray, open the job (or follow the driver that holds it), get its coordinator
+and carry out the ledger's instructions until the output is written and verified. Holds no state
+that matters: killed at any point, the same command (or ``farm resume``) continues."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Following a job another driver runs (a second submit of the same job, or the same job from
-another cluster or mount path): a loop over what storage says, until the job ends or its owner
-hands it back or goes silent, and then this driver takes it over. No Ray: the owner may be on
-another cluster.
-
-A second submit with another ``-o`` follows the first to its end, then takes the job over and
-writes its own output by a mux of its own from the job's kept chunks (no frame is enhanced
-again). It never reports an output it did not write."""
+"""Following a job another driver runs (same job from a second submit, cluster or mount path), from
+storage alone (no Ray), until it ends, or its owner hands it back or goes silent and this driver
+takes it over; a follower never reports an output it did not write."""
 
 from __future__ import annotations
 

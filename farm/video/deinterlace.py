@@ -1,27 +1,6 @@
-"""Deinterlacing: interlaced sources (576i/480i broadcast, DV, DVD) go through FFmpeg's ``bwdif``
-before the model, so that the model upscales pictures rather than the comb of two fields.
-
-Modes (``--deinterlace``): ``auto`` (the default) deinterlaces a source whose stream or first
-frame says it is interlaced (:attr:`SourceInfo.field_order`); ``on`` deinterlaces any source;
-``off`` passes frames as decoded; ``double`` makes one frame per field at twice the rate.
-
-Decisions:
-
-- Every frame is what one sequential ``bwdif`` pass over the whole video gives: a shard decodes
-  one frame before and one after its range (bwdif reads the previous and next frame), feeds them
-  through its own filter graph and drops their outputs. The first and last frames of the video
-  get bwdif's own edge treatment (no previous / next frame), as in a sequential pass.
-- ``bwdif`` deinterlaces every frame (``deint=all``), with the field parity of the source's
-  recorded field order (``auto`` parity when it is unknown). Streams that mix progressive and
-  interlaced frames are therefore deinterlaced throughout.
-- ``double`` numbers output frames ``2k`` (the first field of source frame ``k``) and ``2k + 1``
-  (the second); their times are the frame's pts and pts plus half its duration, in a time base
-  half the source's. The last frame's duration is the previous one's (one tick of the source time
-  base for a one-frame video). A source shard ``[start, stop)`` is output frames
-  ``[2 start, 2 stop)``.
-- Telecined film (3:2 pulldown, 24 fps film in 60i) is not detected or inverse-telecined: it is
-  deinterlaced like video (``--deinterlace off`` keeps its frames as decoded).
-"""
+"""Deinterlacing with FFmpeg's ``bwdif`` before the model (``--deinterlace auto|on|off|double``):
+every shard gives exactly the frames one sequential bwdif pass over the whole video gives, and
+``double`` makes one frame per field at twice the rate."""
 
 from __future__ import annotations
 

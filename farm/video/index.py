@@ -1,25 +1,6 @@
-"""Building the frame index (:class:`farm.media.FrameIndex`): every presented frame's pts. Frame i
-of a video is the i-th picture a sequential decode presents, at the i-th pts of this list; nothing
-in farm derives frame numbers from fps.
-
-How the index is built (``FrameIndex.method``), decided by :func:`index_method`:
-
-- ``packets`` (MP4, MKV, WebM, MPEG-TS, ...): the container's packet pts are presentation times,
-  so the sorted packet pts are the frames, read without decoding.
-- ``decode``: the packet pts cannot be trusted, so the index is what a sequential decode presents,
-  in its order, with the sorted presentation times, as ffmpeg numbers them:
-  * AVI: packet timestamps are decode-order counters. With B-frames, and worse with DivX-style
-    packed B-frames, the pictures come out carrying those counters out of order (0, 2, 1, 4, 3).
-  * MPEG-4 part 2 (``mpeg4``) in any container: packed B-frames survive a stream-copy remux.
-  * Raw elementary streams (demuxers h264, hevc, m4v, mpegvideo, ...): no container timestamps.
-  * MPEG-PS and FLV when their packets lack a pts or repeat one (a cheap check in the packet pass).
-  ``decoder_pts[i]`` is then the tag the decoder attaches to the i-th presented picture; shard
-  decoding matches pictures by it and seeks by keyframe packet timestamps. Where the decoder's
-  pictures carry no unique tags, or the container has no seek index (raw streams), the index is
-  not ``seekable``: every shard decodes from the start and counts pictures.
-
-MPEG-4 part 2 streams are read through FFmpeg's ``mpeg4_unpack_bframes`` filter (a no-op on
-unpacked streams), in the index pass and in every shard (``FrameIndex.bitstream_filter``)."""
+"""Building the frame index (:class:`farm.media.FrameIndex`): frame i is the i-th picture a
+sequential decode presents, at the i-th sorted pts; read from packet pts where the container's are
+presentation times, else by one decode pass (:func:`index_method` says which)."""
 
 from __future__ import annotations
 
