@@ -17,7 +17,8 @@ MAX_WIDTH = 1600
 # Read from the environment, not asked of the terminal: the query's raw-mode round trip would
 # hang on a pipe or a CI log.
 def sixel_terminal(env: Mapping[str, str], is_tty: bool) -> bool:
-    """The terminal on stdout says it draws sixel images (a tty whose TERM or TERM_PROGRAM names a known sixel terminal, or FARM_SIXEL=1)."""
+    """The terminal on stdout says it draws sixel images: a tty whose TERM or TERM_PROGRAM names a
+    known sixel terminal, or FARM_SIXEL=1."""
     if env.get("FARM_SIXEL") == "1":
         return True
     if not is_tty:
