@@ -24,27 +24,34 @@ FIELD_ORDER_CODES = {name: code for code, name in FIELD_ORDERS.items()}
 def detect_field_order(codec_field_order: int, frame: av.VideoFrame) -> str:
     """The source's field order: the codec context's when it says interlaced (decoders set it
     from the stream once a frame is decoded, containers from their tags), else, for a frame
-    flagged interlaced, its
-    top-field-first flag (PyAV does not expose it: the frame, its luma overwritten with a
-    vertical ramp, goes through FFmpeg's ``fieldorder=tff``, which moves lines only of a
-    bottom-field-first frame). ``frame`` may be overwritten."""
+    flagged interlaced, its top-field-first flag (PyAV does not expose it: the frame, its luma
+    overwritten with a vertical ramp, goes through FFmpeg's ``fieldorder=tff``, which moves lines
+    only of a bottom-field-first frame). ``frame`` may be overwritten."""
     name = FIELD_ORDERS.get(codec_field_order, "unknown")
     if is_interlaced(name) or not frame.interlaced_frame:
         return name
     probe = frame
     probe.make_writable()
-    plane = probe.planes[0]
-    ramp = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
-    ramp[:] = (np.arange(ramp.shape[0]) % 251)[:, None]
-    before = probe.to_ndarray()
+    before = _luma_rows(probe).copy()
+    before[:] = (np.arange(before.shape[0]) % 251)[:, None]
+    _luma_rows(probe)[:] = before
     try:
         chain = FilterChain.like(probe, [("fieldorder", "tff"), ("format", probe.format.name)], time_base=Fraction(1, 25))
         (ordered,) = chain.push(probe)  # one frame in, one out; anything else is a ValueError
-        moved = not np.array_equal(ordered.to_ndarray(), before)
     except (ValueError, av.error.FFmpegError) as exc:  # a pixel format fieldorder does not take
         log.info("cannot read the field order of %s frames (%s); taking top field first", probe.format.name, exc)
         return "tt"
-    return "bb" if moved else "tt"
+    # Only the luma is compared: fieldorder takes no vertically subsampled chroma (4:2:0), so
+    # FFmpeg converts such frames to 4:2:2 and back around it, which changes the chroma anyway.
+    return "bb" if not np.array_equal(_luma_rows(ordered), before) else "tt"
+
+
+def _luma_rows(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's luma samples (a view), one row per line, without the line padding."""
+    plane = frame.planes[0]
+    dtype = np.dtype(np.uint8) if frame.format.components[0].bits <= 8 else np.dtype("<u2")
+    rows = np.frombuffer(memoryview(plane), dtype).reshape(-1, plane.line_size // dtype.itemsize)
+    return rows[: plane.height, : plane.width]
 
 
 def deinterlaced_frames(

@@ -108,6 +108,26 @@ def test_interlaced_clip_is_combed(tff_clip):
     assert min(comb_measure(f) for f in frames) > 2
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le"])
+def test_field_order_read_from_the_frame_when_the_codec_does_not_say(pix_fmt, tmp_path):
+    """A capture whose codec records no field order (DV does not; some MJPEG capture cards'
+    AVIs neither) but whose frames are flagged interlaced: the order is read from the first
+    frame's own top-field-first flag, for 4:2:0 frames too (which FFmpeg's fieldorder converts to
+    4:2:2 and back) and at 10 bits. Both parities, as ffprobe reads the frames' flags."""
+    from farm.video.deinterlace import detect_field_order
+
+    got = {}
+    for top_first in (True, False):
+        clip = make_interlaced_clip(str(tmp_path / f"{top_first}.mkv"), top_first=top_first, pix_fmt=pix_fmt)
+        with av.open(clip) as c:
+            got[top_first] = detect_field_order(0, next(c.decode(video=0)))
+        if shutil.which("ffprobe"):
+            flags = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-read_intervals", "%+#1", "-show_entries",
+                                    "frame=interlaced_frame,top_field_first", "-of", "csv=p=0", clip], capture_output=True, text=True, check=True)
+            assert [line.rstrip(",") for line in flags.stdout.split()] == [f"1,{int(top_first)}"]  # side data adds a comma
+    assert got == {True: "tt", False: "bb"}
+
+
 def test_default_deinterlaces_an_interlaced_source(tff_clip, tmp_path, local_ray):
     """A 576i top-field-first broadcast recording, upscaled with default settings in shards that
     cut it anywhere: one output frame per source frame at the source's times, tagged progressive,
