@@ -25,7 +25,8 @@ import uuid
 from typing import IO, Any
 
 from farm.config import CHUNK_SUFFIX, OutputConfig, check_job_id
-from farm.errors import InputError, StorageError
+from farm.errors import FarmError, InputError, StorageError
+from farm.jobfiles import OutputRecord, SubmitRecord
 from farm.ledger import Ledger
 from farm.owner import OwnerRecord
 from farm.records import RetryPolicy
@@ -104,15 +105,41 @@ class JobDir:
     def record_output(self, location: str, out: OutputConfig, size: int, mtime_ns: int) -> None:
         """Note that this job wrote ``location`` (normalized) with ``out``, ``size`` bytes, ``mtime_ns``."""
         records = self.outputs()
-        records[location] = {"out": out.to_json(), "bytes": size, "mtime_ns": mtime_ns, "at": time.time()}
-        self.storage.write_json(OUTPUTS, records)
+        records[location] = OutputRecord(out, size, mtime_ns, time.time())
+        self.storage.write_json(OUTPUTS, {where: record.to_json() for where, record in records.items()})
 
-    def outputs(self) -> dict[str, dict]:
-        """Every output this job wrote (see :meth:`record_output`), by location."""
+    def outputs(self) -> dict[str, OutputRecord]:
+        """Every output this job wrote (see :meth:`record_output`), by location; an entry that does
+        not read (damaged, or a newer farm's) counts as not written by this job."""
         try:
-            return dict(self.storage.read_json(OUTPUTS))
+            data = dict(self.storage.read_json(OUTPUTS))
         except (FileNotFoundError, StorageError):
             return {}
+        out = {}
+        for where, entry in data.items():
+            try:
+                out[where] = OutputRecord.from_json(entry)
+            except (FarmError, KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    # -- the last submit: its output, encode settings and input, for `farm resume JOB` ------------
+
+    def write_submit(self, record: SubmitRecord) -> None:
+        self.storage.write_json(SUBMIT, record.to_json())
+
+    def read_submit(self) -> SubmitRecord | None:
+        """The job's last submit; None if none was recorded.
+
+        Raises:
+            StorageError: submit.json is there but does not read.
+        """
+        try:
+            return SubmitRecord.from_json(self.storage.read_json(SUBMIT))
+        except FileNotFoundError:
+            return None
+        except (FarmError, KeyError, TypeError, ValueError) as exc:
+            raise StorageError(f"{self.storage.url(SUBMIT)} is damaged ({exc}); run `farm submit` again") from None
 
     def write_live(self, data: dict) -> None:
         self.storage.write_json(LIVE, data)
