@@ -1,6 +1,6 @@
-"""The job directory's nouns and their versions: submit.json (SubmitRecord) and an outputs.json
-entry (OutputRecord) round-trip, and each file as an older farm wrote it (no ``spec_version``)
-loads to the same values through its one migration."""
+"""The job directory's nouns and their versions: job.json (JobSpec), submit.json (SubmitRecord) and
+an outputs.json entry (OutputRecord) round-trip, and each file as an older farm wrote it (no
+``spec_version``) loads to the same values through its one migration."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from farm.config import ModelConfig, OutputConfig
 from farm.jobfiles import OUTPUT_VERSION, SUBMIT_VERSION, OutputRecord, SpeedSettings, SubmitRecord
 from farm.media import FrameIndex, SourceInfo
 from farm.plan import EncoderSizing, Geometry
-from farm.spec import JobSpec
+from farm.spec import SPEC_VERSION, JobSpec
 
 
 def source() -> SourceInfo:
@@ -35,9 +35,34 @@ def unstamped(data: dict) -> dict:
     return data
 
 
+def test_a_job_written_before_spec_version_loads_to_the_same_spec():
+    """A job directory from a farm without spec_version is resumed by this one: its job.json (the
+    same keys, no stamp) reads as the spec that farm wrote, and is stamped when written again."""
+    spec = full_spec()
+    assert spec.to_json()["spec_version"] == SPEC_VERSION
+    assert JobSpec.from_json(unstamped(spec.to_json())) == spec
+    plain = JobSpec("j2", source(), ModelConfig(), 10, "fp", 1.5e9)
+    assert JobSpec.from_json(unstamped(plain.to_json())) == plain
+    assert plain.shards() == JobSpec.from_json(unstamped(plain.to_json())).shards()
+
+
+def test_an_early_job_spec_gets_the_defaults_it_ran_with():
+    """A job from before farm recorded the encode settings, its version or the output's pixel
+    aspect: it ran with the default encode settings and square output pixels, and says so."""
+    data = unstamped(full_spec().to_json())
+    for key in ("out", "farm_version", "scene_cuts", "encoder"):
+        del data[key]
+    del data["geometry"]["sample_aspect_ratio"]
+    spec = JobSpec.from_json(data)
+    assert (spec.out, spec.farm_version, spec.scene_cuts, spec.encoder) == (OutputConfig(), "?", None, None)
+    assert spec.geometry == Geometry(2.0, (128, 96), (128, 96), (1, 1))
+
+
 def test_a_newer_farms_files_are_refused_not_misread():
     """A job directory a newer farm wrote names a version this farm does not know: reading it
-    fails with a ValueError instead of guessing."""
+    fails with a ValueError (the job directory reports it damaged) instead of guessing."""
+    with pytest.raises(ValueError, match="upgrade farm"):
+        JobSpec.from_json({**full_spec().to_json(), "spec_version": SPEC_VERSION + 1})
     with pytest.raises(ValueError, match="upgrade farm"):
         SubmitRecord.from_json({"spec_version": SUBMIT_VERSION + 1, "output": "/o.mkv", "out": {}, "input": "/i.mp4"})
     with pytest.raises(ValueError, match="upgrade farm"):
