@@ -29,6 +29,7 @@ from farm.errors import FarmError, InputError, StorageError
 from farm.jobfiles import OutputRecord, SubmitRecord
 from farm.ledger import Ledger
 from farm.owner import OwnerRecord
+from farm.receipt import Receipt
 from farm.records import RetryPolicy
 from farm.storage.fs import TMP_MARK, Storage, sha256_file
 from farm.spec import JobSpec
@@ -164,8 +165,21 @@ class JobDir:
     def receipt_rel(segment: str) -> str:
         return f"{SEGMENTS}/{segment.rsplit('.', 1)[0]}.json"
 
-    def write_receipt(self, segment: str, receipt: dict) -> None:
-        self.storage.write_json(self.receipt_rel(segment), receipt)
+    def write_receipt(self, segment: str, receipt: Receipt) -> None:
+        self.storage.write_json(self.receipt_rel(segment), receipt.to_json())
+
+    def read_receipt(self, segment: str) -> Receipt:
+        """Segment ``segment``'s receipt, as any farm wrote it.
+
+        Raises:
+            FileNotFoundError: the segment has no receipt (it is not committed).
+            StorageError: the receipt is there but does not read.
+        """
+        rel = self.receipt_rel(segment)
+        try:
+            return Receipt.from_json(self.storage.read_json(rel))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StorageError(f"{self.storage.url(rel)} is damaged ({exc}); pass --restart to redo the job") from None
 
     # The commit protocol of a shard's segment: built in a scratch file, committed whole (a
     # rename, or an upload), then its receipt; a reader trusts a segment only with its receipt
@@ -195,18 +209,19 @@ class JobDir:
         except FileNotFoundError:
             pass
 
-    def receipts(self, names: list[str] | None = None) -> list[dict]:
-        """Every committed segment's receipt whose segment is present with the recorded size;
-        ``names``: the segments directory's listing, when the caller has just made it."""
+    def receipts(self, names: list[str] | None = None) -> list[Receipt]:
+        """Every committed segment's receipt whose segment is present with the recorded size (one
+        that does not read as a receipt vouches for nothing); ``names``: the segments directory's
+        listing, when the caller has just made it."""
         names = self.storage.list(SEGMENTS) if names is None else names
         present = set(names)
         out = []
         for name in _records(names):
             try:
-                receipt = self.storage.read_json(f"{SEGMENTS}/{name}")
-            except (FileNotFoundError, StorageError):
+                receipt = Receipt.from_json(self.storage.read_json(f"{SEGMENTS}/{name}"))
+            except (FileNotFoundError, StorageError, KeyError, TypeError, ValueError):
                 continue
-            if receipt.get("segment") in present and self.storage.size(self.segment_rel(receipt["segment"])) == receipt.get("bytes"):
+            if receipt.segment in present and self.storage.size(self.segment_rel(receipt.segment)) == receipt.bytes:
                 out.append(receipt)
         return out
 

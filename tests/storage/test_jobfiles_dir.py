@@ -10,6 +10,7 @@ import os
 from farm.config import OutputConfig
 from farm.job import resume_config
 from farm.jobfiles import OutputRecord, SpeedSettings, SubmitRecord
+from farm.receipt import Receipt
 from farm.storage.jobdir import OUTPUTS, SPEC, SUBMIT, JobDir
 from tests.core.test_jobfiles import full_spec, unstamped
 
@@ -49,3 +50,28 @@ def test_a_job_without_a_recorded_submit_or_outputs_reads_as_none(tmp_path):
     with open(os.path.join(job.location, OUTPUTS), "w") as f:
         json.dump({"/out/a.mkv": {"out": {"codec": "nope"}, "bytes": 1, "mtime_ns": 1, "at": 0}}, f)
     assert job.outputs() == {}
+
+
+def test_receipts_are_written_as_before_and_read_as_receipts(tmp_path):
+    """A worker commits shards 0 and 1 and the coordinator (or the mux) reads their receipts: the
+    file is the receipt's JSON, the same bytes as the dict the earlier writer took; a receipt whose
+    segment is gone, or that is not a receipt, vouches for nothing."""
+    spec = full_spec()
+    job = JobDir(str(tmp_path / "jobs"), spec.job_id)
+    job.write_spec(spec)
+    made = []
+    for shard in (0, 1):
+        name = job.segment_name(shard, "t")
+        job.storage.write_bytes(job.segment_rel(name), b"chunk")
+        made.append(Receipt(shard=shard, segment=name, frames=10, bytes=5, sha256="ab", start=10 * shard, stop=10 * shard + 10,
+                            video={"settings": {"threads": 1}}, timings={"decode_s": 0.5}))
+        job.write_receipt(name, made[-1])
+    job.storage.write_json("segments/as-before.json", made[0].to_json())
+    assert job.storage.read_bytes(job.receipt_rel(made[0].segment)) == job.storage.read_bytes("segments/as-before.json")
+    job.storage.remove("segments/as-before.json")
+    job.storage.write_bytes(job.segment_rel("000002-t.nut"), b"chunk")
+    job.storage.write_json("segments/000002-t.json", {"segment": "000002-t.nut", "bytes": 5})  # no shard, no digest
+    assert job.read_receipt(made[1].segment) == made[1]
+    job.storage.remove(job.segment_rel(made[1].segment))
+    assert job.receipts() == [made[0]]
+    assert job.receipts(["000002-t.nut", "000002-t.json"]) == []
