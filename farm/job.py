@@ -144,8 +144,10 @@ def open_job(cfg: JobConfig, *, source: SourceInfo | None = None) -> Owned | Fol
     if resumed:
         job.write_spec(spec)
     # The speed settings this submit runs with (they change no pixel): what `farm tune` set, or the user.
-    settings = SpeedSettings(cfg.workers, cfg.gpus_per_worker, cfg.batch_frames, model.precision, model.compile, model.tile, cfg.tuned_from)
-    job.write_submit(SubmitRecord(normalize(cfg.output), cfg.out, source.location, settings, cfg.frames))  # a clip's job resumes as the clip
+    settings = SpeedSettings(cfg.workers, cfg.gpus_per_worker, cfg.batch_frames, model.precision, model.compile, model.tile,
+                             cfg.tuned_from)
+    # A clip's job records its frames, so that it resumes as the clip.
+    job.write_submit(SubmitRecord(normalize(cfg.output), cfg.out, source.location, settings, cfg.frames))
     return Owned(cfg, job, spec, geometry, resumed, disk_note, owner)
 
 

@@ -71,7 +71,8 @@ class SubmitRecord:
             raise ValueError(f"a submit record's frames must be [start, stop) with 0 <= start < stop, got {self.frames}")
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"spec_version": SUBMIT_VERSION, "output": self.output, "out": self.out.to_json(), "input": self.input}
+        data: dict[str, Any] = {"spec_version": SUBMIT_VERSION, "output": self.output, "out": self.out.to_json(),
+                                "input": self.input}
         if self.settings is not None:
             data["settings"] = self.settings.to_json()
         if self.frames is not None:
@@ -118,7 +119,8 @@ class OutputRecord:
             raise ValueError(f"an output of {self.bytes} bytes")
 
     def to_json(self) -> dict[str, Any]:
-        return {"spec_version": OUTPUT_VERSION, "out": self.out.to_json(), "bytes": self.bytes, "mtime_ns": self.mtime_ns, "at": self.at}
+        return {"spec_version": OUTPUT_VERSION, "out": self.out.to_json(), "bytes": self.bytes, "mtime_ns": self.mtime_ns,
+                "at": self.at}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OutputRecord:
