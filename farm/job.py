@@ -11,15 +11,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from farm.config import JobConfig, OutputConfig
+from farm.config import JobConfig
 from farm.enhance.weights import check_weights
 from farm.errors import FarmError, StorageError, UsageError
 from farm.identity import job_identity
+from farm.jobfiles import SpeedSettings, SubmitRecord
 from farm.media import SourceInfo
 from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.preflight import check_disk_space, check_output
 from farm.storage.fs import is_url, normalize, split_location
-from farm.storage.jobdir import SUBMIT, JobDir
+from farm.storage.jobdir import JobDir
 from farm.spec import JobSpec, frames_per_second
 from farm.storage.ownership import Ownership
 from farm.video.containers import check_streams_fit
@@ -143,12 +144,10 @@ def open_job(cfg: JobConfig, *, source: SourceInfo | None = None) -> Owned | Fol
     if resumed:
         job.write_spec(spec)
     # The speed settings this submit runs with (they change no pixel): what `farm tune` set, or the user.
-    settings = {"workers": cfg.workers, "gpus_per_worker": cfg.gpus_per_worker, "batch_frames": cfg.batch_frames, "precision": model.precision,
-                "compile": model.compile, "tile": model.tile, "tuned_from": cfg.tuned_from}
-    record = {"output": normalize(cfg.output), "out": cfg.out.to_json(), "input": source.location, "settings": settings}
-    if cfg.frames is not None:  # a clip's job resumes as the clip
-        record["frames"] = list(cfg.frames)
-    job.storage.write_json(SUBMIT, record)
+    settings = SpeedSettings(cfg.workers, cfg.gpus_per_worker, cfg.batch_frames, model.precision, model.compile, model.tile,
+                             cfg.tuned_from)
+    # A clip's job records its frames, so that it resumes as the clip.
+    job.write_submit(SubmitRecord(normalize(cfg.output), cfg.out, source.location, settings, cfg.frames))
     return Owned(cfg, job, spec, geometry, resumed, disk_note, owner)
 
 
@@ -164,13 +163,12 @@ def find_scene_cuts(source: SourceInfo, shard_frames: int) -> tuple[int, ...]:
     return cuts
 
 
-def load_submit(jobs_root: str, job_id: str) -> dict[str, Any]:
+def load_submit(jobs_root: str, job_id: str) -> SubmitRecord:
     """The output settings of a job's last submit (for ``farm resume``)."""
-    job = JobDir.existing(jobs_root, job_id)
-    try:
-        return job.storage.read_json(SUBMIT)
-    except FileNotFoundError:
-        raise StorageError(f"job {job_id} has no recorded submit; run `farm submit` again") from None
+    submit = JobDir.existing(jobs_root, job_id).read_submit()
+    if submit is None:
+        raise StorageError(f"job {job_id} has no recorded submit; run `farm submit` again")
+    return submit
 
 
 def resume_config(jobs_root: str, job_id: str, **overrides: Any) -> JobConfig:
@@ -178,14 +176,13 @@ def resume_config(jobs_root: str, job_id: str, **overrides: Any) -> JobConfig:
     job = JobDir(jobs_root, job_id)
     spec = job.read_spec()
     last = load_submit(jobs_root, job_id)
-    model = spec.model
     return JobConfig(
-        input=last["input"],
-        output=last["output"],
-        model=model,
-        out=OutputConfig.from_json(last["out"]),
+        input=last.input,
+        output=last.output,
+        model=spec.model,
+        out=last.out,
         jobs_root=jobs_root,
-        frames=tuple(last["frames"]) if last.get("frames") else None,  # type: ignore[arg-type]
+        frames=last.frames,
         **{k: v for k, v in overrides.items() if v is not None},
     )
 
@@ -200,7 +197,7 @@ def output_current(p: Owned | Following) -> bool:
         return False
     record = p.job.outputs().get(out)
     st = os.stat(out)
-    if record is None or record.get("out") != p.cfg.out.to_json() or (record.get("bytes"), record.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
+    if record is None or record.out != p.cfg.out or (record.bytes, record.mtime_ns) != (st.st_size, st.st_mtime_ns):
         return False
     try:
         verify(out, p.spec.source, index=p.spec.output_index)

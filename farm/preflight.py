@@ -77,7 +77,7 @@ def check_disk_space(cfg: JobConfig, job: JobDir, source: SourceInfo, geometry: 
     frames = source.num_frames * frames_per_source_frame(effective_mode(cfg.model.deinterlace, source.field_order))
     chunks, output = estimate_bytes(frames, geometry.canvas, source.high_bit_depth, cfg.out.codec, cfg.out.crf)
     if job.exists() and not cfg.restart:
-        chunks = max(0, chunks - sum(int(r.get("bytes", 0)) for r in job.receipts()))
+        chunks = max(0, chunks - sum(r.bytes for r in job.receipts()))
     jobs_disk = free_bytes(job.jobs_root)
     out_disk = free_bytes(normalize(cfg.output))
     lossy = cfg.out.codec in LOSSY_BITS_PER_PIXEL_AT_CRF18 and cfg.out.crf > 0

@@ -1,6 +1,7 @@
 """The job spec, pure: written once when a job is created (``job.json``, see
 :mod:`farm.storage.jobdir`) and read by every actor: the source (probe and frame index), the model
-and output settings, the shard plan's inputs, the model's scale and the output geometry."""
+and output settings, the shard plan's inputs, the model's scale and the output geometry. job.json
+carries a ``spec_version``; :func:`migrate` brings an older one to the current shape at load."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from farm.config import ModelConfig, OutputConfig
 from farm.errors import WeightsError
 from farm.media import FrameIndex, SourceInfo, effective_mode, frames_per_source_frame, output_field_order, output_index
 from farm.plan import EncoderSizing, Geometry, Shard, plan_geometry, plan_shards, snap_window
+
+#: The shape job.json is written in. 0: no ``spec_version``; a job of an early farm may also lack
+#: ``farm_version``, ``out`` (the encode settings were the defaults) and the geometry's
+#: ``sample_aspect_ratio`` (square pixels). 1: the version stamped, those always present.
+SPEC_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,7 @@ class JobSpec:
 
     def to_json(self) -> dict:
         data = {
+            "spec_version": SPEC_VERSION,
             "job_id": self.job_id,
             "source": self.source.to_json(),
             "model": self.model.to_json(),
@@ -109,6 +116,12 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, data: dict) -> JobSpec:
+        """From job.json as any farm wrote it (see :func:`migrate`).
+
+        Raises:
+            KeyError, TypeError, ValueError: not a job spec, or one of a newer farm.
+        """
+        data = migrate(data)
         return cls(
             job_id=data["job_id"],
             source=SourceInfo.from_json(data["source"]),
@@ -116,18 +129,42 @@ class JobSpec:
             shard_frames=int(data["shard_frames"]),
             input_fingerprint=data["input_fingerprint"],
             created=float(data["created"]),
-            farm_version=data.get("farm_version", "?"),
-            out=OutputConfig.from_json(data["out"]) if "out" in data else OutputConfig(),
-            scene_cuts=tuple(int(c) for c in data["scene_cuts"]) if data.get("scene_cuts") is not None else None,
-            model_scale=data.get("model_scale"),
-            geometry=_geometry(data["geometry"]) if data.get("geometry") else None,
-            encoder=EncoderSizing.from_json(data["encoder"]) if data.get("encoder") else None,
+            farm_version=data["farm_version"],
+            out=OutputConfig.from_json(data["out"]),
+            scene_cuts=tuple(int(c) for c in data["scene_cuts"]) if data["scene_cuts"] is not None else None,
+            model_scale=data["model_scale"],
+            geometry=_geometry(data["geometry"]) if data["geometry"] is not None else None,
+            encoder=EncoderSizing.from_json(data["encoder"]) if data["encoder"] is not None else None,
         )
+
+
+def migrate(data: dict) -> dict:
+    """job.json of any version, in the current shape: what an older job lacks filled in as that
+    job ran it, and the parts a job may go without (scene cuts, geometry, encoder sizing) present,
+    None when absent. Those stay optional because their absence is itself a rule (a plain plan,
+    the workers' own geometry, the frame-size encoder rule), not only an older shape.
+
+    Raises:
+        ValueError: a newer farm's job.json.
+    """
+    version = int(data.get("spec_version", 0))
+    if not 0 <= version <= SPEC_VERSION:
+        raise ValueError(f"job.json has spec_version {version}; this farm reads up to {SPEC_VERSION}: upgrade farm")
+    data = {"scene_cuts": None, "model_scale": None, "geometry": None, "encoder": None, **data}
+    if version == 0:
+        data.setdefault("farm_version", "?")
+        data.setdefault("out", OutputConfig().to_json())
+        if data["geometry"]:
+            data["geometry"] = {"sample_aspect_ratio": (1, 1), **data["geometry"]}
+        else:
+            data["geometry"] = None
+    data["spec_version"] = SPEC_VERSION
+    return data
 
 
 def _geometry(data: dict) -> Geometry:
     return Geometry(float(data["outscale"]), tuple(data["picture"]), tuple(data["canvas"]),  # type: ignore[arg-type]
-                    tuple(data.get("sample_aspect_ratio", (1, 1))))  # type: ignore[arg-type]
+                    tuple(data["sample_aspect_ratio"]))  # type: ignore[arg-type]
 
 
 def frames_per_second(source: SourceInfo) -> float:

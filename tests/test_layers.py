@@ -61,7 +61,7 @@ FORBIDDEN: dict[str, set[str]] = {
 RAY_ROOMS = {"actors", "driver", "testing"}
 #: Rooms that may print (click.echo, print, rich consoles, writes to stdout/stderr).
 PRINTING_ROOMS = {"cli"}
-CORE_MODULES = {"errors", "result", "config", "plan", "ledger", "media", "spec", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost"}
+CORE_MODULES = {"errors", "result", "config", "plan", "ledger", "media", "spec", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost", "jobfiles"}
 
 
 def room_of(module: str, imported: bool = False) -> str:

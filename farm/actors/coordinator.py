@@ -11,7 +11,6 @@ from typing import Any
 from farm.actors.metrics import JobMetrics
 from farm.events import Assign, Event, Instruction, Resync, RunStarted, SegmentFound, SegmentMissing, Superseded, WorkerJoined, WorkerLost
 from farm.ledger import DoneRecord, Ledger, summarize
-from farm.receipt import Receipt
 from farm.records import RetryPolicy
 from farm.storage.jobdir import JobDir
 
@@ -171,11 +170,7 @@ class Coordinator:
                 log.warning("segment %s of shard %d is missing or damaged; the shard will be redone", record.segment, shard)
                 facts.append(SegmentMissing(shard, record.segment))
                 missing.add(shard)
-        for data in self.job.receipts(listing):
-            try:
-                receipt = Receipt.from_json(data)
-            except (KeyError, TypeError, ValueError):
-                continue
+        for receipt in self.job.receipts(listing):
             if receipt.shard not in self.ledger.done or receipt.shard in missing:
                 facts.append(SegmentFound(receipt))
         return facts

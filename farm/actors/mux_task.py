@@ -83,12 +83,12 @@ def _png(spec, refs: list[ChunkRef], output: str) -> dict[str, Any]:
 def _chunk_ref(job: JobDir, name: str, start: int, stop: int) -> ChunkRef:
     """A chunk and what its worker recorded about it (its receipt's ``video``)."""
     try:
-        receipt = job.storage.read_json(job.receipt_rel(name))
+        receipt = job.read_receipt(name)
     except FileNotFoundError:
         raise MuxError(f"chunk {name} (frames [{start}, {stop})) has no receipt; pass --restart to redo the job") from None
-    if "video" not in receipt:
+    if receipt.video is None:
         raise MuxError(f"chunk {name} (frames [{start}, {stop})) was written by an older farm; pass --restart to redo the job")
-    return ChunkRef(opener=functools.partial(job.open_segment, name), start=start, stop=stop, name=name, video=receipt["video"])
+    return ChunkRef(opener=functools.partial(job.open_segment, name), start=start, stop=stop, name=name, video=receipt.video)
 
 
 def mux_placement(output: str) -> dict[str, Any] | None:

@@ -195,7 +195,7 @@ class EnhanceWorker:
             worker=self.worker_id, node=self.node, host=self.host, attempt=attempt,
             timings={k: round(v, 3) for k, v in timings.items()},
         )
-        self.job.write_receipt(name, receipt.to_json())
+        self.job.write_receipt(name, receipt)
         self.metrics.shard_done(frames, time.time() - t0, faces, size)
         self._log_attempt(index, token, attempt, start, stop, t0, timings, receipt=receipt.to_json())
         with self._lock:

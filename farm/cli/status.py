@@ -10,7 +10,7 @@ from farm.config import JOB_ID_PATTERN
 from farm.errors import InputError
 from farm.ledger import summarize
 from farm.storage.fs import Storage
-from farm.storage.jobdir import SPEC, SUBMIT, JobDir
+from farm.storage.jobdir import SPEC, JobDir
 
 #: Live figures older than this describe a driver that is gone.
 LIVE_STALE_S = 30.0
@@ -53,10 +53,8 @@ def job_status(jobs_root: str, job_id: str) -> dict[str, Any]:
             "face": spec.model.face,
         }
     )
-    try:
-        info["output"] = job.storage.read_json(SUBMIT)["output"]
-    except FileNotFoundError:
-        info["output"] = None
+    submit = job.read_submit()
+    info["output"] = submit.output if submit else None
     live = job.read_live() or {}
     fresh = info["state"] in ("running", "muxing") and time.time() - live.get("updated", 0) < LIVE_STALE_S
     info["fps"] = live.get("fps", 0.0) if fresh else 0.0

@@ -6,6 +6,7 @@ protocol, logs, control and owner files) in one place. The spec itself is :mod:`
                                 shard size and the scene cuts its boundaries snap to
       ledger.json               done shards, attempts, failures (the coordinator's snapshot)
       outputs.json              each output written: path -> encode settings, bytes, mtime
+      submit.json               the last submit: output, encode and speed settings, input
       segments/000042-<t>.nut   one chunk per finished shard attempt, in the output codec
       segments/000042-<t>.json  its receipt, written after the segment; no receipt, not done
       logs/000042-<t>.json      each shard attempt's log (timings, faces, error)
@@ -14,7 +15,9 @@ protocol, logs, control and owner files) in one place. The spec itself is :mod:`
                                 generation is taken by an exclusive create (see farm.owner)
       live.json                 live figures of the running driver (workers, fps, ETA)
 
-Nothing that matters lives only in actor memory: a job resumes from this directory alone."""
+Nothing that matters lives only in actor memory: a job resumes from this directory alone. (Over
+300 lines so that the whole layout, every file's reader and writer, is in one module; the files'
+contents are nouns of the core: farm.spec, farm.jobfiles, farm.receipt, farm.owner.)"""
 
 from __future__ import annotations
 
@@ -25,9 +28,11 @@ import uuid
 from typing import IO, Any
 
 from farm.config import CHUNK_SUFFIX, OutputConfig, check_job_id
-from farm.errors import InputError, StorageError
+from farm.errors import FarmError, InputError, StorageError
+from farm.jobfiles import OutputRecord, SubmitRecord
 from farm.ledger import Ledger
 from farm.owner import OwnerRecord
+from farm.receipt import Receipt
 from farm.records import RetryPolicy
 from farm.storage.fs import TMP_MARK, Storage, sha256_file
 from farm.spec import JobSpec
@@ -104,15 +109,41 @@ class JobDir:
     def record_output(self, location: str, out: OutputConfig, size: int, mtime_ns: int) -> None:
         """Note that this job wrote ``location`` (normalized) with ``out``, ``size`` bytes, ``mtime_ns``."""
         records = self.outputs()
-        records[location] = {"out": out.to_json(), "bytes": size, "mtime_ns": mtime_ns, "at": time.time()}
-        self.storage.write_json(OUTPUTS, records)
+        records[location] = OutputRecord(out, size, mtime_ns, time.time())
+        self.storage.write_json(OUTPUTS, {where: record.to_json() for where, record in records.items()})
 
-    def outputs(self) -> dict[str, dict]:
-        """Every output this job wrote (see :meth:`record_output`), by location."""
+    def outputs(self) -> dict[str, OutputRecord]:
+        """Every output this job wrote (see :meth:`record_output`), by location; an entry that does
+        not read (damaged, or a newer farm's) counts as not written by this job."""
         try:
-            return dict(self.storage.read_json(OUTPUTS))
+            data = dict(self.storage.read_json(OUTPUTS))
         except (FileNotFoundError, StorageError):
             return {}
+        out = {}
+        for where, entry in data.items():
+            try:
+                out[where] = OutputRecord.from_json(entry)
+            except (FarmError, KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    # -- the last submit: its output, encode settings and input, for `farm resume JOB` ------------
+
+    def write_submit(self, record: SubmitRecord) -> None:
+        self.storage.write_json(SUBMIT, record.to_json())
+
+    def read_submit(self) -> SubmitRecord | None:
+        """The job's last submit; None if none was recorded.
+
+        Raises:
+            StorageError: submit.json is there but does not read.
+        """
+        try:
+            return SubmitRecord.from_json(self.storage.read_json(SUBMIT))
+        except FileNotFoundError:
+            return None
+        except (FarmError, KeyError, TypeError, ValueError) as exc:
+            raise StorageError(f"{self.storage.url(SUBMIT)} is damaged ({exc}); run `farm submit` again") from None
 
     def write_live(self, data: dict) -> None:
         self.storage.write_json(LIVE, data)
@@ -137,8 +168,21 @@ class JobDir:
     def receipt_rel(segment: str) -> str:
         return f"{SEGMENTS}/{segment.rsplit('.', 1)[0]}.json"
 
-    def write_receipt(self, segment: str, receipt: dict) -> None:
-        self.storage.write_json(self.receipt_rel(segment), receipt)
+    def write_receipt(self, segment: str, receipt: Receipt) -> None:
+        self.storage.write_json(self.receipt_rel(segment), receipt.to_json())
+
+    def read_receipt(self, segment: str) -> Receipt:
+        """Segment ``segment``'s receipt, as any farm wrote it.
+
+        Raises:
+            FileNotFoundError: the segment has no receipt (it is not committed).
+            StorageError: the receipt is there but does not read.
+        """
+        rel = self.receipt_rel(segment)
+        try:
+            return Receipt.from_json(self.storage.read_json(rel))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StorageError(f"{self.storage.url(rel)} is damaged ({exc}); pass --restart to redo the job") from None
 
     # The commit protocol of a shard's segment: built in a scratch file, committed whole (a
     # rename, or an upload), then its receipt; a reader trusts a segment only with its receipt
@@ -168,18 +212,19 @@ class JobDir:
         except FileNotFoundError:
             pass
 
-    def receipts(self, names: list[str] | None = None) -> list[dict]:
-        """Every committed segment's receipt whose segment is present with the recorded size;
-        ``names``: the segments directory's listing, when the caller has just made it."""
+    def receipts(self, names: list[str] | None = None) -> list[Receipt]:
+        """Every committed segment's receipt whose segment is present with the recorded size (one
+        that does not read as a receipt vouches for nothing); ``names``: the segments directory's
+        listing, when the caller has just made it."""
         names = self.storage.list(SEGMENTS) if names is None else names
         present = set(names)
         out = []
         for name in _records(names):
             try:
-                receipt = self.storage.read_json(f"{SEGMENTS}/{name}")
-            except (FileNotFoundError, StorageError):
+                receipt = Receipt.from_json(self.storage.read_json(f"{SEGMENTS}/{name}"))
+            except (FileNotFoundError, StorageError, KeyError, TypeError, ValueError):
                 continue
-            if receipt.get("segment") in present and self.storage.size(self.segment_rel(receipt["segment"])) == receipt.get("bytes"):
+            if receipt.segment in present and self.storage.size(self.segment_rel(receipt.segment)) == receipt.bytes:
                 out.append(receipt)
         return out
 

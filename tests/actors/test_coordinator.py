@@ -28,7 +28,7 @@ def _commit(p, shard: int, token: str) -> Receipt:
     name = p.job.segment_name(shard, token)
     p.job.storage.write_bytes(p.job.segment_rel(name), b"chunk")
     r = Receipt(shard=shard, segment=name, frames=s.frames, bytes=5, sha256="ab", start=s.start, stop=s.stop, worker="w1", node="n1", attempt=1)
-    p.job.write_receipt(name, r.to_json())
+    p.job.write_receipt(name, r)
     return r
 
 

@@ -346,5 +346,5 @@ def test_job_with_a_damaged_frame_fails_naming_it(damaged_intra, tmp_path, local
     assert digest(damaged_intra) == before
     jobs_root = str(tmp_path / ".farm-jobs")
     (job_id,) = os.listdir(jobs_root)
-    done = {(r["start"], r["stop"]) for r in JobDir(jobs_root, job_id).receipts()}
+    done = {(r.start, r.stop) for r in JobDir(jobs_root, job_id).receipts()}
     assert (4, 8) not in done
