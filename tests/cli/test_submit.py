@@ -42,6 +42,7 @@ def test_cfr_bframes_audio_is_exact(local_ray, cfr_clip, tiny_x4, tmp_path):
     assert len(stream_packets(out, "audio")[0]) > 50
 
 
+@pytest.mark.slow
 def test_vfr_and_partial_last_shard(local_ray, vfr_clip, tiny_x4, tmp_path):
     """A variable-frame-rate recording (61 frames, three rates) with a last shard shorter than the
     others stays variable-rate: same timestamps, same frames as the reference."""
@@ -55,6 +56,7 @@ def test_vfr_and_partial_last_shard(local_ray, vfr_clip, tiny_x4, tmp_path):
     assert stream_packets(out, "audio") == stream_packets(vfr_clip, "audio")
 
 
+@pytest.mark.slow
 def test_default_lossy_output_keeps_every_timestamp(local_ray, vfr_clip, tiny_x4, tmp_path):
     """The default x264 CRF 18 output has every source frame at its source time."""
     out = str(tmp_path / "out.mkv")
