@@ -124,3 +124,13 @@ def submit_tiny(source: str, output: str, weights: str, *extra: str) -> None:
             "--device", "cpu", "--quiet", *extra]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
+
+
+def quick_first(names, quick) -> list:
+    """``names`` as test parameters, all but those in ``quick`` marked ``slow``: the quick tier
+    (``-m "not slow"``) keeps a case or two of a corpus test, the full run has them all."""
+    import pytest
+
+    unknown = set(quick) - set(names)
+    assert not unknown, f"quick cases {sorted(unknown)} are not among {list(names)}"
+    return [pytest.param(name, marks=() if name in quick else pytest.mark.slow) for name in names]

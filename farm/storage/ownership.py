@@ -126,7 +126,8 @@ class Ownership:
         while not self._stop.wait(self.renew_s):
             try:
                 self.renew()
-            except FarmError as exc:  # a storage hiccup: the next renewal tries again (the TTL allows several)
+            except (FarmError, OSError) as exc:  # a storage hiccup, or the job's folder removed under it:
+                # the next renewal tries again (the TTL allows several); a thread never dies of it
                 log.warning("could not renew the ownership of job %s: %s", self.job.job_id, exc)
             if self.lost:
                 return

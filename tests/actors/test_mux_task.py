@@ -1,15 +1,13 @@
 """Workers encode each shard in the output codec; the tail only concatenates the chunks' packets.
 
 Run in process (open_job, then the worker class on every shard, then the mux task's function), so
-each codec's whole path runs in seconds without Ray; one test kills a real `farm submit`."""
+each codec's whole path runs in seconds without Ray. That a killed and resumed `farm submit`
+writes the same file byte for byte is in tests/faults/test_resume.py."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
 import os
-import time
 from fractions import Fraction
 
 import av
@@ -24,7 +22,7 @@ from farm.job import open_job
 from farm.testing.clips import make_test_clip
 from farm.testing.fakes import fake_output
 from farm.video.encode import ChunkWriter, chunk_settings
-from tests.helpers import decode_all, kill_group, run_farm, start_farm, stream_packets
+from tests.helpers import decode_all, stream_packets
 
 CODECS = ["x264", "x265", "av1", "ffv1"]
 
@@ -174,38 +172,6 @@ def test_chunk_encoded_differently_is_refused_naming_it(clip, tmp_path, change, 
     assert "\n" not in message
     assert f"chunk {forged.segment} (frames [18, 24)) was encoded differently from the first chunk {difference}" in message
     assert not os.path.exists(out)
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_resumed_output_is_the_same_file(tmp_path):
-    """`farm submit` killed (SIGKILL of its process group) after some chunks, then run again: the
-    output file is byte for byte the file an uninterrupted run writes (bit-exact muxing, no dates or
-    random UIDs, identical chunks)."""
-    clip = make_test_clip(str(tmp_path / "clip.mp4"), frames=36, size=(32, 24), vfr=True, audio_tracks=2)
-    common = ["--model", "fake:scale=2,ms=150", "--no-face", "--codec", "x264", "--workers", "1", "--shard-frames", "6", "--quiet"]
-    reference = str(tmp_path / "reference.mkv")
-    done = run_farm(["submit", clip, "-o", reference, "--jobs-root", str(tmp_path / "ref-jobs")] + common)
-    assert done.returncode == 0, done.stderr
-
-    jobs = str(tmp_path / "jobs")
-    out = str(tmp_path / "out.mkv")
-    args = ["submit", clip, "-o", out, "--jobs-root", jobs] + common
-    proc = start_farm(args, str(tmp_path / "first.log"))
-    deadline = time.time() + 180
-    while len(glob.glob(os.path.join(jobs, "*", "segments", "*.json"))) < 1 and time.time() < deadline:
-        assert proc.poll() is None, open(tmp_path / "first.log").read()
-        time.sleep(0.2)
-    kill_group(proc)
-    committed = glob.glob(os.path.join(jobs, "*", "segments", "*.json"))
-    assert 1 <= len(committed) < 6 and not os.path.exists(out)
-    again = run_farm(args)
-    assert again.returncode == 0, again.stderr
-    with open(reference, "rb") as a, open(out, "rb") as b:
-        assert a.read() == b.read()
-    for path in committed:  # chunks committed before the kill were kept, not redone
-        with open(path) as f:
-            assert json.load(f)["attempt"] == 1
 
 
 def test_png_output_is_the_workers_png_files(clip, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,13 +14,26 @@ import pytest
 from farm.storage.jobdir import JobDir
 from farm.testing.clips import make_test_clip
 from farm.testing.cluster import ledger, receipts, wait_for_receipts
-from tests.helpers import packet_pts, run_farm, start_farm
-
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+from tests.helpers import packet_pts, start_farm
 
 
-def test_status_cancel_resume(tmp_path):
-    """Watch a job, cancel it (workers stop, work is kept), then resume it to the end."""
+def farm_here(args: list[str]):
+    """`farm ARGS` in this process; a command that fails fails the test with its output."""
+    from click.testing import CliRunner
+
+    from farm.cli.main import main
+
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_status_cancel_resume(tmp_path, local_ray):
+    """Watch a job, cancel it (workers stop, work is kept), then resume it to the end. The job's
+    driver is a process of its own, as a user's is; the commands run in this process (they read and
+    write the job directory, and resume joins the session's Ray instead of starting one)."""
     clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=80, size=(32, 24), audio=True)
     out, jobs = str(tmp_path / "out.mkv"), str(tmp_path / "jobs")
     proc = start_farm(["submit", clip, "-o", out, "--jobs-root", jobs, "--model", "fake:scale=2,ms=150", "--no-face",
@@ -27,7 +42,7 @@ def test_status_cancel_resume(tmp_path):
     deadline = time.time() + 60
     while True:  # the coordinator writes its live figures every few seconds
         before = ledger(jobs)
-        status = json.loads(run_farm(["status", "--jobs-root", jobs, "--json"]).stdout)
+        status = json.loads(farm_here(["status", "--jobs-root", jobs, "--json"]).stdout)
         after = ledger(jobs)
         if (status["fps"] > 0 and len(status["workers"]) == 2) or time.time() > deadline:
             break
@@ -38,36 +53,38 @@ def test_status_cancel_resume(tmp_path):
         (len(s["done"]), sum(d["frames"] for d in s["done"].values())) for s in (before, after)
     }
     assert status["fps"] > 0 and len(status["workers"]) == 2
-    text = run_farm(["status", "--jobs-root", jobs]).stdout
+    text = farm_here(["status", "--jobs-root", jobs]).stdout
     assert status["job_id"] in text and "worker   w" in text
 
     job_id = status["job_id"]
-    cancel = run_farm(["cancel", job_id, "--jobs-root", jobs])
-    assert cancel.returncode == 0 and "cancel requested" in cancel.stdout
+    cancel = farm_here(["cancel", job_id, "--jobs-root", jobs])
+    assert cancel.exit_code == 0 and "cancel requested" in cancel.stdout
     assert proc.wait(timeout=60) == 1
     assert "cancelled" in open(tmp_path / "driver.log").read()
-    status = json.loads(run_farm(["status", job_id, "--jobs-root", jobs, "--json"]).stdout)
+    status = json.loads(farm_here(["status", job_id, "--jobs-root", jobs, "--json"]).stdout)
     assert status["state"] == "cancelled" and 0 < status["shards_done"] < 20
     kept = {r["shard"]: r["segment"] for r in receipts(jobs)}
 
-    listed = json.loads(run_farm(["ls", "--jobs-root", jobs, "--json"]).stdout)
+    listed = json.loads(farm_here(["ls", "--jobs-root", jobs, "--json"]).stdout)
     assert [(j["job_id"], j["state"]) for j in listed] == [(job_id, "cancelled")]
 
-    resumed = run_farm(["resume", job_id, "--jobs-root", jobs, "--quiet"])
-    assert resumed.returncode == 0, resumed.stderr
+    farm_here(["resume", job_id, "--jobs-root", jobs, "--quiet"])
     assert packet_pts(out) == packet_pts(clip)
     final = ledger(jobs)
     assert final["state"] == "done"
     assert all(final["done"][str(s)]["segment"] == seg for s, seg in kept.items())
 
-    logs = json.loads(run_farm(["status", job_id, "--jobs-root", jobs, "--shard", "3"]).stdout)
+    logs = json.loads(farm_here(["status", job_id, "--jobs-root", jobs, "--shard", "3"]).stdout)
     shard3 = JobDir(jobs, job_id).read_spec().shards()[3]  # boundaries may sit on the source's keyframes
     assert len(logs) == 1 and logs[0]["shard"] == 3 and logs[0]["frames"] == [shard3.start, shard3.stop]
     assert set(logs[0]["timings"]) == {"decode_s", "enhance_s", "encode_s"}
 
 
 def test_status_of_unknown_job_is_one_line(tmp_path):
-    result = run_farm(["status", "nope-123", "--jobs-root", str(tmp_path)])
+    """`farm status` with a job id that is not there (the `farm` command itself, `python -m farm`):
+    one line naming the jobs root and the command that lists its jobs, exit 1, nothing written."""
+    result = subprocess.run([sys.executable, "-m", "farm", "status", "nope-123", "--jobs-root", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and result.stderr.strip() == f"error: no job nope-123 under {tmp_path}; `farm ls --jobs-root {tmp_path}` lists the jobs"
     assert not os.listdir(tmp_path)
 

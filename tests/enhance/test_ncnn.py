@@ -111,9 +111,14 @@ def test_conversion_equals_the_ncnn_runtime(real_weights, carphone, model):
 
 CASES = [("realesrgan-x4plus", None, (56, 40, 32, 24)), ("realesrgan-x4plus-anime-6b", None, (56, 40, 48, 32)),
          ("realesr-animevideov3", None, (40, 24, 96, 72)), ("realesr-animevideov3", 2, (40, 24, 96, 72))]
+#: The quick tier's case: the compact network at --scale 2 (RealESRGANer's outscale path); the
+#: RRDBNet arch runs in the quick tier with the tiny weights (tests/cli/test_submit.py).
+QUICK_CASE = ("realesr-animevideov3", 2)
 
 
-@pytest.mark.parametrize(("model", "scale", "box"), CASES, ids=[f"{m}-x{s or 4}" for m, s, _ in CASES])
+@pytest.mark.parametrize(("model", "scale", "box"),
+                         [pytest.param(*case, marks=() if case[:2] == QUICK_CASE else pytest.mark.slow) for case in CASES],
+                         ids=[f"{m}-x{s or 4}" for m, s, _ in CASES])
 def test_submit_equals_realesrganer_on_real_footage(local_ray, real_weights, carphone, tmp_path, model, scale, box):
     """Real footage through `farm submit` (CPU, FFV1) with a converted registry model: every frame
     is RealESRGANer's for that frame (±1), at the source's timestamps; the job records where its
@@ -154,7 +159,8 @@ def title_card(i, picture):
     return card
 
 
-@pytest.mark.parametrize("change", [fade_from_black, dark_scene, title_card], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("change", [pytest.param(fade_from_black, marks=pytest.mark.slow), pytest.param(dark_scene, marks=pytest.mark.slow),
+                                    title_card], ids=lambda f: f.__name__)
 def test_first_frame_check_is_quiet_on_real_content(local_ray, real_weights, carphone, tmp_path, change):
     """Real openings (a fade from black, a dark scene, a flat title card) with real weights: the job
     passes its first-frame check and finishes, and the check's verdict on every frame of the first

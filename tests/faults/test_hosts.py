@@ -186,19 +186,24 @@ def coordinators(head) -> set[str]:
 
 
 def test_the_coordinator_killed_mid_job(net):
-    """The job's coordinator process on the head dies mid-job (Ray restarts the actor): the job
-    goes on with its workers and finishes with the identical output, in bounded time."""
+    """The job's coordinator process on the head dies mid-job (Ray restarts the actor): the
+    restarted coordinator learns the running workers again (no hang), and the job finishes in
+    bounded time with the identical output, every shard done and none done before the kill redone."""
     c1, head = net.hosts["c1"], net.hosts["head"]
     d = scenario(net, "d")
     out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
     older = coordinators(head)  # of earlier scenarios' jobs, if any is left
     proc = start_job(net, c1, job_args("/mnt/jobs/media/clip.mkv", out, jobs, SLOW) + ["--address", head.dashboard_url], d)
     wait_for_receipts(on_share(net, jobs), 3, proc, timeout=180)
+    before = {r["shard"]: r["segment"] for r in receipts(on_share(net, jobs))}
     (pid,) = coordinators(head) - older
     assert head.run(["kill", "-9", pid]).returncode == 0
     code = finish(net, proc, d, timeout_s=90)
     assert code == 0, log_of(net, d)
     same_bytes(on_share(net, out), net.reference)
+    lg = ledger(on_share(net, jobs))
+    assert lg["state"] == "done" and sorted(int(k) for k in lg["done"]) == list(range(SHARDS))
+    kept(on_share(net, jobs), before)
 
 
 def test_two_submitters_race_from_hosts_with_different_mount_paths(net):

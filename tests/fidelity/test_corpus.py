@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from farm.testing.clips import CORPUS, corpus
-from tests.helpers import decode_all, max_abs_diff, packet_pts, reference_upsampler, stream_packets, submit_tiny, video_packets
+from tests.helpers import (decode_all, max_abs_diff, packet_pts, quick_first, reference_upsampler, stream_packets, submit_tiny,
+                           video_packets)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,6 +25,10 @@ LOSSLESS_OUTPUT = {".mp4": ".mp4", ".mkv": ".mkv", ".ts": ".mp4", ".webm": ".mkv
 LOSSY_OUTPUT = {".mp4": ".mp4", ".mkv": ".mkv", ".ts": ".ts", ".webm": ".mkv"}
 #: Shard sizes that cut every clip mid-GOP and leave a short last shard.
 SHARD_FRAMES = {"long_gop": 64, "single_frame": 1}
+#: The quick tier's cases: several tracks, subtitles and chapters losslessly (the mux path), and
+#: MPEG-TS back into MPEG-TS with the default codec (the lossy path, start times not at zero).
+QUICK_LOSSLESS = ("multi_track",)
+QUICK_LOSSY = ("mpegts",)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +114,7 @@ def leading_pictures(packets: list[tuple[int, bool]]) -> int:
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("name", CORPUS)
+@pytest.mark.parametrize("name", quick_first(CORPUS, QUICK_LOSSLESS))
 def test_lossless_output_is_the_model_output_at_the_source_timestamps(name, clips, outputs, tiny_x4, local_ray):
     """Every kind of real-world source, upscaled x4 losslessly in several shards that start
     mid-GOP: the output has exactly the source's frame timestamps, every frame is RealESRGANer's
@@ -141,7 +146,7 @@ def test_lossless_output_is_the_model_output_at_the_source_timestamps(name, clip
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("name", CORPUS)
+@pytest.mark.parametrize("name", quick_first(CORPUS, QUICK_LOSSY))
 def test_default_lossy_output_keeps_every_frame_at_its_time(name, clips, outputs, tiny_x4, local_ray):
     """The default output (H.264, CRF 18) of every kind of source has as many frames as the
     source, each at the source's timestamp."""

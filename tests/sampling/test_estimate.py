@@ -63,6 +63,7 @@ def test_fake_model_at_40ms(clip, tmp_path, local_ray):
     check(e, real)
 
 
+@pytest.mark.slow
 def test_tiny_real_weights(clip, tmp_path, tiny_x4, local_ray):
     """The same with real (tiny, random) RRDBNet weights run by the real model code on the CPU: the
     job's worker pays the model's first calls once, and so does the estimate."""

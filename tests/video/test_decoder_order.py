@@ -186,6 +186,7 @@ def test_flv_with_repeated_timestamps_is_numbered_by_decoding(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_packed_divx_avi_upscaled_end_to_end(clips, tmp_path, tiny_x4, local_ray):
     """`farm submit` on a DivX AVI with packed B-frames and AC3 audio, cut into shards of 5
     frames (many start right after a packed frame): every output frame is the model's output for

@@ -172,6 +172,7 @@ def test_double_rate_gives_a_frame_per_field_at_field_times(tff_clip, tmp_path, 
     assert field_order(out) == 1
 
 
+@pytest.mark.slow
 def test_shard_boundaries_change_no_frame(tff_clip, tmp_path, local_ray):
     """The same interlaced recording in one shard and in shards of 1, 2 and 5 frames: the same
     frames, bit for bit (each shard decodes the neighbours bwdif needs)."""
