@@ -1,7 +1,6 @@
-"""The job spec, pure: written once when a job is created (``job.json``, see
-:mod:`farm.storage.jobdir`) and read by every actor: the source (probe and frame index), the model
-and output settings, the shard plan's inputs, the model's scale and the output geometry. job.json
-carries a ``spec_version``; :func:`migrate` brings an older one to the current shape at load."""
+"""The job spec, pure: written once when a job is created (``job.json``) and read by every actor
+(the source, the model and output settings, the shard plan's inputs, the output geometry);
+:func:`migrate` brings an older job.json (``spec_version``) to the current shape at load."""
 
 from __future__ import annotations
 

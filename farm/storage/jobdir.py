@@ -1,23 +1,6 @@
-"""The job directory on shared storage: the whole layout (spec, ledger, receipts, the segment commit
-protocol, logs, control and owner files) in one place. The spec itself is :mod:`farm.spec`.
-
-    <jobs-root>/<job-id>/
-      job.json                  spec: input, probe + frame index, model and output settings,
-                                shard size and the scene cuts its boundaries snap to
-      ledger.json               done shards, attempts, failures (the coordinator's snapshot)
-      outputs.json              each output written: path -> encode settings, bytes, mtime
-      submit.json               the last submit: output, encode and speed settings, input
-      segments/000042-<t>.nut   one chunk per finished shard attempt, in the output codec
-      segments/000042-<t>.json  its receipt, written after the segment; no receipt, not done
-      logs/000042-<t>.json      each shard attempt's log (timings, faces, error)
-      control.json              requests from `farm cancel`
-      owner/00000003.json       who drives the job (generation 3), renewed while it runs; a new
-                                generation is taken by an exclusive create (see farm.owner)
-      live.json                 live figures of the running driver (workers, fps, ETA)
-
-Nothing that matters lives only in actor memory: a job resumes from this directory alone. (Over
-300 lines so that the whole layout, every file's reader and writer, is in one module; the files'
-contents are nouns of the core: farm.spec, farm.jobfiles, farm.receipt, farm.owner.)"""
+"""The job directory on shared storage: its whole layout (spec, ledger, receipts, the segment commit
+protocol, logs, control and owner files) in one module; a job resumes from this directory alone.
+Over 300 lines so that every file's reader and writer is here; the files' contents are core nouns."""
 
 from __future__ import annotations
 
