@@ -17,7 +17,12 @@ SUBMIT_VERSION = 1
 OUTPUT_VERSION = 1
 
 
-def _version(data: dict[str, Any], current: int, what: str) -> int:
+def read_version(data: dict[str, Any], current: int, what: str) -> int:
+    """The ``spec_version`` of a job file's ``data`` (0 when unstamped).
+
+    Raises:
+        ValueError: a version this farm does not know (a newer farm's file).
+    """
     version = int(data.get("spec_version", 0))
     if not 0 <= version <= current:
         raise ValueError(f"{what} has spec_version {version}; this farm reads up to {current}: upgrade farm")
@@ -98,7 +103,7 @@ class SubmitRecord:
 
 def migrate_submit(data: dict[str, Any]) -> dict[str, Any]:
     """``submit.json`` of any version, in the current shape (optional parts present, None when absent)."""
-    _version(data, SUBMIT_VERSION, "submit.json")
+    read_version(data, SUBMIT_VERSION, "submit.json")
     data = {"settings": None, "frames": None, **data}
     data["spec_version"] = SUBMIT_VERSION
     return data
@@ -136,5 +141,5 @@ class OutputRecord:
 def migrate_output(data: dict[str, Any]) -> dict[str, Any]:
     """An ``outputs.json`` entry of any version, in the current shape (version 0 differs only by
     the missing stamp)."""
-    _version(data, OUTPUT_VERSION, "an outputs.json entry")
+    read_version(data, OUTPUT_VERSION, "an outputs.json entry")
     return {**data, "spec_version": OUTPUT_VERSION}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from farm import __version__
 from farm.config import ModelConfig, OutputConfig
 from farm.errors import WeightsError
+from farm.jobfiles import read_version
 from farm.media import FrameIndex, SourceInfo, effective_mode, frames_per_source_frame, output_field_order, output_index
 from farm.plan import EncoderSizing, Geometry, Shard, plan_geometry, plan_shards, snap_window
 
@@ -146,9 +147,7 @@ def migrate(data: dict) -> dict:
     Raises:
         ValueError: a newer farm's job.json.
     """
-    version = int(data.get("spec_version", 0))
-    if not 0 <= version <= SPEC_VERSION:
-        raise ValueError(f"job.json has spec_version {version}; this farm reads up to {SPEC_VERSION}: upgrade farm")
+    version = read_version(data, SPEC_VERSION, "job.json")
     data = {"scene_cuts": None, "model_scale": None, "geometry": None, "encoder": None, **data}
     if version == 0:
         data.setdefault("farm_version", "?")
