@@ -208,6 +208,19 @@ class JobConfig:
         if self.lease_timeout_s <= 0:
             raise UsageError(f"--lease-timeout must be positive, got {self.lease_timeout_s}")
 
+    def to_json(self) -> dict:
+        """The whole submit, for a queue entry that runs it later (:mod:`farm.queue`)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(model=self.model.to_json(), out=self.out.to_json(), frames=list(self.frames) if self.frames else None)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> JobConfig:
+        data = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        data.update(model=ModelConfig.from_json(data["model"]), out=OutputConfig.from_json(data["out"]),
+                    frames=tuple(data["frames"]) if data.get("frames") else None)
+        return cls(**data)
+
 
 #: What a job id may be: one path component (the job's directory under the jobs root), of the
 #: characters :func:`job_id` makes, and not ``.`` or ``..``.

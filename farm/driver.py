@@ -45,7 +45,15 @@ PROGRESS_S = 1.0
 MAINTAIN_S = 3.0
 CONTROL_S = 2.0
 
-__all__ = ["Run", "coordinator_handle", "drive", "submit"]
+__all__ = ["Run", "WorkerShare", "coordinator_handle", "drive", "submit"]
+
+
+class WorkerShare:
+    """The workers a queue's runner gives a job: it may raise ``workers`` while the job runs (its
+    pool then grows at the next maintenance pass); a pool never shrinks."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,13 +92,15 @@ def coordinator_handle(jobs_root: str, job_id: str, policy: dict[str, Any]):
 class Run:
     """One driver run of one job this driver holds: carries out the ledger's instructions."""
 
-    def __init__(self, owned: Owned, on_progress: Callable[[Progress], None] | None, dashboard_url: str | None) -> None:
+    def __init__(self, owned: Owned, on_progress: Callable[[Progress], None] | None, dashboard_url: str | None,
+                 share: WorkerShare | None = None) -> None:
         assert owned.owner.owned, "a run needs the job's ownership"
         self.p = owned
         self.cfg = owned.cfg
         self.owner = owned.owner
         self.on_progress = on_progress
         self.dashboard_url = dashboard_url
+        self.share = share
         self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.policy = {"max_attempts": self.cfg.max_attempts, "lease_timeout_s": self.cfg.lease_timeout_s}
         self.shards = owned.spec.shards()
@@ -184,6 +194,8 @@ class Run:
                     self.cancelling = True
                 last_control = now
             if now - last_maintain >= MAINTAIN_S:
+                if self.share is not None:
+                    bridge.pool.grow(self.share.workers)
                 events.extend(bridge.pool.maintain(set(self.tracker.snapshot.get("blocked_nodes", [])), now))
                 last_maintain = now
             events.append(Tick(now))
@@ -244,7 +256,8 @@ class Run:
             self.on_progress(self.tracker.progress(message, state))
 
 
-def drive(opened: Owned | Following, on_progress: Callable[[Progress], None] | None = None, dashboard_url: str | None = None) -> JobResult:
+def drive(opened: Owned | Following, on_progress: Callable[[Progress], None] | None = None, dashboard_url: str | None = None,
+          share: WorkerShare | None = None) -> JobResult:
     """Run the job if this driver holds it; otherwise follow the driver that does, and take the
     job over when it ends without this submit's output, hands the job back, or goes silent (a
     loop: each pass opens the job again, now as the owner, without ``--restart``)."""
@@ -253,7 +266,7 @@ def drive(opened: Owned | Following, on_progress: Callable[[Progress], None] | N
         # Held when opened, and still: the renewal may have found it taken over while Ray started.
         if isinstance(opened, Owned) and owner.owned:
             try:
-                return Run(opened, on_progress, dashboard_url).execute()
+                return Run(opened, on_progress, dashboard_url, share).execute()
             finally:
                 owner.release()
         tracker = ProgressTracker(opened.job.job_id, dashboard_url, opened.disk_note or None)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from farm.config import JobConfig
+from farm.config import JobConfig, ModelConfig
 from farm.enhance.weights import check_weights
 from farm.errors import FarmError, StorageError, UsageError
 from farm.identity import job_identity
@@ -76,16 +76,27 @@ def default_jobs_root(output: str) -> str:
     return f"{parent}/.farm-jobs"
 
 
-def open_job(cfg: JobConfig, *, source: SourceInfo | None = None) -> Owned | Following:
-    """Everything checkable before Ray starts: input, output, weights, options; then the job dir.
-    ``source``: the input's probe, when the caller has made it.
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A submit that passed every check made before Ray (nothing written): its source, the model
+    settings its identity was taken from, the plan's geometry, and its job directory."""
 
-    Returns:
-        :class:`Owned` when this driver now holds the job (its spec and this submit's record
-        written), :class:`Following` when another live driver does (nothing written).
+    cfg: JobConfig
+    source: SourceInfo
+    model: ModelConfig
+    model_scale: int
+    geometry: Geometry
+    fingerprint: str
+    job: JobDir
+    disk_note: str  # the disk estimate, shown before work
+
+
+def check_job(cfg: JobConfig, *, source: SourceInfo | None = None) -> Checked:
+    """Everything checkable before Ray starts: input, output, weights, options, disk; and the job's
+    identity. ``source``: the input's probe, when the caller has made it.
 
     Raises:
-        FarmError: one clear line; nothing is written at the output path.
+        FarmError: one clear line; nothing is written anywhere.
     """
     check_output(cfg)
     source = probe(cfg.input) if source is None else source
@@ -105,7 +116,22 @@ def open_job(cfg: JobConfig, *, source: SourceInfo | None = None) -> Owned | Fol
     model, fingerprint, job_id = job_identity(model, source, cfg.out, cfg.frames)
     jobs_root = normalize(cfg.jobs_root) if cfg.jobs_root else default_jobs_root(normalize(cfg.output))
     job = JobDir(jobs_root, job_id)
-    disk_note = check_disk_space(cfg, job, source, geometry)
+    return Checked(cfg, source, model, model_scale, geometry, fingerprint, job, check_disk_space(cfg, job, source, geometry))
+
+
+def open_job(cfg: JobConfig, *, source: SourceInfo | None = None) -> Owned | Following:
+    """The checks of :func:`check_job`, then the job directory.
+
+    Returns:
+        :class:`Owned` when this driver now holds the job (its spec and this submit's record
+        written), :class:`Following` when another live driver does (nothing written).
+
+    Raises:
+        FarmError: one clear line; nothing is written at the output path.
+    """
+    c = check_job(cfg, source=source)
+    source, model, model_scale, geometry, fingerprint, job, disk_note = c.source, c.model, c.model_scale, c.geometry, c.fingerprint, c.job, c.disk_note
+    job_id = job.job_id
     # Ownership first: a job another driver runs is not touched (not cleared by --restart, its
     # spec and submit record not rewritten); this driver follows it instead.
     owner = Ownership(job, output=normalize(cfg.output))

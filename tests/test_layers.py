@@ -61,7 +61,7 @@ FORBIDDEN: dict[str, set[str]] = {
 RAY_ROOMS = {"actors", "driver", "testing"}
 #: Rooms that may print (click.echo, print, rich consoles, writes to stdout/stderr).
 PRINTING_ROOMS = {"cli"}
-CORE_MODULES = {"errors", "result", "config", "plan", "ledger", "media", "spec", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost", "jobfiles"}
+CORE_MODULES = {"errors", "result", "config", "plan", "ledger", "media", "spec", "progress", "receipt", "lease", "events", "records", "recovery", "owner", "cost", "jobfiles", "queue"}
 
 
 def room_of(module: str, imported: bool = False) -> str:
@@ -77,9 +77,9 @@ def room_of(module: str, imported: bool = False) -> str:
     head = parts[1]
     if head in CORE_MODULES:
         return "core"
-    if head in ("session", "rayjob", "follow"):
+    if head in ("session", "rayjob", "follow", "runner"):
         return "driver"
-    if head == "identity":
+    if head in ("identity", "batch"):
         return "job"
     return head
 

@@ -53,6 +53,14 @@ class WorkerPool:
         self.use_gpus = device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         self.cpu_workers, self.threads = cpu_plan(ray_cpus(), cap)
 
+    def grow(self, cap: int) -> None:
+        """Allow up to ``cap`` workers (a queue's runner gave the job more); the next
+        :meth:`maintain` starts them. A smaller ``cap`` changes nothing: workers are not stopped."""
+        if self.cap is None or cap <= self.cap:
+            return
+        self.cap = cap
+        self.cpu_workers = max(self.cpu_workers, cap)
+
     def _slots(self, blocked: set[str], nodes: list[dict]) -> dict[str | None, int]:
         """How many workers each live node (of ``ray.nodes()``) should hold."""
         if not self.use_gpus:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from farm.cli.base import jobs_root_default, main, weights_dir_default
+from farm.cli.queue import enqueue, ls_line, queue_root, queue_rows, run_queue, submitter_default, unpause
 from farm.config import CODECS, DEFAULT_FACE_MODEL, DEFAULT_SR_MODEL, DEINTERLACE_MODES
 from farm.enhance.registry import FACE_MODELS, SR_MODELS
 from farm.errors import UsageError
@@ -136,13 +137,21 @@ def build_config(input: str, output: str, **o: Any):
 
 
 @main.command()
-@click.argument("input")
-@click.option("-o", "--output", required=True, help="Output video (.mkv, .mp4, .mov, ...), or a directory with --codec png.")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", required=True,
+              help="Output video (.mkv, .mp4, .mov, ...), a directory with --codec png, or for several inputs a template: 'out/{stem}_x4.mkv'.")
+@click.option("--priority", type=int, help="Put the job(s) on the jobs root's queue with this priority (higher runs first; default 0).")
+@click.option("--submitter", default=submitter_default, show_default="$FARM_SUBMITTER or user@host", help="Whose jobs these are, for the queue's fair share.")
+@click.option("--queue", "queued", is_flag=True, help="Put a single input on the queue too (several inputs always are).")
+@click.option("--queue-only", is_flag=True, help="Put the jobs on the queue and return; `farm queue run` (or the next submit) runs them.")
 @job_options
-def submit(input: str, output: str, **o: Any) -> None:
+def submit(inputs: tuple[str, ...], output: str, priority: int | None, submitter: str, queued: bool, queue_only: bool, **o: Any) -> None:
     """Upscale INPUT into OUTPUT on every GPU of the cluster (or this machine).
 
     Running the same command again resumes the job where it stopped; --restart starts over.
+    Several inputs, folders or globs make one job each, put on the jobs root's queue and run
+    here (unless a runner already runs that queue); -o then names each output from a template
+    with {stem}, {name}, {ext} or {parent}.
 
     \b
     Examples:
@@ -150,17 +159,28 @@ def submit(input: str, output: str, **o: Any) -> None:
       farm submit old.avi -o old_1080p.mp4 --target 1080p --crf 16
       farm submit clip.mkv -o clip.mkv --model realesr-general-x4v3 --no-face --codec ffv1
       farm submit s3://videos/in.mp4 -o s3://videos/out.mkv --address ray://head:10001 --jobs-root s3://videos/jobs
+      farm submit season1/ 'extras/*.avi' -o 'out/{stem}_x4.mkv' --priority 5
     """
     from farm.cli.tuned import apply_tuned
     from farm.driver import submit as run_submit
     from farm.rayjob import submit_ray_job
     from farm.session import use_token
 
-    cfg, source = apply_tuned(build_config(input, output, **o), click.get_current_context())
+    ctx = click.get_current_context()
     address = o["address"]
     token = _token(o["token"], o["token_file"])
+    if _queued(inputs, output, priority, queued, queue_only):
+        if address and address.startswith(("http://", "https://")):
+            raise UsageError("several inputs (or --queue) need a driver that runs the queue: pass --address host:port or auto, "
+                             "or submit each input alone to a dashboard URL")
+        if token:
+            use_token(token)
+        _submit_queued(inputs, output, priority, submitter, queue_only, ctx, o)
+        return
+    input = inputs[0]
+    cfg, source = apply_tuned(build_config(input, output, **o), ctx)
     if address and address.startswith(("http://", "https://")):
-        forwarded = [input, "-o", output, *_forwarded_options(click.get_current_context())]
+        forwarded = [input, "-o", output, *_forwarded_options(ctx)]
         result = submit_ray_job(cfg, forwarded, address, token=token, detach=o["detach"], on_line=click.echo)
         _print_result(result, o["as_json"])
         return
@@ -170,8 +190,30 @@ def submit(input: str, output: str, **o: Any) -> None:
     _print_result(result, o["as_json"])
 
 
+def _queued(inputs: tuple[str, ...], output: str, priority: int | None, queued: bool, queue_only: bool) -> bool:
+    """A submit goes through the queue with several inputs, a folder or glob, an output template,
+    or when asked (--queue, --queue-only, --priority); a single file runs as its own job at once."""
+    from farm.batch import is_pattern
+
+    return len(inputs) > 1 or queued or queue_only or priority is not None or "{" in output or is_pattern(inputs[0]) or os.path.isdir(inputs[0])
+
+
+def _submit_queued(inputs: tuple[str, ...], output: str, priority: int | None, submitter: str, queue_only: bool, ctx: click.Context, o: dict) -> None:
+    from farm.batch import expand_inputs
+    from farm.cli.tuned import apply_tuned
+
+    jobs_root = queue_root(o["jobs_root"])
+    items = expand_inputs(inputs, output, o["codec"])
+    enqueue([apply_tuned(build_config(item.input, item.output, **o), ctx) for item in items], priority, submitter, jobs_root)
+    if queue_only:
+        click.echo(f"queued {len(items)} job(s) on {jobs_root}; run them with `farm queue run --jobs-root {jobs_root}`")
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        run_queue(jobs_root, o["address"], None, o["quiet"] or o["as_json"], wait=False)
+
+
 #: Options that concern this invocation, not the job; never forwarded to a Ray Job's driver.
-_LOCAL_ONLY = {"address", "token", "token_file", "detach", "quiet", "as_json", "output"}
+_LOCAL_ONLY = {"address", "token", "token_file", "detach", "quiet", "as_json", "output", "submitter", "queued", "queue_only", "priority"}
 
 
 def _forwarded_options(ctx: click.Context) -> list[str]:
@@ -260,7 +302,8 @@ def status(job_id: str | None, jobs_root: str, as_json: bool, shard: int | None,
 @click.option("--jobs-root", default=jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
 @click.option("--json", "as_json", is_flag=True)
 def ls_(jobs_root: str, as_json: bool) -> None:
-    """List the jobs under a jobs root.
+    """List the jobs under a jobs root: the queue's first, in the order they get workers (with
+    priority and submitter), then the others, newest first.
 
     \b
     Example:
@@ -268,14 +311,14 @@ def ls_(jobs_root: str, as_json: bool) -> None:
     """
     from farm.cli import status as st
 
-    jobs = st.list_jobs(jobs_root)
+    jobs = queue_rows(queue_root(jobs_root), st.list_jobs(jobs_root))
     if as_json:
         click.echo(json.dumps(jobs, sort_keys=True))
         return
     if not jobs:
         click.echo(f"no jobs under {jobs_root}")
     for j in jobs:
-        click.echo(f"{j['job_id']:<40} {j['state']:<10} {j['frames_done']:>7}/{j['frames_total']:<7} {j['input']}")
+        click.echo(ls_line(j))
 
 
 @main.command()
@@ -290,7 +333,8 @@ def ls_(jobs_root: str, as_json: bool) -> None:
 @token_options[1]
 def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None, max_attempts: int | None, quiet: bool, as_json: bool,
            token: str | None, token_file: str | None) -> None:
-    """Continue JOB_ID from its checkpoint, with the settings it was submitted with.
+    """Continue JOB_ID from its checkpoint, with the settings it was submitted with. A queued job
+    (paused, or failed) goes back in line, and the queue runs here unless a runner already runs it.
 
     \b
     Example:
@@ -303,6 +347,10 @@ def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None
     token = _token(token, token_file)
     if token:
         use_token(token)
+    if unpause(jobs_root, job_id):
+        click.echo(f"{job_id} is back in the queue", err=True)
+        run_queue(queue_root(jobs_root), address, None, quiet or as_json, wait=False)
+        return
     cfg = resume_config(jobs_root, job_id, workers=workers, max_attempts=max_attempts)
     result = _run_with_view(lambda on_progress: run_submit(cfg, address=address, on_progress=on_progress), quiet or as_json)
     _print_result(result, as_json)
@@ -312,14 +360,22 @@ def resume(job_id: str, jobs_root: str, address: str | None, workers: int | None
 @click.argument("job_id")
 @click.option("--jobs-root", default=jobs_root_default, show_default="./.farm-jobs or $FARM_JOBS_ROOT")
 def cancel(job_id: str, jobs_root: str) -> None:
-    """Stop JOB_ID's workers; what is done is kept, and `farm resume` continues it.
+    """Stop JOB_ID's workers and take it off the queue; what is done is kept, and `farm resume`
+    continues it.
 
     \b
     Example:
       farm cancel holiday-3f9a2c1b7d0e
     """
     from farm.storage.jobdir import JobDir
+    from farm.storage.queuedir import QueueDir
 
+    qd = QueueDir(queue_root(jobs_root))
+    if qd.get(job_id) is not None:
+        qd.remove(job_id)
+        if not JobDir(queue_root(jobs_root), job_id).exists():
+            click.echo(f"{job_id} taken off the queue")
+            return
     job = JobDir.existing(jobs_root, job_id)
     job.request_cancel()
     click.echo(f"cancel requested for {job_id}; its driver stops the workers within seconds")

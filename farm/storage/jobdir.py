@@ -31,7 +31,43 @@ OWNER = "owner"
 LOGS = "logs"
 
 
-class JobDir:
+class OwnerFiles:
+    """The generations of an owner record under ``owner/`` (the rules are :mod:`farm.owner`'s;
+    :mod:`farm.storage.ownership` keeps them): a job's driver, or a queue's runner."""
+
+    storage: Storage
+
+    def read_owner(self) -> OwnerRecord | None:
+        """The newest generation of the job's owner record; None if the job never had one."""
+        self.storage.invalidate_cache(OWNER)
+        for name in reversed(_records(self.storage.list(OWNER))):
+            try:
+                return OwnerRecord.from_json(self.storage.read_json(f"{OWNER}/{name}"))
+            except FileNotFoundError:
+                continue  # pruned by a newer owner between the listing and the read
+            except (StorageError, KeyError, TypeError, ValueError):
+                continue  # torn by a backend without atomic writes: an older one decides
+        return None
+
+    def create_owner(self, record: OwnerRecord) -> bool:
+        """Take generation ``record.generation``; False if another driver took it first."""
+        return self.storage.create_exclusive(self._owner_rel(record.generation), json.dumps(record.to_json()).encode())
+
+    def write_owner(self, record: OwnerRecord) -> None:
+        """Renew (or release) our own generation; only its owner writes it."""
+        self.storage.write_json(self._owner_rel(record.generation), record.to_json())
+
+    def prune_owners(self, below: int) -> None:
+        for name in _records(self.storage.list(OWNER)):
+            if name[:-5].isdigit() and int(name[:-5]) < below:
+                self.storage.remove(f"{OWNER}/{name}")
+
+    @staticmethod
+    def _owner_rel(generation: int) -> str:
+        return f"{OWNER}/{generation:08d}.json"
+
+
+class JobDir(OwnerFiles):
     """One job's directory."""
 
     def __init__(self, jobs_root: str, job_id: str) -> None:
@@ -259,37 +295,6 @@ class JobDir:
             self.storage.remove(rel)
         for rel in (SEGMENTS, LOGS):
             self.storage.remove(rel, recursive=True)
-
-    # -- ownership (the rules are farm.owner's; farm.storage.ownership keeps it) --------------------------
-
-    def read_owner(self) -> OwnerRecord | None:
-        """The newest generation of the job's owner record; None if the job never had one."""
-        self.storage.invalidate_cache(OWNER)
-        for name in reversed(_records(self.storage.list(OWNER))):
-            try:
-                return OwnerRecord.from_json(self.storage.read_json(f"{OWNER}/{name}"))
-            except FileNotFoundError:
-                continue  # pruned by a newer owner between the listing and the read
-            except (StorageError, KeyError, TypeError, ValueError):
-                continue  # torn by a backend without atomic writes: an older one decides
-        return None
-
-    def create_owner(self, record: OwnerRecord) -> bool:
-        """Take generation ``record.generation``; False if another driver took it first."""
-        return self.storage.create_exclusive(self._owner_rel(record.generation), json.dumps(record.to_json()).encode())
-
-    def write_owner(self, record: OwnerRecord) -> None:
-        """Renew (or release) our own generation; only its owner writes it."""
-        self.storage.write_json(self._owner_rel(record.generation), record.to_json())
-
-    def prune_owners(self, below: int) -> None:
-        for name in _records(self.storage.list(OWNER)):
-            if name[:-5].isdigit() and int(name[:-5]) < below:
-                self.storage.remove(f"{OWNER}/{name}")
-
-    @staticmethod
-    def _owner_rel(generation: int) -> str:
-        return f"{OWNER}/{generation:08d}.json"
 
     # -- control ----------------------------------------------------------------------------------
 
