@@ -55,7 +55,8 @@ def expand_inputs(args: Sequence[str], output: str, codec: str = "x264") -> list
         raise UsageError(f"-o uses {{{unknown[0]}}}; an output template knows {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
     if not names and (len(files) > 1 or any(is_pattern(a) or _is_dir(a) for a in args)):
         raise UsageError("-o must name each output: use a template such as 'out/{stem}_x4.mkv'")
-    items, seen = [], {}
+    items: list[BatchItem] = []
+    seen: dict[str, str] = {}
     for f in files:
         parent, name = split_location(f)
         stem, ext = os.path.splitext(name)

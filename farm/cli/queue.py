@@ -136,7 +136,7 @@ def queue_rows(jobs_root: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any
     rows = []
     for position, q in enumerate(order([QueuedJob(e, running.get(e.job_id, 0)) for e in entries], now), start=1):
         e = q.entry
-        row = dict(by_id.pop(e.job_id, None) or {"job_id": e.job_id, "frames_done": 0, "frames_total": None, "eta_s": None, "input": e.config.input})
+        row = dict(by_id.pop(e.job_id, {}) or {"job_id": e.job_id, "frames_done": 0, "frames_total": None, "eta_s": None, "input": e.config.input})
         outcome = qd.outcome(e.job_id)
         if e.paused:
             row["state"] = "paused"
