@@ -11,13 +11,17 @@ machine give it back (rebooted, rejoined) before the next one."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import threading
+import time
 from collections import Counter
 
 import pytest
 
+from farm.storage.queuedir import QueueDir
 from farm.testing.cluster import ledger, receipts, wait_for_receipts
 from farm.testing.netns import Hosts, start_cluster, unavailable_reason
 
@@ -240,3 +244,52 @@ def test_local_output_path_with_the_driver_off_the_cluster(net):
         assert result.returncode == 1 and len(lines) == 1 and "/tmp/work/f.mkv" in lines[0], result.stderr[-3000:]
         assert receipts(on_share(net, jobs)) == [], "refused before any GPU work"
     assert not os.path.exists(head.file("/tmp/work/f.mkv")) and not os.path.exists(net.hosts["gpu1"].file("/tmp/work/f.mkv"))
+
+
+def queued_running(jobs_share: str) -> set[str]:
+    """The queue's jobs running now, by input file name, as `farm ls` shows them from the share."""
+    from click.testing import CliRunner
+
+    from farm.cli.main import main
+
+    result = CliRunner().invoke(main, ["ls", "--jobs-root", jobs_share, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return {os.path.basename(r["input"]) for r in json.loads(result.stdout) if r.get("queue") and r["state"] == "running"}
+
+
+def test_a_queue_of_three_jobs_from_two_submitters_on_two_gpu_machines(net):
+    """Ann (on c1, share at /mnt/jobs) queues two episodes, the second urgent and capped at one
+    worker; Bob (on c2, share at /srv/farm) queues a film; a runner on the head hands out the
+    cluster's two GPUs: the urgent episode and Bob's film run side by side first (priority, then
+    fair share: Ann does not get both), Ann's first episode only once a GPU is free; every output
+    is identical to a failure-free solo run and the queue ends empty."""
+    c1, c2, head = net.hosts["c1"], net.hosts["c2"], net.hosts["head"]
+    d = scenario(net, "q")
+    os.makedirs(os.path.join(net.shared, d, "in"))
+    os.makedirs(os.path.join(net.shared, d, "out"))
+    for name in ("ep1", "ep2", "film"):
+        shutil.copy(os.path.join(net.shared, "media", "clip.mkv"), os.path.join(net.shared, d, "in", f"{name}.mkv"))
+    model = ["--model", SLOW, "--no-face", "--codec", "ffv1", "--shard-frames", str(SHARD_FRAMES), "--queue-only"]
+    for host, root, name, who, extra in ((c1, "/mnt/jobs", "ep1", "ann", []), (c1, "/mnt/jobs", "ep2", "ann", ["--priority", "1", "--workers", "1"]),
+                                         (c2, "/srv/farm", "film", "bob", [])):
+        result = host.farm(["submit", f"{root}/{d}/in/{name}.mkv", "-o", f"{root}/{d}/out/{{stem}}.mkv", "--jobs-root", f"{root}/{d}/jobs",
+                            "--submitter", who, *model, *extra], timeout_s=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+    jobs = os.path.join(net.shared, d, "jobs")
+    runner = start_job(net, head, ["queue", "run", "--jobs-root", f"/mnt/jobs/{d}/jobs", "--address", head.ray_address, "--quiet"], f"{d}-runner")
+    seen: list[set[str]] = []
+    try:
+        while runner.poll() is None:
+            now = queued_running(jobs)
+            if now and (not seen or seen[-1] != now):
+                seen.append(now)
+            time.sleep(0.3)
+    finally:
+        code = finish(net, runner, f"{d}-runner")
+    assert code == 0, log_of(net, f"{d}-runner")
+    started = [name for i, now in enumerate(seen) for name in sorted(now) if not any(name in s for s in seen[:i])]
+    assert set(started[:2]) == {"ep2.mkv", "film.mkv"} and started[2:] == ["ep1.mkv"], seen
+    assert all(len(s) <= 2 for s in seen), seen  # never more jobs than GPUs: ep1 waited for a free one
+    assert QueueDir(jobs).entries() == []
+    for name in ("ep1", "ep2", "film"):
+        same_bytes(os.path.join(net.shared, d, "out", f"{name}.mkv"), net.reference)
