@@ -152,8 +152,8 @@ def test_rayjob_runs_farm_submit_on_shared_storage():
 
     args = shlex.split(job["entrypoint"])
     ctx = main.commands["submit"].make_context("submit", args[2:])
-    assert {k: ctx.params[k] for k in ("input", "output", "jobs_root", "weights_dir", "quiet")} == {
-        "input": "/data/in/holiday.mp4",
+    assert {k: ctx.params[k] for k in ("inputs", "output", "jobs_root", "weights_dir", "quiet")} == {
+        "inputs": ("/data/in/holiday.mp4",),
         "output": "/data/out/holiday_x4.mkv",
         "jobs_root": "/data/jobs",
         "weights_dir": "/data/weights",
