@@ -120,3 +120,33 @@ def test_a_runner_killed_mid_queue_is_replaced_and_the_queue_goes_on(tmp_path, l
     for name, clip in (("ep1", e1), ("ep2", e2)):
         with open(template.format(stem=name), "rb") as f:
             assert f.read() == solo(tmp_path, clip), name
+
+
+def test_pausing_a_running_job_keeps_its_shards_and_resume_finishes_it(tmp_path, local_ray):
+    """Ann pauses an episode mid-job to let a colleague's urgent work through: its workers stop
+    within seconds, the runner ends with nothing left to start, and the job keeps its shards; `farm
+    resume` puts it back, and the next run finishes it without redoing them, as a solo run would."""
+    (ep,) = clips(tmp_path, ["ep"], frames=40)
+    jobs = str(tmp_path / "jobs")
+    os.makedirs(tmp_path / "out", exist_ok=True)
+    template = str(tmp_path / "out" / "{stem}_x4.mkv")
+    farm_here(["submit", ep, "-o", template, "--jobs-root", jobs, "--queue-only", "--workers", "1"] + COMMON)
+    job_id = job_id_of(jobs, ep)
+
+    def pause_after_two_shards(view) -> None:
+        if len(receipts(jobs, job_id)) >= 2 and not QueueDir(jobs).get(job_id).paused:
+            farm_here(["pause", job_id, "--jobs-root", jobs])
+
+    report = Runner(jobs, slots=1, on_update=pause_after_two_shards, poll_s=0.2).run()
+    assert report.finished == () and report.failed == ()
+    before = receipts(jobs, job_id)
+    assert 2 <= len(before) < 10 and not os.path.exists(template.format(stem="ep"))
+    assert QueueDir(jobs).get(job_id).paused
+
+    farm_here(["resume", job_id, "--jobs-root", jobs, "--quiet"])
+
+    assert QueueDir(jobs).entries() == []
+    after = receipts(jobs, job_id)
+    assert {s: after[s] for s in before} == before, "a shard committed before the pause was redone"
+    with open(template.format(stem="ep"), "rb") as f:
+        assert f.read() == solo(tmp_path, ep)

@@ -152,7 +152,7 @@ def test_square_pixels_option_reaches_the_model_config():
     from farm.cli.commands import build_config
 
     params = dict(main.commands["submit"].make_context("submit", ["dvd.mp4", "-o", "out.mkv", "--scale", "2", "--square-pixels"]).params)
-    cfg = build_config(params.pop("input"), params.pop("output"), **params)
+    cfg = build_config(params.pop("inputs")[0], params.pop("output"), **params)
     assert (cfg.model.scale, cfg.model.square_pixels) == (2.0, True)
     params = dict(main.commands["submit"].make_context("submit", ["dvd.mp4", "-o", "out.mkv"]).params)
-    assert build_config(params.pop("input"), params.pop("output"), **params).model.square_pixels is False
+    assert build_config(params.pop("inputs")[0], params.pop("output"), **params).model.square_pixels is False
