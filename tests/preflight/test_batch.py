@@ -74,3 +74,15 @@ def test_mistakes_are_named_with_the_fix(tmp_path, monkeypatch, args, output, er
     with pytest.raises(error) as info:
         expand_inputs(args, output)
     assert str(info.value).startswith(message)
+
+
+def test_a_folder_resubmitted_with_its_outputs_hidden_files_and_a_write_under_way(tmp_path):
+    """The same `farm submit season1/ -o 'season1/{stem}_x4.mkv'` again, to resume: last run's
+    outputs, a Mac's `._e1.vob` and an output still being written are in the folder; only the two
+    episodes are inputs, with the same outputs as the first time."""
+    touch(tmp_path, "s1/e1.vob", "s1/e2.vob", "s1/e1_x4.mkv", "s1/._e1.vob", "s1/e2_x4.tmp-1a2b3c4d.mkv")
+    template = str(tmp_path / "s1" / "{stem}_x4.mkv")
+    expected = [BatchItem(str(tmp_path / "s1" / "e1.vob"), str(tmp_path / "s1" / "e1_x4.mkv")),
+                BatchItem(str(tmp_path / "s1" / "e2.vob"), str(tmp_path / "s1" / "e2_x4.mkv"))]
+    assert expand_inputs([str(tmp_path / "s1")], template) == expected
+    assert expand_inputs([str(tmp_path / "s1" / "*")], template) == expected
