@@ -111,8 +111,9 @@ class Runner:
             lease.check()
             self._reap(qd)
             entries = {e.job_id: e for e in qd.entries()}
+            failed = qd.outcomes()
             jobs = [QueuedJob(e, self._held(e.job_id), e.config.workers) for e in entries.values()
-                    if e.job_id in self._running or qd.outcome(e.job_id) is None]
+                    if e.job_id in self._running or e.job_id not in failed]
             for job_id, n in allocate(jobs, slots, time.time()).items():
                 if job_id not in self._running:
                     self._start(entries[job_id], n, dashboard_url)

@@ -130,14 +130,14 @@ def queue_rows(jobs_root: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any
     qd = QueueDir(jobs_root)
     by_id = {j["job_id"]: j for j in jobs}
     now = time.time()
-    entries = qd.entries()
+    entries, failed = qd.entries(), qd.outcomes()
     running = {e.job_id: len(by_id[e.job_id].get("workers", [])) or 1 for e in entries
                if e.job_id in by_id and by_id[e.job_id]["state"] in ("running", "muxing") and by_id[e.job_id].get("driver")}
     rows = []
     for position, q in enumerate(order([QueuedJob(e, running.get(e.job_id, 0)) for e in entries], now), start=1):
         e = q.entry
         row = dict(by_id.pop(e.job_id, {}) or {"job_id": e.job_id, "frames_done": 0, "frames_total": None, "eta_s": None, "input": e.config.input})
-        outcome = qd.outcome(e.job_id)
+        outcome = failed.get(e.job_id)
         if e.paused:
             row["state"] = "paused"
         elif outcome is not None:

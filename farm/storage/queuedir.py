@@ -75,6 +75,17 @@ class QueueDir(OwnerFiles):
             return None
         return Outcome(data["state"], data["error"])
 
+    def outcomes(self) -> dict[str, Outcome]:
+        """Every job's outcome, from one listing (the runner reads them on each pass)."""
+        self.storage.invalidate_cache(OUTCOMES)
+        out = {}
+        for name in self.storage.list(OUTCOMES):
+            if name.endswith(".json") and TMP_MARK not in name:
+                outcome = self.outcome(name[: -len(".json")])
+                if outcome is not None:
+                    out[name[: -len(".json")]] = outcome
+        return out
+
     def write_outcome(self, job_id: str, outcome: Outcome) -> None:
         self.storage.write_json(f"{OUTCOMES}/{job_id}.json", {"state": outcome.state, "error": outcome.error})
 

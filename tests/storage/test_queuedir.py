@@ -30,6 +30,7 @@ def test_entries_outcomes_and_removal(tmp_path, root):
     assert qd.get("b-1") == entry("b-1", "bob", 2)
     qd.write_outcome("a-1", Outcome("failed", "input /v/a-1.mp4 does not exist; check the path"))
     assert qd.outcome("a-1") == Outcome("failed", "input /v/a-1.mp4 does not exist; check the path")
+    assert qd.outcomes() == {"a-1": Outcome("failed", "input /v/a-1.mp4 does not exist; check the path")}
     qd.clear_outcome("a-1")
     assert qd.outcome("a-1") is None
     qd.write_outcome("a-1", Outcome("failed", "x"))
