@@ -134,6 +134,7 @@ def estimate(cfg: JobConfig, *, gpus: float | None = None, price: float | None =
         root = tempfile.mkdtemp(prefix="farm-estimate-", dir=scratch_parent if scratch_parent and os.path.isdir(scratch_parent) else None)
     else:
         root = f"{scratch_parent}/.farm-estimate-{uuid.uuid4().hex[:8]}"
+    prepared = None
     try:
         prepared = open_job(dataclasses.replace(cfg, jobs_root=root, restart=True))
         shards = sample_shards(prepared, count, sample_frames)
@@ -141,6 +142,8 @@ def estimate(cfg: JobConfig, *, gpus: float | None = None, price: float | None =
         samples = [summarise(kind, workers, ready_s, receipts) for kind, workers, ready_s, receipts in results]
         return combine(prepared, samples, gpus, price)
     finally:
+        if prepared is not None:  # stop its renewals before the folder they write to goes
+            prepared.owner.release()
         if is_url(root):
             from farm.storage.fs import Storage
 

@@ -290,6 +290,8 @@ class TuneSample:
     def __exit__(self, *exc) -> None:
         import shutil
 
+        for prepared in self.variants.values():  # stop their renewals before the folder they write to goes
+            prepared.owner.release()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _prepare(self, model):

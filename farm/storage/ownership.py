@@ -87,8 +87,10 @@ class Ownership:
             return
         current = self.job.read_owner()
         if not still_mine(current, self.record):
-            who = f"on {current.host}, pid {current.pid}" if current else "unknown"
-            self.lost = f"another driver ({who}) took job {self.job.job_id} over; this one stops"
+            if current is None:
+                self.lost = f"job {self.job.job_id}'s owner record is gone (its folder was removed?); this driver stops"
+            else:
+                self.lost = f"another driver (on {current.host}, pid {current.pid}) took job {self.job.job_id} over; this one stops"
             log.warning("%s", self.lost)
             return
         self.record = self.record.renewed()
