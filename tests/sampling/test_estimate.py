@@ -27,14 +27,20 @@ def clip(tmp_path_factory) -> str:
     return make_test_clip(str(tmp_path_factory.mktemp("estimate") / "clip.mp4"), frames=96, size=(64, 48), audio=False)
 
 
+def owner_threads() -> set[str]:
+    """The job-ownership renewal threads alive in this process."""
+    return {t.name for t in threading.enumerate() if t.name.startswith("farm-owner-")}
+
+
 def run_job(clip: str, tmp_path, model: list[str]) -> tuple[dict, dict]:
     """(the estimate's JSON, the real job's totals) for the same command line."""
     common = [clip, *model, "--no-face", "--device", "cpu", "--workers", "1", "--codec", "x264", "--crf", "23"]
     runner = CliRunner()
+    before = owner_threads()  # other tests' jobs opened in this process may still hold theirs
     estimated = runner.invoke(main, ["estimate", *common, "--json", "--price-per-gpu-hour", "2"])
     assert estimated.exit_code == 0, estimated.output
     # The estimate's scratch job is let go before its folder is removed: no renewal outlives it.
-    assert [t.name for t in threading.enumerate() if t.name.startswith("farm-owner-")] == []
+    assert owner_threads() - before == set()
     jobs, output = str(tmp_path / "jobs"), str(tmp_path / "out.mkv")
     submitted = runner.invoke(main, ["submit", *common, "-o", output, "--quiet", "--jobs-root", jobs])
     assert submitted.exit_code == 0, submitted.output
