@@ -97,6 +97,7 @@ class Runner:
             url = start_ray(self.address) if owns_ray else None
             slots = self.slots or cluster_slots()
             log.info("running the queue of %s with %d workers", self.jobs_root, slots)
+            qd.write_slots(slots)
             self._loop(qd, lease, slots, url)
         finally:
             for r in self._running.values():  # only on an error of the runner itself: its jobs stop too

@@ -52,11 +52,11 @@ def enqueue(configs: list, priority: int | None, submitter: str, jobs_root: str,
     for c in checked:
         old = qd.get(c.job.job_id)
         if old is not None:
-            entry = dataclasses.replace(old, config=c.cfg, priority=old.priority if priority is None else priority)
+            entry = dataclasses.replace(old, config=c.cfg, priority=old.priority if priority is None else priority, frames=c.source.num_frames)
             qd.clear_outcome(entry.job_id)
             echo(f"already queued: {entry.job_id} (priority {entry.priority}{', paused' if entry.paused else ''}) {c.cfg.input}", err=True)
         else:
-            entry = QueueEntry(c.job.job_id, c.cfg, submitter, now, priority or 0)
+            entry = QueueEntry(c.job.job_id, c.cfg, submitter, now, priority or 0, frames=c.source.num_frames)
             echo(f"queued {entry.job_id} (priority {entry.priority}): {c.cfg.input} -> {c.cfg.output}", err=True)
         qd.put(entry)
     return list(seen)
@@ -123,20 +123,30 @@ class _QueueView:
 
 def queue_rows(jobs_root: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``farm ls``'s rows: the queue's jobs first, in queue order (running, then waiting by
-    priority and age, paused last), each with its ``queue`` fields; then the other jobs as listed."""
-    from farm.queue import QueuedJob, effective_priority, order
+    priority and age, paused last), each with its ``queue`` fields; then the other jobs as listed.
+
+    A waiting job's ``eta_s`` is when it would be done (farm.queue.finish_times): the running jobs'
+    frames per second per worker, the frames left of each job, and the last runner's workers (or,
+    before any runner wrote them, the running jobs' workers). None while nothing runs to measure."""
+    from farm.queue import QueuedJob, effective_priority, finish_times, order
     from farm.storage.queuedir import QueueDir
 
     qd = QueueDir(jobs_root)
     by_id = {j["job_id"]: j for j in jobs}
     now = time.time()
     entries, failed = qd.entries(), qd.outcomes()
-    running = {e.job_id: len(by_id[e.job_id].get("workers", [])) or 1 for e in entries
-               if e.job_id in by_id and by_id[e.job_id]["state"] in ("running", "muxing") and by_id[e.job_id].get("driver")}
+    live = {e.job_id: by_id[e.job_id] for e in entries
+            if e.job_id in by_id and by_id[e.job_id]["state"] in ("running", "muxing") and by_id[e.job_id].get("driver")}
+    running = {job_id: len(j.get("workers", [])) or 1 for job_id, j in live.items()}
+    queued = order([QueuedJob(e, running.get(e.job_id, 0), e.config.workers) for e in entries if e.job_id not in failed], now)
+    measured = [j for j in live.values() if j.get("fps")]
+    worker_fps = sum(j["fps"] for j in measured) / max(1, sum(running[j["job_id"]] for j in measured))
+    left = {e.job_id: _frames_left(by_id.get(e.job_id), e.frames) for e in entries}
+    times = finish_times(queued, left, qd.slots() or sum(running.values()), worker_fps, now)
     rows = []
     for position, q in enumerate(order([QueuedJob(e, running.get(e.job_id, 0)) for e in entries], now), start=1):
         e = q.entry
-        row = dict(by_id.pop(e.job_id, {}) or {"job_id": e.job_id, "frames_done": 0, "frames_total": None, "eta_s": None, "input": e.config.input})
+        row = dict(by_id.pop(e.job_id, {}) or {"job_id": e.job_id, "frames_done": 0, "frames_total": e.frames, "eta_s": None, "input": e.config.input})
         outcome = failed.get(e.job_id)
         if e.paused:
             row["state"] = "paused"
@@ -144,10 +154,18 @@ def queue_rows(jobs_root: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any
             row["state"], row["reason"] = "failed", outcome.error
         elif e.job_id not in running:
             row["state"] = "queued"
+            row["eta_s"] = round(times[e.job_id], 1) if e.job_id in times else None
         row["queue"] = {"position": position, "priority": e.priority, "effective_priority": effective_priority(e, now),
                         "submitter": e.submitter, "submitted": e.submitted, "output": e.config.output}
         rows.append(row)
     return rows + list(by_id.values())
+
+
+def _frames_left(job: dict[str, Any] | None, queued_frames: int | None) -> int | None:
+    """A queued job's frames still to do: its job folder's count when it has one, else the submit's."""
+    if job is not None and job.get("frames_total") is not None:
+        return max(0, job["frames_total"] - job.get("frames_done", 0))
+    return queued_frames
 
 
 def ls_line(j: dict[str, Any]) -> str:

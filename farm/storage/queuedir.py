@@ -13,9 +13,10 @@ from farm.storage.jobdir import OwnerFiles
 
 log = logging.getLogger(__name__)
 
-QUEUE = "queue"  # <jobs-root>/queue/: entries/<job>.json, outcomes/<job>.json, owner/
+QUEUE = "queue"  # <jobs-root>/queue/: entries/<job>.json, outcomes/<job>.json, runner.json, owner/
 ENTRIES = "entries"
 OUTCOMES = "outcomes"
+RUNNER = "runner.json"  # the last runner's workers, for the waiting jobs' times in `farm ls`
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +92,17 @@ class QueueDir(OwnerFiles):
 
     def clear_outcome(self, job_id: str) -> None:
         self.storage.remove(f"{OUTCOMES}/{job_id}.json")
+
+    def write_slots(self, slots: int) -> None:
+        """The workers the runner hands out (the cluster's, or its --workers)."""
+        self.storage.write_json(RUNNER, {"slots": slots})
+
+    def slots(self) -> int | None:
+        """The last runner's workers; None when no runner has run this queue (or its file is torn)."""
+        try:
+            return int(self.storage.read_json(RUNNER)["slots"])
+        except FileNotFoundError:
+            return None
+        except (StorageError, KeyError, TypeError, ValueError) as exc:
+            log.warning("the queue's %s is unreadable: %s", RUNNER, exc)
+            return None

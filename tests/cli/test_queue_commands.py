@@ -85,3 +85,33 @@ def test_queue_commands_on_a_job_not_queued_say_so(tmp_path):
     jobs = str(tmp_path / "jobs")
     result = farm_here(["priority", "nope-123", "2", "--jobs-root", jobs], code=2)
     assert result.output == (f"error: job nope-123 is not in the queue of {jobs}; `farm ls` lists it, and --jobs-root picks another\n")
+
+
+def test_ls_times_the_waiting_jobs_from_the_running_ones(tmp_path):
+    """Ann queues two episodes, Bob a longer phone clip, for a runner of 2 workers. While her first
+    episode runs on both at 20 fps with 20 frames left, `farm ls` says when each waiting job will
+    be done: her second episode gets a worker first (she queued first), Bob's clip the other, and
+    then hers too. A paused job gets no time, and nothing is timed while nothing runs."""
+    from farm.cli.queue import queue_rows
+
+    for name, frames in (("ep1", 40), ("ep2", 40), ("phone1", 60), ("ep3", 10)):
+        make_test_clip(str(tmp_path / f"{name}.mkv"), frames=frames, size=(32, 24))
+    jobs = str(tmp_path / "jobs")
+    out = str(tmp_path / "{stem}_x4.mkv")
+    for name, who in (("ep1", "ann"), ("ep2", "ann"), ("phone1", "bob"), ("ep3", "ann")):
+        farm_here(["submit", str(tmp_path / f"{name}.mkv"), "-o", out, "--jobs-root", jobs, "--submitter", who] + COMMON)
+    qd = QueueDir(jobs)
+    ids = {os.path.basename(e.config.input): e.job_id for e in qd.entries()}
+    assert {os.path.basename(e.config.input): e.frames for e in qd.entries()} == {"ep1.mkv": 40, "ep2.mkv": 40, "phone1.mkv": 60, "ep3.mkv": 10}
+    farm_here(["pause", ids["ep3.mkv"], "--jobs-root", jobs])
+    assert [(r["job_id"], r["state"], r["frames_total"], r["eta_s"]) for r in queue_rows(jobs, [])] == [
+        (ids["ep1.mkv"], "queued", 40, None), (ids["ep2.mkv"], "queued", 40, None),
+        (ids["phone1.mkv"], "queued", 60, None), (ids["ep3.mkv"], "paused", 10, None)]
+
+    qd.write_slots(2)
+    running = {"job_id": ids["ep1.mkv"], "state": "running", "driver": "ws1:123", "fps": 20.0, "workers": [{"worker": "w1"}, {"worker": "w2"}],
+               "frames_done": 20, "frames_total": 40, "eta_s": 1.0, "input": str(tmp_path / "ep1.mkv")}
+    # ep1 ends at 1 s; then ep2 (40 frames) and phone1 get a worker each at 10 fps: ep2 ends at 5 s,
+    # and phone1, with 20 frames left then, gets both workers and ends at 6 s.
+    assert [(r["job_id"], r["state"], r["eta_s"]) for r in queue_rows(jobs, [running])] == [
+        (ids["ep1.mkv"], "running", 1.0), (ids["ep2.mkv"], "queued", 5.0), (ids["phone1.mkv"], "queued", 6.0), (ids["ep3.mkv"], "paused", None)]

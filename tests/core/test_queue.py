@@ -3,10 +3,12 @@ is shown, and what a queue entry holds on storage."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from farm.config import JobConfig, ModelConfig, OutputConfig
-from farm.queue import AGING_S, QueuedJob, QueueEntry, allocate, effective_priority, order
+from farm.queue import AGING_S, QueuedJob, QueueEntry, allocate, effective_priority, finish_times, order
 
 T0 = 1_000_000.0
 
@@ -72,10 +74,13 @@ def test_a_queue_entry_keeps_the_whole_submit():
     """A queued job runs hours later on another machine with exactly the options it was submitted with."""
     cfg = JobConfig("/videos/dv.avi", "/out/dv_x4.mkv", ModelConfig(model="realesr-general-x4v3", face=False, target=(1920, 1080), device="cpu"),
                     OutputConfig(codec="x265", crf=20, preset="slow"), jobs_root="/mnt/jobs", shard_frames=48, workers=2, frames=(10, 90))
-    e = QueueEntry("dv-0123456789ab", cfg, "ann@ws1", T0, priority=-2, paused=True)
+    e = QueueEntry("dv-0123456789ab", cfg, "ann@ws1", T0, priority=-2, paused=True, frames=80)
     data = e.to_json()
     assert data["spec_version"] == 1
     assert QueueEntry.from_json(data) == e
+    # an entry queued by a farm that did not count frames reads as of unknown length
+    del data["frames"]
+    assert QueueEntry.from_json(data) == dataclasses.replace(e, frames=None)
 
 
 def test_a_newer_farms_entry_is_refused_with_the_fix():
@@ -93,3 +98,32 @@ def test_entries_check_themselves():
         entry("../etc", "ann", 0)
     with pytest.raises(ValueError, match="held=-1"):
         QueuedJob(entry("a", "ann", 0), held=-1)
+
+
+def test_waiting_jobs_are_timed_by_the_workers_the_queue_would_give_them():
+    """Ann queues three 1000-frame episodes, then Bob a 3000-frame film, on 2 workers of 10 fps: her
+    first episode and his film start together; each episode after hers takes the worker her last one
+    freed, so her third ends when his film does."""
+    jobs = [QueuedJob(entry("ann-e1", "ann", 0)), QueuedJob(entry("ann-e2", "ann", 1)), QueuedJob(entry("ann-e3", "ann", 2)),
+            QueuedJob(entry("bob-film", "bob", 3))]
+    left = {"ann-e1": 1000, "ann-e2": 1000, "ann-e3": 1000, "bob-film": 3000}
+    assert finish_times(jobs, left, 2, 10.0, T0 + 10) == {"ann-e1": 100.0, "ann-e2": 200.0, "ann-e3": 300.0, "bob-film": 300.0}
+
+
+def test_a_running_job_keeps_its_workers_and_the_urgent_one_goes_next():
+    """A job holds both workers with 500 frames left; an urgent job (priority 5) waits behind it and
+    then gets both, the plain one after it. A paused job, one of unknown length, and any job when
+    nothing measured a speed, get no time."""
+    jobs = [QueuedJob(entry("running", "ann", 0), held=2), QueuedJob(entry("plain", "ann", 1)),
+            QueuedJob(entry("urgent", "bob", 2, priority=5)), QueuedJob(entry("paused", "bob", 3, paused=True)),
+            QueuedJob(entry("unknown", "cat", 4))]
+    left = {"running": 500, "plain": 100, "urgent": 200, "paused": 50, "unknown": None}
+    assert finish_times(jobs, left, 2, 10.0, T0) == {"running": 25.0, "urgent": 35.0, "plain": 40.0}
+    assert finish_times(jobs, left, 2, 0.0, T0) == {}
+
+
+def test_a_running_job_of_unknown_length_keeps_its_worker_throughout():
+    """One of two workers is held by a job whose length is not known: the waiting job is timed on
+    the other worker alone."""
+    jobs = [QueuedJob(entry("old", "ann", 0), held=1), QueuedJob(entry("next", "bob", 1)), QueuedJob(entry("last", "bob", 2))]
+    assert finish_times(jobs, {"next": 100, "last": 50}, 2, 10.0, T0) == {"next": 10.0, "last": 15.0}
