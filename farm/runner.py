@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import ray
 
+from farm.actors.queue_board import start_board
 from farm.driver import WorkerShare, drive
 from farm.errors import FarmError, JobCancelled
 from farm.job import open_job
 from farm.plan import default_cpu_workers
-from farm.queue import QueuedJob, QueueEntry, allocate, order
+from farm.queue import QueuedJob, QueueEntry, allocate, order, summary
 from farm.session import start_ray
 from farm.storage.ownership import Ownership
 from farm.storage.queuedir import Outcome, QueueDir
@@ -40,6 +41,10 @@ class QueueView:
     finished: tuple[str, ...]
     failed: tuple[tuple[str, str], ...]
 
+    @property
+    def line(self) -> str:
+        return summary(self.jobs, self.slots, len(self.finished), len(self.failed))
+
 
 @dataclass(frozen=True, slots=True)
 class QueueReport:
@@ -56,6 +61,18 @@ class _Running:
     entry: QueueEntry
     share: WorkerShare
     thread: threading.Thread
+
+
+def _show(board, view: QueueView, before: dict[str, str]) -> dict[str, str]:
+    """Tell the queue's board (farm.actors.queue_board) the view, in a call named with its line;
+    jobs named before and gone now are shown with no workers. Returns the jobs named (their
+    submitters)."""
+    held = {j.entry.job_id: (j.entry.submitter, j.held) for j in view.jobs}
+    gone = {job_id: (submitter, 0) for job_id, submitter in before.items() if job_id not in held}
+    states = {"running": sum(1 for j in view.jobs if j.held), "waiting": sum(1 for j in view.jobs if not j.held and not j.entry.paused),
+              "paused": sum(1 for j in view.jobs if not j.held and j.entry.paused), "finished": len(view.finished), "failed": len(view.failed)}
+    board.show.options(name=view.line).remote(view.line, states, held | gone)
+    return {job_id: submitter for job_id, (submitter, _) in held.items()}
 
 
 def cluster_slots() -> int:
@@ -108,6 +125,8 @@ class Runner:
         return QueueReport(tuple(self._finished), tuple(self._failed))
 
     def _loop(self, qd: QueueDir, lease: Ownership, slots: int, dashboard_url: str | None) -> None:
+        board = start_board(self.jobs_root)
+        shown: tuple[str, dict[str, str]] = ("", {})  # the board's last line, and the jobs it named
         while True:
             lease.check()
             self._reap(qd)
@@ -121,8 +140,11 @@ class Runner:
                 elif n > self._running[job_id].share.workers:
                     self._running[job_id].share.workers = n
             jobs = [dataclasses.replace(j, held=self._held(j.entry.job_id)) for j in jobs]
+            view = QueueView(tuple(order(jobs, time.time())), slots, tuple(self._finished), tuple(self._failed))
+            if view.line != shown[0]:
+                shown = (view.line, _show(board, view, shown[1]))
             if self.on_update is not None:
-                self.on_update(QueueView(tuple(order(jobs, time.time())), slots, tuple(self._finished), tuple(self._failed)))
+                self.on_update(view)
             if not self._running and not any(not j.entry.paused for j in jobs):
                 return
             self._wake.wait(self.poll_s)  # set early by a job that ended

@@ -78,6 +78,27 @@ class JobMetrics:
             metric.set_default_tags(self.tags)
 
 
+class QueueMetrics:
+    """What the queue's board reports for the queue of one jobs root."""
+
+    def __init__(self, jobs_root: str) -> None:
+        self.tags = {"queue": jobs_root}
+        metrics = _metrics_module()
+        if metrics is None:
+            self.jobs = self.workers = _Off()
+            return
+        self.jobs = metrics.Gauge("farm_queue_jobs", "Jobs of the queue in each state.", tag_keys=("queue", "state"))
+        self.workers = metrics.Gauge("farm_queue_workers", "Workers the queue gives each job.", tag_keys=("queue", "job", "submitter"))
+        for metric in (self.jobs, self.workers):
+            metric.set_default_tags(self.tags)
+
+    def show(self, states: dict[str, int], workers: dict[str, tuple[str, int]]) -> None:
+        for state, n in states.items():
+            self.jobs.set(n, tags={"state": state})
+        for job_id, (submitter, n) in workers.items():
+            self.workers.set(n, tags={"job": job_id, "submitter": submitter})
+
+
 def _metrics_module():
     try:
         import ray

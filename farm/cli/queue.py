@@ -106,10 +106,7 @@ class _QueueView:
     def update(self, view) -> None:
         if self.quiet:
             return
-        running = [f"{j.entry.job_id} x{j.held}" for j in view.jobs if j.held]
-        waiting = sum(1 for j in view.jobs if not j.held and not j.entry.paused)
-        line = (f"queue: {len(running)} running ({', '.join(running) or '-'}), {waiting} waiting, "
-                f"{len(view.finished)} finished, {len(view.failed)} failed; {view.slots} workers")
+        line = view.line
         if self.live is not None:
             self.live.update(line)
         elif line != self._printed:

@@ -12,6 +12,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from farm.actors.connect import NAMESPACE
+from farm.actors.queue_board import board_name
 from farm.cli.main import main
 from farm.runner import Runner
 from farm.storage.queuedir import QueueDir
@@ -75,6 +77,12 @@ def test_two_submitters_share_two_workers_in_priority_order(tmp_path, local_ray)
     assert views[ep1_start].finished, "ep1 starts only when a worker is free"
     assert sorted(report.finished) == sorted(ids.values()) and report.failed == () and report.holder is None
     assert QueueDir(jobs).entries() == []
+    # The dashboard's view of the queue: a board actor, called once per change with the runner's line.
+    board = local_ray.get_actor(board_name(jobs), namespace=NAMESPACE)
+    lines = [v.line for i, v in enumerate(views) if i == 0 or v.line != views[i - 1].line]
+    assert local_ray.get(board.history.remote()) == lines
+    assert lines[0] == f"queue: 2 running ({ids['ep2']} x1, {ids['film']} x1), 1 waiting (next {ids['ep1']}), 0 paused, 0 finished, 0 failed; 2 workers"
+    assert lines[-1] == "queue: 0 running (-), 0 waiting, 0 paused, 3 finished, 0 failed; 2 workers"
     for name, clip in (("ep1", e1), ("ep2", e2), ("film", film)):
         with open(template.format(stem=name), "rb") as f:
             assert f.read() == solo(tmp_path, clip), name
