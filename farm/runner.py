@@ -11,6 +11,7 @@ import queue as threadq
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import ray
@@ -63,16 +64,16 @@ class _Running:
     thread: threading.Thread
 
 
-def _show(board, view: QueueView, before: dict[str, str]) -> dict[str, str]:
+def _show(board, view: QueueView, before: dict[str, str]) -> tuple[Any, dict[str, str]]:
     """Tell the queue's board (farm.actors.queue_board) the view, in a call named with its line;
-    jobs named before and gone now are shown with no workers. Returns the jobs named (their
-    submitters)."""
+    jobs named before and gone now are shown with no workers. Returns the call, and the jobs
+    named (their submitters)."""
     held = {j.entry.job_id: (j.entry.submitter, j.held) for j in view.jobs}
     gone = {job_id: (submitter, 0) for job_id, submitter in before.items() if job_id not in held}
     states = {"running": sum(1 for j in view.jobs if j.held), "waiting": sum(1 for j in view.jobs if not j.held and not j.entry.paused),
               "paused": sum(1 for j in view.jobs if not j.held and j.entry.paused), "finished": len(view.finished), "failed": len(view.failed)}
-    board.show.options(name=view.line).remote(view.line, states, held | gone)
-    return {job_id: submitter for job_id, (submitter, _) in held.items()}
+    ref = board.show.options(name=view.line).remote(view.line, states, held | gone)
+    return ref, {job_id: submitter for job_id, (submitter, _) in held.items()}
 
 
 def cluster_slots() -> int:
@@ -99,6 +100,7 @@ class Runner:
     _wake: threading.Event = field(default_factory=threading.Event)
     _finished: list[str] = field(default_factory=list)
     _failed: list[tuple[str, str]] = field(default_factory=list)
+    _board: Any = None  # the queue's board in the dashboard (kept while the runner is: Ray ends it with its last handle)
 
     def run(self) -> QueueReport:
         """Run the queue until it holds nothing this runner can start (paused and failed jobs stay)."""
@@ -125,8 +127,9 @@ class Runner:
         return QueueReport(tuple(self._finished), tuple(self._failed))
 
     def _loop(self, qd: QueueDir, lease: Ownership, slots: int, dashboard_url: str | None) -> None:
-        board = start_board(self.jobs_root)
+        board = self._board = start_board(self.jobs_root)
         shown: tuple[str, dict[str, str]] = ("", {})  # the board's last line, and the jobs it named
+        told: list = []  # the board's calls not yet known done
         while True:
             lease.check()
             self._reap(qd)
@@ -142,10 +145,13 @@ class Runner:
             jobs = [dataclasses.replace(j, held=self._held(j.entry.job_id)) for j in jobs]
             view = QueueView(tuple(order(jobs, time.time())), slots, tuple(self._finished), tuple(self._failed))
             if view.line != shown[0]:
-                shown = (view.line, _show(board, view, shown[1]))
+                ref, named = _show(board, view, shown[1])
+                shown, told = (view.line, named), [*told, ref]
+                _, told = ray.wait(told, num_returns=len(told), timeout=0)
             if self.on_update is not None:
                 self.on_update(view)
             if not self._running and not any(not j.entry.paused for j in jobs):
+                ray.wait(told, num_returns=len(told), timeout=5)  # the last line reaches the board before this runner goes
                 return
             self._wake.wait(self.poll_s)  # set early by a job that ended
             self._wake.clear()

@@ -24,8 +24,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def prometheus_total(ports: list[int], metric: str, job_id: str) -> float:
-    """Sum of ``metric`` over every node's Prometheus endpoint, for one job."""
+def prometheus_total(ports: list[int], metric: str, job_id: str, tag: str = "job", **tags: str) -> float:
+    """Sum of ``metric`` over every node's Prometheus endpoint, for one job (or the value of
+    another ``tag``), among the series with ``tags``."""
     total = 0.0
     for port in ports:
         try:
@@ -33,7 +34,7 @@ def prometheus_total(ports: list[int], metric: str, job_id: str) -> float:
         except OSError:
             continue
         for line in text.splitlines():
-            if line.startswith(metric + "{") and f'job="{job_id}"' in line:
+            if line.startswith(metric + "{") and f'{tag}="{job_id}"' in line and all(f'{k}="{v}"' in line for k, v in tags.items()):
                 total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -42,7 +43,8 @@ def test_job_is_legible_in_state_api_dashboard_metrics_and_status(tmp_path):
     """A user opens the dashboard while a job runs: the coordinator, the workers and the shard
     calls carry the job id; the dashboard page lists them; Prometheus has farm's counters, which
     end at the job's frame count; `farm status` agrees with the ledger during and after the job,
-    and `--watch` runs without a terminal."""
+    and `--watch` runs without a terminal. A queue run on the cluster stands in the actor list, its
+    changes in the task list, and its jobs in Prometheus by state."""
     from ray.util.state import list_actors, list_tasks
 
     clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=128, size=(32, 24), audio=True)
@@ -105,3 +107,19 @@ def test_job_is_legible_in_state_api_dashboard_metrics_and_status(tmp_path):
             time.sleep(1)
         assert prometheus_total(cluster.metrics_ports, "ray_farm_frames_done_total", job_id) == 128
         assert prometheus_total(cluster.metrics_ports, "ray_farm_shards_done_total", job_id) == 32
+
+        # The queue of a jobs root in the dashboard: two episodes queued by one submit, run by its runner.
+        episodes = [make_test_clip(str(tmp_path / f"ep{i}.mkv"), frames=16, size=(32, 24)) for i in (1, 2)]
+        queue_jobs = str(tmp_path / "queue-jobs")
+        result = run_farm(["submit", *episodes, "-o", str(tmp_path / "{stem}_x2.mkv"), "--jobs-root", queue_jobs, "--model", "fake:scale=2,ms=50",
+                           "--no-face", "--codec", "ffv1", "--shard-frames", "4", "--address", cluster.address, "--quiet"])
+        assert result.returncode == 0, result.stderr
+        boards = list_actors(address=cluster.dashboard_url, filters=[("name", "=", f"farm-queue {queue_jobs}")], limit=10)
+        assert len(boards) == 1, boards
+        lines = [t.name for t in list_tasks(address=cluster.dashboard_url, limit=10000) if t.name.startswith("queue: ")]
+        assert "queue: 0 running (-), 0 waiting, 0 paused, 2 finished, 0 failed; 2 workers" in lines, lines  # the list has no order
+        assert any(re.fullmatch(r"queue: [12] running \(ep\d-\w+ x\d(, ep\d-\w+ x\d)?\), \d waiting.*", n) for n in lines), lines
+        deadline = time.time() + 30
+        while prometheus_total(cluster.metrics_ports, "ray_farm_queue_jobs", queue_jobs, tag="queue", state="finished") < 2 and time.time() < deadline:
+            time.sleep(1)
+        assert prometheus_total(cluster.metrics_ports, "ray_farm_queue_jobs", queue_jobs, tag="queue", state="finished") == 2

@@ -68,7 +68,8 @@ def test_two_submitters_share_two_workers_in_priority_order(tmp_path, local_ray)
     ids = {name: job_id_of(jobs, clip) for name, clip in (("ep1", e1), ("ep2", e2), ("film", film))}
 
     views = []
-    report = Runner(jobs, slots=2, on_update=views.append, poll_s=0.2).run()
+    runner = Runner(jobs, slots=2, on_update=views.append, poll_s=0.2)
+    report = runner.run()
 
     running = [{j.entry.job_id: j.held for j in v.jobs if j.held} for v in views]
     first = next(r for r in running if r)
