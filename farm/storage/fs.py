@@ -16,7 +16,7 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from farm.errors import StorageError
+from farm.errors import InputError, StorageError
 
 TMP_MARK = ".tmp-"
 #: fsspec protocols of object stores: a single PUT makes an object appear whole. Every other
@@ -31,8 +31,15 @@ def is_url(location: str) -> bool:
 
 
 def normalize(location: str) -> str:
-    """An absolute path for local locations, the URL unchanged otherwise."""
+    """An absolute path for local locations, the URL without its trailing slashes otherwise.
+
+    Raises:
+        InputError: a URL that names no bucket or host (``s3://``).
+    """
     if is_url(location):
+        scheme, _, rest = location.partition("://")
+        if not rest.strip("/"):
+            raise InputError(f"{location} names no bucket or host; give one, e.g. {scheme}://bucket/path")
         return location.rstrip("/")
     if location.startswith("file://"):
         location = location[len("file://") :]

@@ -158,6 +158,14 @@ def test_jobs_root_not_writable(tmp_path, clip):
                   "file/jobs", source=clip)
 
 
+def test_a_bucket_url_without_its_bucket(tmp_path, clip):
+    """`--jobs-root s3://` (the bucket forgotten, or lost to an empty shell variable): one line that
+    names the URL and the fix, nothing written."""
+    out = str(tmp_path / "out.mkv")
+    line = check_refused(["submit", clip, "-o", out, "--model", "fake", "--jobs-root", "s3://"], out, source=clip)
+    assert line == "error: s3:// names no bucket or host; give one, e.g. s3://bucket/path"
+
+
 def test_subtitles_that_mp4_cannot_hold(tmp_path):
     """An MKV with SRT subtitles, asked for an .mp4: MP4 cannot store SRT as is, so farm refuses
     before any work, naming the stream and the container that can hold it."""
