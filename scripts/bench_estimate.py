@@ -25,9 +25,9 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-estimate-ray-"))
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from farm.testing.rayenv import isolate_ray  # noqa: E402
+
+isolate_ray("estimate", auth=False)
 
 from benchlib import machine  # noqa: E402
 

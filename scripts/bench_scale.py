@@ -39,9 +39,9 @@ from fractions import Fraction
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-scale-ray-"))
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from farm.testing.rayenv import isolate_ray  # noqa: E402
+
+isolate_ray("scale", auth=False)
 
 NODES = 4
 FRAMES_PER_SHARD = 8

@@ -46,9 +46,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-tail-ray-"))
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from farm.testing.rayenv import isolate_ray  # noqa: E402
+
+isolate_ray("tail", auth=False)
 
 SCALE = 4
 FPS = 24

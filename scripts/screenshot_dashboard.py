@@ -18,8 +18,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="farm-shot-ray-"))
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+from farm.testing.rayenv import isolate_ray  # noqa: E402
+
+isolate_ray("shot")
 
 from farm.testing.clips import make_test_clip  # noqa: E402
 from farm.testing.cluster import SimCluster, wait_for_receipts  # noqa: E402
