@@ -67,8 +67,8 @@ class PreviewResult:
     seconds: float
     device: str
     sheet: Sheet
-    source_frames: tuple[int, ...] = ()  # the source frame of each row
-    index: FrameIndex | None = None  # the source's, from the probe (for --clip)
+    source_frames: tuple[int, ...]  # the source frame of each row
+    index: FrameIndex  # the source's, from the probe (for --clip)
 
 
 def preview_spec(cfg: JobConfig) -> tuple[JobSpec, Geometry]:
