@@ -1,0 +1,79 @@
+"""A spot node's notice on a real (embedded) Ray: SIGTERM to a worker actor's process mid-shard
+makes it commit its finished parts and give the shard back; the job still ends byte-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from farm.cli.main import main
+from farm.storage.jobdir import JobDir
+from farm.testing.clips import make_test_clip
+
+pytestmark = [pytest.mark.ray]
+
+MODEL = "fake:scale=2,ms=20"
+
+
+def submit(clip: str, out: str, jobs: str, model: str) -> None:
+    args = ["submit", clip, "-o", out, "--jobs-root", jobs, "--model", model, "--no-face", "--codec", "x264",
+            "--shard-frames", "75", "--workers", "1", "--quiet"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def signal_when_written(pid_file: str, sent: list[int], timeout_s: float = 60) -> threading.Thread:
+    """SIGTERM the process whose id appears in ``pid_file`` (the worker writes it mid-part)."""
+
+    def run() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not os.path.exists(pid_file) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if os.path.exists(pid_file):
+            with open(pid_file) as f:
+                pid = int(f.read())
+            os.kill(pid, signal.SIGTERM)
+            sent.append(pid)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_to_a_worker_mid_shard_keeps_its_parts_and_the_output_is_a_solo_runs(local_ray, tmp_path):
+    """The cloud gives a spot node notice (SIGTERM to its processes) while its worker is in the
+    first of shard 0's two 37/38-frame parts: the worker finishes that part, commits it and gives
+    the shard back; the attempt is not counted and nothing is a failure; its replacement reuses
+    the part (it redoes none), and the output file is byte-identical to a run without notice."""
+    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=150, size=(32, 24), vfr=True, gop=150)
+    submit(clip, str(tmp_path / "solo.mkv"), str(tmp_path / "solo"), MODEL)
+
+    pid_file = str(tmp_path / "worker.pid")
+    sent: list[int] = []
+    thread = signal_when_written(pid_file, sent)
+    submit(clip, str(tmp_path / "drained.mkv"), str(tmp_path / "jobs"), f"{MODEL},pid_at=10,pid_file={pid_file}")
+    thread.join(5)
+    assert len(sent) == 1
+
+    (job_id,) = os.listdir(tmp_path / "jobs")
+    job = JobDir(str(tmp_path / "jobs"), job_id)
+    spec = job.read_spec()
+    first = spec.shards()[0]
+    parts = spec.parts(first.start, first.stop)
+    assert len(parts) == 2 and parts[0][0] == 0 and parts[0][1] > 10  # the signal came in the first part
+    logs = job.logs(first.index)
+    given = [r for r in logs if "given_back" in r]
+    finished = [r for r in logs if "receipt" in r]
+    assert [r["given_back"] for r in given] == [parts[0][1] - parts[0][0]]
+    assert [(r["parts_reused"], r["attempt"]) for r in finished] == [(1, 1)]
+    with open(os.path.join(job.location, "ledger.json")) as f:
+        ledger = json.load(f)
+    assert (ledger["state"], ledger["failures"], ledger["attempts"][str(first.index)]) == ("done", [], 1)
+    with open(tmp_path / "solo.mkv", "rb") as a, open(tmp_path / "drained.mkv", "rb") as b:
+        assert a.read() == b.read()
