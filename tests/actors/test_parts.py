@@ -57,10 +57,10 @@ def read(path: str) -> bytes:
 
 
 def test_parts_are_planned_from_the_spec_and_old_jobs_keep_one_part():
-    """A 240-frame shard of a new job is four 60-frame parts; a shard of 13 in 6-frame parts is
+    """A 240-frame shard of a new job is two 120-frame parts; a shard of 13 in 6-frame parts is
     three near-equal parts (no 1-frame tail); a job.json written before parts has no part length
     and keeps one part per shard, as it ran."""
-    assert DEFAULT_PART_FRAMES == 60
+    assert DEFAULT_PART_FRAMES == 120 and plan_parts(0, 240, DEFAULT_PART_FRAMES) == [(0, 120), (120, 240)]
     assert plan_parts(240, 480, 60) == [(240, 300), (300, 360), (360, 420), (420, 480)]
     assert plan_parts(7, 20, 6) == [(7, 11), (11, 15), (15, 20)]
     assert plan_parts(0, 16, 60) == [(0, 16)]

@@ -18,12 +18,12 @@ from farm.testing.clips import make_test_clip
 
 pytestmark = [pytest.mark.ray]
 
-MODEL = "fake:scale=2,ms=20"
+MODEL = "fake:scale=2,ms=10"
 
 
 def submit(clip: str, out: str, jobs: str, model: str) -> None:
     args = ["submit", clip, "-o", out, "--jobs-root", jobs, "--model", model, "--no-face", "--codec", "x264",
-            "--shard-frames", "75", "--workers", "1", "--quiet"]
+            "--shard-frames", "150", "--workers", "1", "--quiet"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
 
@@ -48,10 +48,10 @@ def signal_when_written(pid_file: str, sent: list[int], timeout_s: float = 60) -
 
 def test_sigterm_to_a_worker_mid_shard_keeps_its_parts_and_the_output_is_a_solo_runs(local_ray, tmp_path):
     """The cloud gives a spot node notice (SIGTERM to its processes) while its worker is in the
-    first of shard 0's two 37/38-frame parts: the worker finishes that part, commits it and gives
-    the shard back; the attempt is not counted and nothing is a failure; its replacement reuses
+    first of shard 0's two 75-frame parts (150-frame shards, parts of at most 120): the worker
+    finishes that part, commits it and gives the shard back; the attempt is not counted and nothing is a failure; its replacement reuses
     the part (it redoes none), and the output file is byte-identical to a run without notice."""
-    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=150, size=(32, 24), vfr=True, gop=150)
+    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=300, size=(32, 24), vfr=True, gop=300)
     submit(clip, str(tmp_path / "solo.mkv"), str(tmp_path / "solo"), MODEL)
 
     pid_file = str(tmp_path / "worker.pid")
