@@ -4,6 +4,7 @@ Over 300 lines: start, progress reports and the shard's encode loop are one obje
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -282,8 +283,8 @@ class EnhanceWorker:
     def _join(self, index: int, start: int, stop: int, parts: list[PartRecord], scratch: str) -> tuple[int, dict[str, Any]]:
         """Join shard ``index``'s committed ``parts`` into the segment file ``scratch``."""
         k = self.spec.frames_per_source_frame
-        refs = [ChunkRef(lambda r=r: self.job.open_part(r), k * (r.start - start), k * (r.stop - start), f"part [{r.start}, {r.stop}) of shard {index}", r.video)
-                for r in parts]
+        refs = [ChunkRef(functools.partial(self.job.open_part, r), k * (r.start - start), k * (r.stop - start),
+                         f"part [{r.start}, {r.stop}) of shard {index}", r.video) for r in parts]
         video = join_parts(refs, shard_index(self.spec.output_index, k * start, k * stop), scratch)
         return k * (stop - start), video
 

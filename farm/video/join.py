@@ -45,7 +45,7 @@ def join_parts(parts: Sequence[ChunkRef], index: FrameIndex, path: str) -> dict[
                 video.time_base = index.time_base
                 out.start_encoding()
                 for _, packet in concat_packets(parts, index, video, reference):
-                    if first_pts is None:
+                    if first_pts is None and packet.pts is not None:
                         first_pts = int(packet.pts)
                     out.mux(packet)
         with av.open(path) as joined:

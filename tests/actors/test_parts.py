@@ -144,3 +144,28 @@ def test_a_torn_or_foreign_part_is_redone(tmp_path):
     got = other.run_shard(0, 0, 20, attempt=2)
     assert other.progress()["frames_done"] == 14  # parts [6, 13) and [13, 20): decoding starts at the first bad one
     assert (got.bytes, got.sha256) == (want.bytes, want.sha256)
+
+
+def test_double_rate_parts_join_into_the_straight_segment(tmp_path):
+    """An interlaced DVD-like source deinterlaced to double rate (two output frames per source
+    frame, bwdif reading a field beyond each end of a part): a worker drained in the first part
+    of shard [0, 20) and the worker after it make the same segment, 40 frames, as a straight run."""
+    from farm.testing.legacy import make_interlaced_clip
+
+    clip = make_interlaced_clip(str(tmp_path / "tff.mkv"), frames=20, size=(32, 24))
+    jobs = {}
+    for name in ("straight", "drained"):
+        cfg = JobConfig(input=clip, output=str(tmp_path / f"{name}.mkv"),
+                        model=ModelConfig(model="fake:scale=2", face=False, deinterlace="double"),
+                        out=OutputConfig(codec="x264"), jobs_root=str(tmp_path / name), shard_frames=20)
+        p = open_job(cfg)
+        p.job.write_spec(dataclasses.replace(p.job.read_spec(), part_frames=PART_FRAMES, scene_cuts=None))
+        jobs[name] = p
+    want = worker_of(jobs["straight"], "solo").run_shard(0, 0, 20, attempt=1)
+    with pytest.raises(ShardGivenBack):
+        worker_of(jobs["drained"], "leaving", drain_at=4).run_shard(0, 0, 20, attempt=1)  # output frame 4: source frame 2
+    assert committed_parts(jobs["drained"], 0) == [(0, 6)]
+    other = worker_of(jobs["drained"], "other")
+    got = other.run_shard(0, 0, 20, attempt=2)
+    assert other.progress()["frames_done"] == 28  # output frames of source [6, 20)
+    assert (got.output_frames, got.bytes, got.sha256) == (40, want.bytes, want.sha256)
