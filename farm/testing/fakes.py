@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,8 @@ class FakeEnhancer:
     spent per frame); ``fail_frames`` (frame numbers joined by ``+`` that always fail);
     ``hang_frames`` with ``hang_once=PATH`` (hang forever on those frames the first time only: the
     marker file PATH records that it happened); ``pid_at`` with ``pid_file=PATH`` (write the
-    process id to PATH on enhancing that frame: a test's cue to signal the worker mid-shard)."""
+    process id, and in a Ray actor its node id, to PATH on enhancing that frame: a test's cue to
+    signal or drain the worker mid-shard)."""
 
     model_scale: int = 2
     ms: float = 0.0
@@ -78,8 +80,10 @@ class FakeEnhancer:
             while True:
                 time.sleep(3600)
         if number == self.pid_at and self.pid_file:
+            ray = sys.modules.get("ray")  # in a worker actor: its Ray node too (no import here)
+            node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
             with open(self.pid_file + ".tmp", "w") as f:
-                f.write(str(os.getpid()))
+                f.write(f"{os.getpid()} {node}".strip())
             os.replace(self.pid_file + ".tmp", self.pid_file)
         self.frames_done += 1
         return fake_output(frame, self.model_scale, self.geometry)
