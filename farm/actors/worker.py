@@ -314,6 +314,7 @@ class EnhanceWorker:
                 t = time.perf_counter()
 
         results: list[Any] = []
+        short: list[str] = []  # a part that ended short of its frames
 
         def consume(next_item: Callable[[], Any]) -> None:
             first = next_item()
@@ -341,7 +342,11 @@ class EnhanceWorker:
                             timings["encode_s"] += time.perf_counter() - t
                             item = next_item()
                     if writer.frames != out_bounds[i + 1] - out_bounds[i]:
-                        raise StorageError(f"chunk holds {writer.frames} frames, expected {out_bounds[i + 1] - out_bounds[i]}")
+                        # the decode ended early: its error (raised by finish()) says why; else the count does
+                        short.append(f"chunk holds {writer.frames} frames, expected {out_bounds[i + 1] - out_bounds[i]}")
+                        if paths is None:
+                            self.job.discard_scratch(path)
+                        return
                     if paths is not None:
                         results.append((writer.frames, writer.info))
                     else:
@@ -402,6 +407,8 @@ class EnhanceWorker:
             if drained:
                 kept = sum(r.stop - r.start for r in results)
                 raise ShardGivenBack(f"worker {self.worker_id} is leaving; it committed {len(results)} parts from frame {start}", kept)
+        if short:
+            raise StorageError(short[0])
         if paths is not None:
             if not results:
                 raise StorageError(f"chunk holds 0 frames, expected {out_bounds[-1] - out_bounds[0]}")
