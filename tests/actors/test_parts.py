@@ -169,3 +169,30 @@ def test_double_rate_parts_join_into_the_straight_segment(tmp_path):
     got = other.run_shard(0, 0, 20, attempt=2)
     assert other.progress()["frames_done"] == 28  # output frames of source [6, 20)
     assert (got.output_frames, got.bytes, got.sha256) == (40, want.bytes, want.sha256)
+
+
+def test_parts_encoded_in_the_encoder_process_join_into_the_same_segment(tmp_path):
+    """A GPU worker encodes in a child process (farm.video.encode_process): its parts, given back
+    and taken up by another such worker, join into the segment a CPU worker writes in-process."""
+    clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=20, size=(32, 24), vfr=True, audio=False)
+    _, straight, _ = planned_job(tmp_path, clip, "straight")
+    _, drained, _ = planned_job(tmp_path, clip, "drained")
+    want = worker_of(straight, "cpu").run_shard(0, 0, 20, attempt=1)
+
+    def process_worker(name: str, drain_at: int | None = None) -> EnhanceWorker:
+        worker = worker_of(drained, name, drain_at)
+        worker.encode_in_process = True
+        return worker
+
+    leaving, other = process_worker("leaving", drain_at=3), process_worker("other")
+    try:
+        with pytest.raises(ShardGivenBack):
+            leaving.run_shard(0, 0, 20, attempt=1)
+        assert committed_parts(drained, 0) == [(0, 6)]
+        got = other.run_shard(0, 0, 20, attempt=2)
+        assert (got.bytes, got.sha256, got.video) == (want.bytes, want.sha256, want.video)
+        assert leaving._encoder_process is not None and other._encoder_process is not None  # both encoded out of process
+    finally:
+        for worker in (leaving, other):
+            if worker._encoder_process is not None:
+                worker._encoder_process.close()
