@@ -84,6 +84,22 @@ class EncodeError(FarmError):
     retryable = True
 
 
+class ShardGivenBack(FarmError):
+    """Not a failure: the worker was told to leave (its node is drained or preempted: SIGTERM, or
+    its drain() was called), committed the parts it finished and gave its shard back. The ledger
+    queues the shard again with no attempt counted; ``frames_kept``: source frames committed in
+    parts, which the next worker reuses."""
+
+    retryable = True
+
+    def __init__(self, message: str, frames_kept: int = 0) -> None:
+        super().__init__(message)
+        self.frames_kept = frames_kept
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.frames_kept))
+
+
 class StorageError(FarmError):
     """The job directory could not be read or written."""
 

@@ -100,6 +100,17 @@ class ShardFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardReturned:
+    """``worker`` gave shard ``shard`` back unfinished because it is leaving (its node is being
+    drained or preempted), keeping ``frames_kept`` source frames in committed parts."""
+
+    shard: int
+    worker: str
+    now: float
+    frames_kept: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """The worker made progress on its shard (or, idle, is alive)."""
 
@@ -130,7 +141,7 @@ class Cancelled:
 
 Event = (
     RunStarted | SegmentFound | SegmentMissing | WorkerJoined | WorkerStartFailed | WorkerLost | ShardDone | ShardFailed
-    | Heartbeat | Tick | MuxDone | MuxFailed | Cancelled
+    | ShardReturned | Heartbeat | Tick | MuxDone | MuxFailed | Cancelled
 )
 #: Facts about storage: they change what is done, but schedule nothing by themselves.
 STORAGE_EVENTS = (SegmentFound, SegmentMissing)

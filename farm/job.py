@@ -17,7 +17,7 @@ from farm.errors import FarmError, StorageError, UsageError
 from farm.identity import job_identity
 from farm.jobfiles import SpeedSettings, SubmitRecord
 from farm.media import SourceInfo
-from farm.plan import Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
+from farm.plan import DEFAULT_PART_FRAMES, Geometry, default_shard_frames, plan_geometry, search_ranges, snap_window
 from farm.preflight import check_disk_space, check_output
 from farm.storage.fs import is_url, normalize, split_location
 from farm.storage.jobdir import JobDir
@@ -163,6 +163,7 @@ def open_job(cfg: JobConfig, *, source: SourceInfo | None = None) -> Owned | Fol
             scene_cuts=find_scene_cuts(source, shard_frames),
             model_scale=model_scale,
             geometry=geometry,
+            part_frames=DEFAULT_PART_FRAMES,
         )
         job.write_spec(spec)
     # The spec keeps the model settings it was created with; weights paths may have moved since.

@@ -29,6 +29,7 @@ from farm.events import (
     SegmentMissing,
     ShardDone,
     ShardFailed,
+    ShardReturned,
     StopWorker,
     Superseded,
     Tick,
@@ -231,6 +232,18 @@ class Ledger:
         )
         return out + self._carry_out(event.shard, decision)
 
+    def _shard_returned(self, event: ShardReturned) -> list[Instruction]:
+        """A leaving worker gave its shard back: not a failure (no attempt counted, no node
+        blamed); the shard is pending again and the worker gets no more work."""
+        self.workers.pop(event.worker, None)
+        lease = self.leases.get(event.shard)
+        self.release(event.worker)
+        if event.shard not in self.done and self.state == "running" and 0 <= event.shard < len(self.shards):
+            if lease is not None and lease.worker == event.worker and self.attempts[event.shard] > 0:
+                self.attempts[event.shard] -= 1
+            self.requeue(event.shard)
+        return [StopWorker(event.worker, f"it gave shard {event.shard} back ({event.frames_kept} frames kept): its node is leaving")]
+
     def _carry_out(self, shard: int, decision: Decision) -> list[Instruction]:
         """A failed shard is queued again already; giving up fails the job with its report."""
         return self.abort(self._report(shard, decision.why)) if isinstance(decision, GiveUp) else []
@@ -354,6 +367,6 @@ def summarize(job_id: str, ledger: Ledger) -> dict[str, Any]:
 _HANDLERS: dict[type, Callable[[Ledger, Any], list[Instruction]]] = {
     RunStarted: recovery.run_started, SegmentFound: recovery.segment_found, SegmentMissing: recovery.segment_missing,
     WorkerJoined: Ledger._worker_joined, WorkerStartFailed: recovery.start_failed, WorkerLost: Ledger._worker_lost,
-    ShardDone: Ledger._shard_done, ShardFailed: Ledger.fail_shard, Heartbeat: Ledger._heartbeat, Tick: recovery.expire_leases,
+    ShardDone: Ledger._shard_done, ShardFailed: Ledger.fail_shard, ShardReturned: Ledger._shard_returned, Heartbeat: Ledger._heartbeat, Tick: recovery.expire_leases,
     MuxDone: Ledger._mux_done, MuxFailed: lambda lg, e: lg.abort(f"the final mux failed: {e.error}"), Cancelled: Ledger._cancelled,
 }

@@ -73,3 +73,35 @@ class Receipt:
 
 
 _NAMES = frozenset(f.name for f in fields(Receipt))
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    """Part ``[start, stop)`` (source frames) of shard ``shard`` is committed: an encoded chunk of
+    its ``output_frames`` frames, ``bytes`` long with ``sha256``; ``video`` as a receipt's. A worker
+    that takes the shard up again reuses it when its range is planned and its bytes check out."""
+
+    shard: int
+    start: int
+    stop: int
+    output_frames: int
+    bytes: int
+    sha256: str
+    video: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.stop or self.bytes < 0 or self.output_frames < 1:
+            raise ValueError(f"part of shard {self.shard}: bad range [{self.start}, {self.stop}), bytes or frames")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PartRecord:
+        """From a part's record file.
+
+        Raises:
+            KeyError, TypeError, ValueError: not a part record.
+        """
+        return cls(int(data["shard"]), int(data["start"]), int(data["stop"]), int(data["output_frames"]), int(data["bytes"]),
+                   str(data["sha256"]), dict(data["video"]))

@@ -13,7 +13,7 @@ from farm.config import ModelConfig, OutputConfig
 from farm.errors import WeightsError
 from farm.jobfiles import read_version
 from farm.media import FrameIndex, SourceInfo, effective_mode, frames_per_source_frame, output_field_order, output_index
-from farm.plan import EncoderSizing, Geometry, Shard, plan_geometry, plan_shards, snap_window
+from farm.plan import EncoderSizing, Geometry, Shard, plan_geometry, plan_parts, plan_shards, snap_window
 
 #: The shape job.json is written in. 0: no ``spec_version``; a job of an early farm may also lack
 #: ``farm_version``, ``out`` (the encode settings were the defaults) and the geometry's
@@ -43,6 +43,14 @@ class JobSpec:
     # The encoder threads and preset chosen from the cluster's CPUs per GPU when the job first
     # started on GPUs (farm.plan.size_encoder); None: the frame-size rule (CPU jobs, older jobs).
     encoder: EncoderSizing | None = None
+    # Frames per planned part of a shard (farm.plan.plan_parts): a shard's parts are committed as
+    # they finish, so a drained worker gives its shard back keeping them. None: one part per
+    # shard, as jobs created before parts ran (their segments stay as they were).
+    part_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.part_frames is not None and self.part_frames < 1:
+            raise ValueError(f"part_frames must be at least 1, got {self.part_frames}")
 
     def geometry_for(self, model_scale: int) -> Geometry:
         """The output geometry for a loaded model of ``model_scale``: the recorded one.
@@ -60,6 +68,10 @@ class JobSpec:
                 "this node has other weights than the job's: copy the submitted files to every node"
             )
         return self.geometry
+
+    def parts(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The planned parts of shard ``[start, stop)`` (see :func:`farm.plan.plan_parts`)."""
+        return plan_parts(start, stop, self.part_frames)
 
     def shards(self) -> list[Shard]:
         """The job's plan: a pure function of this spec (see :mod:`farm.plan`)."""
@@ -112,6 +124,8 @@ class JobSpec:
             data["geometry"] = dataclasses.asdict(self.geometry)
         if self.encoder is not None:
             data["encoder"] = self.encoder.to_json()
+        if self.part_frames is not None:
+            data["part_frames"] = self.part_frames
         return data
 
     @classmethod
@@ -135,20 +149,22 @@ class JobSpec:
             model_scale=data["model_scale"],
             geometry=_geometry(data["geometry"]) if data["geometry"] is not None else None,
             encoder=EncoderSizing.from_json(data["encoder"]) if data["encoder"] is not None else None,
+            part_frames=int(data["part_frames"]) if data["part_frames"] is not None else None,
         )
 
 
 def migrate(data: dict) -> dict:
     """job.json of any version, in the current shape: what an older job lacks filled in as that
-    job ran it, and the parts a job may go without (scene cuts, geometry, encoder sizing) present,
-    None when absent. Those stay optional because their absence is itself a rule (a plain plan,
-    the workers' own geometry, the frame-size encoder rule), not only an older shape.
+    job ran it, and the parts a job may go without (scene cuts, geometry, encoder sizing, part
+    length) present, None when absent. Those stay optional because their absence is itself a rule
+    (a plain plan, the workers' own geometry, the frame-size encoder rule, one part per shard),
+    not only an older shape.
 
     Raises:
         ValueError: a newer farm's job.json.
     """
     version = read_version(data, SPEC_VERSION, "job.json")
-    data = {"scene_cuts": None, "model_scale": None, "geometry": None, "encoder": None, **data}
+    data = {"scene_cuts": None, "model_scale": None, "geometry": None, "encoder": None, "part_frames": None, **data}
     if version == 0:
         data.setdefault("farm_version", "?")
         data.setdefault("out", OutputConfig().to_json())

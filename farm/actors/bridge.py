@@ -11,8 +11,8 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from farm.actors.pool import WorkerPool, ray_cause
-from farm.errors import FarmError
-from farm.events import Assign, Event, Heartbeat, ShardDone, ShardFailed, WorkerJoined, WorkerLost
+from farm.errors import FarmError, ShardGivenBack
+from farm.events import Assign, Event, Heartbeat, ShardDone, ShardFailed, ShardReturned, WorkerJoined, WorkerLost
 from farm.plan import Shard
 from farm.receipt import Receipt
 
@@ -109,6 +109,8 @@ class RayBridge:
             return [WorkerLost(worker, now, ray_cause(exc))]
         except RayTaskError as exc:
             cause = exc.cause
+            if isinstance(cause, ShardGivenBack):  # the worker is leaving: its shard goes back, uncounted
+                return [ShardReturned(shard, worker, now, cause.frames_kept)]
             retryable = cause.retryable if isinstance(cause, FarmError) else True
             return [ShardFailed(shard, worker, now, ray_cause(exc), retryable)]
         return [ShardDone(shard, worker, now, receipt if isinstance(receipt, Receipt) else Receipt.from_json(receipt))]

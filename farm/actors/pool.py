@@ -1,6 +1,6 @@
 """The worker pool: keeps one enhance worker per GPU slot on every live node of the cluster (or N
 CPU workers), starts workers where nodes join, forgets those on nodes that died, and avoids nodes
-the ledger has blocked."""
+the ledger has blocked; tells the workers on a node Ray is draining to leave (EnhanceWorker.drain)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class WorkerPool:
         self.members: dict[str, _Member] = {}
         self.pending_ready: dict[Any, str] = {}
         self.count = 0
+        self.told_to_leave: set[str] = set()  # workers whose drain() was called
         # --device cuda asks for GPU workers even before a GPU node exists (an autoscaler adds them on
         # demand); auto uses GPUs when the cluster has some at the start, CPU workers otherwise.
         self.use_gpus = device == "cuda" or (device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
@@ -78,6 +79,9 @@ class WorkerPool:
         """Forget workers on nodes that died (returning WorkerLost for them) and start workers
         where slots are free, on live nodes that are not blocked."""
         lost = []
+        draining = draining_nodes()
+        self.drain_workers_on(draining)
+        blocked = blocked | draining  # Ray places nothing there any more; their replacements go elsewhere
         nodes = ray.nodes() if self.use_gpus else []
         if self.use_gpus:
             alive = {n["NodeID"] for n in nodes if n.get("Alive")}
@@ -98,6 +102,18 @@ class WorkerPool:
             for _ in range(n - held.get(node, 0)):
                 self._spawn(node)
         return lost
+
+    def drain_workers_on(self, nodes: set[str]) -> list[str]:
+        """Ask every worker on ``nodes`` (once) to leave: it gives its shard back at the next part
+        boundary and the ledger stops it. Returns the workers asked now."""
+        asked = []
+        for worker_id, member in self.members.items():
+            if member.node in nodes and worker_id not in self.told_to_leave:
+                log.warning("node %s is being drained: worker %s gives its shard back at its next part boundary", member.node[:8], worker_id)
+                member.handle.drain.remote()
+                self.told_to_leave.add(worker_id)
+                asked.append(worker_id)
+        return asked
 
     def _spawn(self, node: str | None) -> None:
         self.count += 1
@@ -150,6 +166,20 @@ class WorkerPool:
     def shutdown(self) -> None:
         for worker_id in list(self.members):
             self.remove(worker_id)
+
+
+def draining_nodes() -> set[str]:
+    """Hex ids of the nodes Ray is draining (``ray drain-node``, the autoscaler's preemption or
+    idle termination; the node stays alive until its deadline). Ray 2.60 has no public call for
+    it: the GCS's list (``ray._private.state.state.get_draining_nodes``) is read, and an empty set
+    stands where that private call is gone or fails (SIGTERM to the workers still drains them)."""
+    try:
+        from ray._private.state import state
+
+        return set(state.get_draining_nodes())
+    except Exception as exc:  # a private API: its absence must not stop the job
+        log.debug("cannot read Ray's draining nodes: %s", exc)
+        return set()
 
 
 # progress() has a concurrency group of its own (see EnhanceWorker.progress). Ray's type stubs lack

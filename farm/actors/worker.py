@@ -4,9 +4,11 @@ Over 300 lines: start, progress reports and the shard's encode loop are one obje
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
+import signal
 import socket
 import threading
 import time
@@ -22,15 +24,17 @@ from farm.actors.pipeline import END, Pipeline
 from farm.enhance.enhancer import Enhancer, build_enhancer, resolve_device
 from farm.enhance.factories import Factories, resolve_factories
 from farm.enhance.weights import check_node_weights
-from farm.errors import FarmError, InputError, ProbeError, StorageError
+from farm.errors import FarmError, InputError, ProbeError, ShardGivenBack, StorageError
 from farm.plan import output_sar
-from farm.receipt import Receipt
+from farm.receipt import PartRecord, Receipt
 from farm.storage.jobdir import JobDir
 from farm.spec import JobSpec
 from farm.video.decode import decode_shard
 from farm.video.encode import ChunkWriter, chunk_settings
 from farm.video.encode_process import SLOTS as ENCODER_SLOTS
 from farm.video.encode_process import EncoderProcess, ProcessChunkWriter, shm_room
+from farm.video.join import join_parts, shard_index
+from farm.video.mux import ChunkRef
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +78,11 @@ class EnhanceWorker:
         self.node = _node_id()
         self.host = socket.gethostname()
         self.metrics = WorkerMetrics(job_id, self.node[:8], worker_id)
+        # Set when the worker must leave (drain(), or SIGTERM: a spot node's notice): the shard in
+        # progress stops at its next planned part boundary and is given back (ShardGivenBack).
+        self._drain = threading.Event()
+        self._busy = False
+        self._install_sigterm()
 
     def __repr__(self) -> str:  # Ray shows it, once, in the dashboard's actor list
         return f"EnhanceWorker({self.worker_id} of job {self.job.job_id})"
@@ -142,34 +151,98 @@ class EnhanceWorker:
                 "busy_s": p.busy_s + (time.time() - p.started if p.shard is not None else 0.0),
             }
 
+    # -- leaving ------------------------------------------------------------------------------------
+
+    @ray.method(concurrency_group="status")
+    def drain(self) -> bool:
+        """Leave: finish the part in progress, commit it, give the shard back (the call running
+        the shard raises :class:`~farm.errors.ShardGivenBack`) and take no more shards. Answers
+        while a shard runs (the status thread); returns whether a shard was running."""
+        self._drain.set()
+        return self._busy
+
+    def _install_sigterm(self) -> None:
+        """Make SIGTERM (what a cloud sends a spot node's processes before taking it) a drain.
+
+        In Ray 2.60 an actor's ``__init__`` runs in the process's main thread, and the worker's
+        own handler (``ray._private.worker.Worker.main_loop``: SystemExit at once) is replaced
+        here; Python runs the new one promptly even while a method runs in another thread
+        (measured: 0.05 s). An idle worker still exits at once, through Ray's handler."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # not an actor's process (a test's thread): drain() only
+        try:
+            previous = signal.getsignal(signal.SIGTERM)
+        except ValueError:
+            return
+
+        def on_sigterm(signum, frame) -> None:
+            if not self._busy and callable(previous):
+                previous(signum, frame)
+                return
+            log.warning("worker %s got SIGTERM: giving its shard back at the next part boundary", self.worker_id)
+            self._drain.set()
+
+        if ray.is_initialized():  # only an actor's process: a plain process keeps its own handling
+            signal.signal(signal.SIGTERM, on_sigterm)
+
     # -- work ---------------------------------------------------------------------------------------
 
     def run_shard(self, index: int, start: int, stop: int, attempt: int) -> Receipt:
         """Enhance source frames ``[start, stop)`` into a committed segment of output frames
         ``[k start, k stop)`` (k = 2 for ``--deinterlace double``, else 1); returns its receipt.
 
+        A shard of several planned parts (:meth:`farm.spec.JobSpec.parts`) is encoded part by
+        part, each part committed when done; parts an earlier attempt committed are reused (the
+        decode starts at the first missing one), and at the end the parts are joined by packet
+        copy into the one segment, whose bytes are therefore the same however many attempts
+        made them. Asked to leave (:meth:`drain`, SIGTERM), the worker stops at the next part
+        boundary and raises ShardGivenBack: at most the part in progress is lost.
+
         The input not readable here now (an automount gap, a network share that went away: the
         driver read it before any work) is a StorageError, retryable, not the input's fault.
 
         Raises:
+            ShardGivenBack: the worker is leaving; the parts it finished are committed.
             FarmError: naming the shard and frame; the segment is not committed.
         """
         if self.enhancer is None:
             self.enhancer = self._setup()
+        if self._drain.is_set():
+            raise ShardGivenBack(f"shard {index} [{start}, {stop}): worker {self.worker_id} is leaving; it took no frames", 0)
         t0 = time.time()
+        k = self.spec.frames_per_source_frame
         with self._lock:
-            total = (stop - start) * self.spec.frames_per_source_frame
-            self.progress_state.shard, self.progress_state.frames, self.progress_state.total = index, 0, total
+            self._busy = True
+            self.progress_state.shard, self.progress_state.frames, self.progress_state.total = index, 0, (stop - start) * k
             self.progress_state.started = self.progress_state.updated = t0
         token = uuid.uuid4().hex[:8]
         name = self.job.segment_name(index, token)
         scratch = self.job.scratch_segment(name)
+        planned = self.spec.parts(start, stop)
         timings = {"decode_s": 0.0, "enhance_s": 0.0, "encode_s": 0.0}
         faces_before = getattr(self.enhancer, "faces_found", 0)
         model_before = getattr(self.enhancer, "model_s", None)
+        reused: list[PartRecord] = []
         try:
-            frames, video = self._encode(scratch, index, start, stop, timings)
+            if len(planned) == 1:  # one part: the chunk is the segment, as before parts
+                frames, video = self._encode(index, planned, {planned[0]: scratch}, timings)
+            else:
+                have = {(r.start, r.stop): r for r in self.job.parts(index)}
+                for part in planned:
+                    if part not in have:
+                        break
+                    reused.append(have[part])
+                with self._lock:
+                    self.progress_state.frames = k * sum(r.stop - r.start for r in reused)
+                todo = planned[len(reused):]
+                made = self._encode(index, todo, None, timings) if todo else []
+                frames, video = self._join(index, start, stop, reused + made, scratch)
             size, digest = self.job.commit_segment(scratch, name)
+        except ShardGivenBack as exc:
+            self.job.discard_scratch(scratch)
+            kept = exc.frames_kept + sum(r.stop - r.start for r in reused)
+            self._log_attempt(index, token, attempt, start, stop, t0, timings, given_back=kept, parts_reused=len(reused))
+            raise ShardGivenBack(f"shard {index} [{start}, {stop}): {exc}; {kept} of its {stop - start} frames are kept in parts", kept) from None
         except FarmError as exc:
             self.job.discard_scratch(scratch)
             self._log_attempt(index, token, attempt, start, stop, t0, timings, error=str(exc))
@@ -185,6 +258,11 @@ class EnhanceWorker:
             raise
         finally:
             self._finish_progress(t0)
+        if len(planned) > 1:
+            try:  # in the segment now; a part left behind is only disk, reused by nobody
+                self.job.remove_parts(index)
+            except (FarmError, OSError) as exc:
+                log.warning("cannot remove the parts of shard %d: %s", index, exc)
         if model_before is not None:  # the enhance stage's time in the networks and transfers
             timings["model_s"] = getattr(self.enhancer, "model_s") - model_before
         faces = getattr(self.enhancer, "faces_found", 0) - faces_before
@@ -197,16 +275,35 @@ class EnhanceWorker:
         )
         self.job.write_receipt(name, receipt)
         self.metrics.shard_done(frames, time.time() - t0, faces, size)
-        self._log_attempt(index, token, attempt, start, stop, t0, timings, receipt=receipt.to_json())
+        self._log_attempt(index, token, attempt, start, stop, t0, timings, receipt=receipt.to_json(), parts_reused=len(reused))
         with self._lock:
             self.progress_state.shards_done += 1
         return receipt
 
-    def _encode(self, scratch: str, index: int, start: int, stop: int, timings: dict[str, float]) -> tuple[int, dict[str, Any]]:
+    def _join(self, index: int, start: int, stop: int, parts: list[PartRecord], scratch: str) -> tuple[int, dict[str, Any]]:
+        """Join shard ``index``'s committed ``parts`` into the segment file ``scratch``."""
+        k = self.spec.frames_per_source_frame
+        refs = [ChunkRef(functools.partial(self.job.open_part, r), k * (r.start - start), k * (r.stop - start),
+                         f"part [{r.start}, {r.stop}) of shard {index}", r.video) for r in parts]
+        video = join_parts(refs, shard_index(self.spec.output_index, k * start, k * stop), scratch)
+        return k * (stop - start), video
+
+    def _encode(self, index: int, parts: list[tuple[int, int]], paths: dict[tuple[int, int], str] | None,
+                timings: dict[str, float]) -> Any:
+        """Decode, enhance and encode the consecutive ``parts`` of shard ``index``, one chunk each.
+
+        ``paths`` given (one part: the whole shard): the chunk is written there, and the result is
+        ``(frames, video)`` for the segment's receipt. ``paths`` None: each part is committed as
+        it is done (:meth:`JobDir.commit_part`) and the result is their records; asked to leave,
+        the worker stops at the next part boundary and raises ShardGivenBack.
+
+        A batch of frames never spans two parts, so every part is enhanced in the same batches
+        wherever the decode started (a resumed shard's parts are the same bytes)."""
         source = self.spec.source
         k = self.spec.frames_per_source_frame
-        out_start, out_stop = k * start, k * stop  # output frame numbers
         out_index = self.spec.output_index  # the output's frames and times (two per frame for double)
+        start, stop = parts[0][0], parts[-1][1]
+        out_bounds = [k * a for a, _ in parts] + [k * stop]  # output frame numbers of the part boundaries
 
         def produce() -> Iterator:
             t = time.perf_counter()
@@ -216,7 +313,8 @@ class EnhanceWorker:
                 yield item
                 t = time.perf_counter()
 
-        writer_result: dict[str, Any] = {}
+        results: list[Any] = []
+        short: list[str] = []  # a part that ended short of its frames
 
         def consume(next_item: Callable[[], Any]) -> None:
             first = next_item()
@@ -231,28 +329,53 @@ class EnhanceWorker:
                                       out_index.pts, out_index.time_base, colour=source.colour,
                                       sample_aspect_ratio=output_sar(source.sample_aspect_ratio, self.spec.model.target, self.spec.model.square_pixels),
                                       encoder=self.spec.encoder)
-            with self._chunk_writer(scratch, settings, pixels) as writer:
-                item = first
-                while item is not END:
-                    t = time.perf_counter()
-                    writer.write(item[1], out_index.pts[item[0]])
-                    timings["encode_s"] += time.perf_counter() - t
-                    item = next_item()
-            writer_result["frames"] = writer.frames
-            writer_result["video"] = writer.info
+            item = first
+            for i, part in enumerate(parts):
+                if item is END:
+                    return  # stopped at a part boundary (a drain): the parts so far are committed
+                path = paths[part] if paths is not None else self.job.scratch_part(index, *part)
+                try:
+                    with self._chunk_writer(path, settings, pixels) as writer:
+                        while item is not END and item[0] < out_bounds[i + 1]:
+                            t = time.perf_counter()
+                            writer.write(item[1], out_index.pts[item[0]])
+                            timings["encode_s"] += time.perf_counter() - t
+                            item = next_item()
+                    if writer.frames != out_bounds[i + 1] - out_bounds[i]:
+                        # the decode ended early: its error (raised by finish()) says why; else the count does
+                        short.append(f"chunk holds {writer.frames} frames, expected {out_bounds[i + 1] - out_bounds[i]}")
+                        if paths is None:
+                            self.job.discard_scratch(path)
+                        return
+                    if paths is not None:
+                        results.append((writer.frames, writer.info))
+                    else:
+                        results.append(self.job.commit_part(path, index, part[0], part[1], writer.frames, writer.info))
+                except BaseException:
+                    if paths is None:
+                        self.job.discard_scratch(path)
+                    raise
 
         enhancer = self.enhancer
         assert enhancer is not None
         enhance_batch = getattr(enhancer, "enhance_batch", None)
         batch_size = getattr(enhancer, "batch_size", None)
         check = FirstFrameCheck(getattr(enhancer, "geometry", None), self.spec.model.sr_weights or self.spec.model.model) if start == 0 else None
+        drained = False
         with Pipeline(produce, consume, QUEUE_FRAMES) as pipeline:
-            expected = out_start
+            expected = out_bounds[0]
+            part = 0  # the part the next frame is in
             ended = False
             while not ended:
+                while part + 1 < len(parts) and expected >= out_bounds[part + 1]:
+                    part += 1
+                if paths is None and expected in out_bounds[1:-1] and self._drain.is_set():
+                    drained = True  # leaving: the parts before this boundary are (being) committed
+                    break
                 batch: list = []
                 # Frames of a batch go through the model together; the queue keeps the decoder ahead.
                 want = batch_size(source.height, source.width) if batch_size else 1
+                want = max(1, min(want, out_bounds[part + 1] - expected))  # never across a part boundary (1 at the end: END)
                 while len(batch) < want:
                     item = pipeline.take()
                     if item is END:
@@ -278,13 +401,21 @@ class EnhanceWorker:
                     self.progress_state.frames += len(batch)
                     self.progress_state.frames_done += len(batch)
                     self.progress_state.updated = time.time()
-            if check is not None:
+            if check is not None and not drained:
                 check.finish()
             pipeline.finish()
-        frames = writer_result.get("frames", 0)
-        if frames != out_stop - out_start:
-            raise StorageError(f"chunk holds {frames} frames, expected {out_stop - out_start}")
-        return frames, writer_result["video"]
+            if drained:
+                kept = sum(r.stop - r.start for r in results)
+                raise ShardGivenBack(f"worker {self.worker_id} is leaving; it committed {len(results)} parts from frame {start}", kept)
+        if short:
+            raise StorageError(short[0])
+        if paths is not None:
+            if not results:
+                raise StorageError(f"chunk holds 0 frames, expected {out_bounds[-1] - out_bounds[0]}")
+            return results[0]
+        if len(results) != len(parts):
+            raise StorageError(f"{len(results)} of {len(parts)} parts encoded from frame {start}")
+        return results
 
     def _chunk_writer(self, scratch: str, settings, first: Any) -> ChunkWriter | ProcessChunkWriter:
         """The chunk's writer: in the encoder process when this worker encodes out of process and
@@ -303,6 +434,7 @@ class EnhanceWorker:
 
     def _finish_progress(self, t0: float) -> None:
         with self._lock:
+            self._busy = False
             self.progress_state.busy_s += time.time() - t0
             self.progress_state.shard = None
             self.progress_state.updated = time.time()

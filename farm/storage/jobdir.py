@@ -4,6 +4,7 @@ Over 300 lines so that every file's reader and writer is here; the files' conten
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -15,7 +16,7 @@ from farm.errors import FarmError, InputError, StorageError
 from farm.jobfiles import OutputRecord, SubmitRecord
 from farm.ledger import Ledger
 from farm.owner import OwnerRecord
-from farm.receipt import Receipt
+from farm.receipt import PartRecord, Receipt
 from farm.records import RetryPolicy
 from farm.storage.fs import TMP_MARK, Storage, sha256_file
 from farm.spec import JobSpec
@@ -29,6 +30,7 @@ OUTPUTS = "outputs.json"  # every output this job wrote: path -> settings, size,
 SEGMENTS = "segments"
 OWNER = "owner"
 LOGS = "logs"
+PARTS = "parts"  # parts/<shard>/<start>-<stop>.nut (+ .json): a shard's committed parts, until it is joined
 
 
 class OwnerFiles:
@@ -251,6 +253,57 @@ class JobDir(OwnerFiles):
         rel = self.segment_rel(segment)
         return self.storage.exists(rel) and self.storage.size(rel) == size
 
+    # -- parts: a shard's planned sub-chunks, each committed when done (farm.plan.plan_parts) -----
+    # Same protocol as a segment: the chunk whole first, then its record; a part counts only with
+    # its record, at the recorded size. Two workers of one shard write the same bytes to the same
+    # name (the encode is deterministic), so either's rename leaves a good part.
+
+    @staticmethod
+    def part_rel(shard: int, start: int, stop: int, suffix: str = CHUNK_SUFFIX) -> str:
+        return f"{PARTS}/{shard:06d}/{start:08d}-{stop:08d}{suffix}"
+
+    def scratch_part(self, shard: int, start: int, stop: int) -> str:
+        """A local path to build part ``[start, stop)`` of ``shard`` in, before :meth:`commit_part`."""
+        return self.storage.scratch_file(self.part_rel(shard, start, stop))
+
+    def commit_part(self, scratch: str, shard: int, start: int, stop: int, output_frames: int, video: dict[str, Any]) -> PartRecord:
+        """Move the finished ``scratch`` into place as a part of ``shard`` and record it.
+
+        Raises:
+            StorageError: naming the part's location.
+        """
+        record = PartRecord(shard, start, stop, output_frames, os.path.getsize(scratch), sha256_file(scratch), video)
+        self.storage.commit_file(scratch, self.part_rel(shard, start, stop))
+        self.storage.write_json(self.part_rel(shard, start, stop, ".json"), record.to_json())
+        return record
+
+    def parts(self, shard: int) -> list[PartRecord]:
+        """The committed parts of ``shard`` (any range; the caller matches them to the plan) whose
+        chunk is present at the recorded size and whose bytes hash to the recorded sha256."""
+        folder = f"{PARTS}/{shard:06d}"
+        self.storage.invalidate_cache(folder)
+        out = []
+        for name in _records(self.storage.list(folder)):
+            try:
+                record = PartRecord.from_json(self.storage.read_json(f"{folder}/{name}"))
+                data = self.storage.read_bytes(self.part_rel(shard, record.start, record.stop))
+            except (FileNotFoundError, StorageError, KeyError, TypeError, ValueError):
+                continue
+            if record.shard == shard and len(data) == record.bytes and hashlib.sha256(data).hexdigest() == record.sha256:
+                out.append(record)
+        return out
+
+    def open_part(self, record: PartRecord) -> IO | str:
+        """A path (local storage) or file object for PyAV to read a committed part."""
+        rel = self.part_rel(record.shard, record.start, record.stop)
+        if self.storage.is_local:
+            return self.storage._path(rel)
+        return self.storage.open(rel)
+
+    def remove_parts(self, shard: int) -> None:
+        """Remove ``shard``'s parts (its segment is committed: they are in it)."""
+        self.storage.remove(f"{PARTS}/{shard:06d}", recursive=True)
+
     def open_segment(self, segment: str) -> IO | str:
         """A path (local storage) or file object for PyAV to read a segment."""
         rel = self.segment_rel(segment)
@@ -293,7 +346,7 @@ class JobDir(OwnerFiles):
         """Forget all progress (``--restart``): ledger, segments, logs; the spec is rewritten after."""
         for rel in (LEDGER, CONTROL):
             self.storage.remove(rel)
-        for rel in (SEGMENTS, LOGS):
+        for rel in (SEGMENTS, LOGS, PARTS):
             self.storage.remove(rel, recursive=True)
 
     # -- control ----------------------------------------------------------------------------------

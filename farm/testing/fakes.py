@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +28,17 @@ class FakeEnhancer:
     Model-name options (``fake:key=value,...``): ``scale`` (int, default 2); ``ms`` (milliseconds
     spent per frame); ``fail_frames`` (frame numbers joined by ``+`` that always fail);
     ``hang_frames`` with ``hang_once=PATH`` (hang forever on those frames the first time only: the
-    marker file PATH records that it happened)."""
+    marker file PATH records that it happened); ``pid_at`` with ``pid_file=PATH`` (write the
+    process id, and in a Ray actor its node id, to PATH on enhancing that frame: a test's cue to
+    signal or drain the worker mid-shard)."""
 
     model_scale: int = 2
     ms: float = 0.0
     fail_frames: frozenset[int] = frozenset()
     hang_frames: frozenset[int] = frozenset()
     hang_once: str | None = None
+    pid_at: int | None = None
+    pid_file: str | None = None
     geometry: Geometry | None = None
     faces_found: int = 0
     frames_done: int = field(default=0)
@@ -51,8 +56,10 @@ class FakeEnhancer:
                 kwargs["ms"] = float(value)
             elif key in ("fail_frames", "hang_frames"):
                 kwargs[key] = frozenset(int(v) for v in value.split("+") if v)
-            elif key == "hang_once":
-                kwargs["hang_once"] = value
+            elif key in ("hang_once", "pid_file"):
+                kwargs[key] = value
+            elif key == "pid_at":
+                kwargs["pid_at"] = int(value)
             else:
                 raise ValueError(f"unknown fake enhancer option {key!r} in {name!r}")
         return cls(**kwargs)
@@ -72,6 +79,12 @@ class FakeEnhancer:
                 f.write(str(os.getpid()))
             while True:
                 time.sleep(3600)
+        if number == self.pid_at and self.pid_file:
+            ray = sys.modules.get("ray")  # in a worker actor: its Ray node too (no import here)
+            node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
+            with open(self.pid_file + ".tmp", "w") as f:
+                f.write(f"{os.getpid()} {node}".strip())
+            os.replace(self.pid_file + ".tmp", self.pid_file)
         self.frames_done += 1
         return fake_output(frame, self.model_scale, self.geometry)
 

@@ -67,7 +67,7 @@ def mux(
             output_path, "w", format=fmt, container_options={"fflags": "+bitexact"}
         ) as out:
             out.metadata.update(src.metadata)
-            with _open(chunks[0]) as first:
+            with open_chunk(chunks[0]) as first:
                 # opaque: copy the codec parameters only (AV1 has a decoder here, libdav1d, but no
                 # encoder of that name, which a non-opaque copy looks for).
                 video = out.add_stream_from_template(first.streams.video[0], opaque=True)
@@ -99,7 +99,7 @@ def mux(
                 video.set_display_rotation(source.rotation)
             out.start_encoding()
 
-            video_packets = _concat_packets(chunks, index, video, reference)
+            video_packets = concat_packets(chunks, index, video, reference)
             other_packets = _source_packets(src, copies, index.span_s if source.span is not None else None)
             for _, packet in heapq.merge(video_packets, other_packets, key=lambda item: item[0]):
                 out.mux(packet)
@@ -135,7 +135,8 @@ def _attachment(stream) -> dict:
     }
 
 
-def _open(chunk: ChunkRef):
+def open_chunk(chunk: ChunkRef):
+    """``chunk`` opened for reading with PyAV (a MuxError naming it when it does not open)."""
     target = chunk.opener()
     try:
         return av.open(target, "r")
@@ -189,9 +190,13 @@ def _chunk_frames(chunk: ChunkRef, container, index: FrameIndex) -> Iterator[tup
         raise MuxError(f"{chunk} holds only {chunk.stop - chunk.start - len(frame_of)} of its {chunk.stop - chunk.start} frames")
 
 
-def _concat_packets(
+def concat_packets(
     chunks: Sequence[ChunkRef], index: FrameIndex, video, reference: dict[str, Any]
 ) -> Iterator[tuple[Fraction, av.Packet]]:
+    """``(dts in seconds, packet)`` of every video packet of ``chunks`` in decode order, given to
+    the output stream ``video`` with pts from ``index`` and dts by :func:`mux`'s rule; checks
+    each chunk against ``reference`` (the first chunk's parameters) and the first chunk's settings.
+    The tail's concatenation, and a shard's join of its parts (farm.video.join)."""
     tb = index.time_base
     pts = index.pts
     delay = max(int(c.video.get("reorder_delay", 0)) for c in chunks)
@@ -199,7 +204,7 @@ def _concat_packets(
     k = 0  # the packet's position in decode order over the whole output
     first_settings = {"settings": _settings(chunks[0])}
     for chunk in chunks:
-        with _open(chunk) as container:
+        with open_chunk(chunk) as container:
             check_same_params(chunk, chunk_params(container.streams.video[0]), reference)
             check_same_params(chunk, {"settings": _settings(chunk)}, first_settings)
             for frame, packet in _chunk_frames(chunk, container, index):
@@ -286,7 +291,7 @@ def write_png_sequence(source: SourceInfo, chunks: Sequence[ChunkRef], directory
     digits = max(6, len(str(len(index) - 1)))
     reference = None
     for chunk in chunks:
-        with _open(chunk) as container:
+        with open_chunk(chunk) as container:
             params = chunk_params(container.streams.video[0])
             reference = reference or params
             check_same_params(chunk, params, reference)

@@ -18,6 +18,7 @@ from farm.events import (
     SegmentMissing,
     ShardDone,
     ShardFailed,
+    ShardReturned,
     StopWorker,
     Tick,
     WorkerJoined,
@@ -203,6 +204,26 @@ def test_lost_worker_requeues_its_shard_without_spending_an_attempt():
     assert assigns(lg.handle(WorkerLost("a", 2))) == [(0, "b")]
     assert lg.losses[0] == 1
     assert lg.failures[-1].error.startswith("worker lost")
+
+
+def test_a_shard_given_back_by_a_leaving_worker_costs_no_attempt_and_blames_no_node():
+    """A spot node gets its preemption notice: its worker commits its finished parts and gives
+    shard 0 back. The shard goes to the worker on another node with the same attempt number
+    (none spent), nothing is recorded as a failure, the node is not blocked, and the leaving
+    worker is stopped and gets no more shards, even after it gives back many times over."""
+    lg = ledger(3, max_attempts=1, node_failure_limit=1)
+    lg.handle(WorkerJoined("a", "spot", 0), WorkerJoined("b", "n2", 0))
+    lg.handle(done(1, "b"))  # b takes shard 2
+    out = lg.handle(ShardReturned(0, "a", 2, frames_kept=7))
+    assert out == [StopWorker("a", "it gave shard 0 back (7 frames kept): its node is leaving")]
+    assert (lg.attempts[0], lg.failures, lg.blocked_nodes, lg.state) == (0, [], set(), "running")
+    assert lg.workers == {"b": "n2"} and 0 in lg.pending()
+    assert assigns(lg.handle(done(2, "b"))) == [(0, "b")]
+    assert lg.attempts[0] == 1  # the first counted attempt, which max_attempts=1 still allows
+    assert lg.handle(ShardReturned(0, "b", 4)) == [StopWorker("b", "it gave shard 0 back (0 frames kept): its node is leaving")]
+    lg.handle(WorkerJoined("c", "n3", 5))
+    assert assigns(lg.handle(ShardFailed(0, "c", 6, "boom"))) == []  # a real failure still counts
+    assert lg.state == "failed"
 
 
 def test_hung_worker_loses_its_lease_after_the_timeout():

@@ -15,12 +15,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 
 import pytest
 
+from farm.storage.jobdir import JobDir
 from farm.storage.queuedir import QueueDir
 from farm.testing.cluster import ledger, receipts, wait_for_receipts
 from farm.testing.netns import Hosts, start_cluster, unavailable_reason
@@ -293,3 +295,54 @@ def test_a_queue_of_three_jobs_from_two_submitters_on_two_gpu_machines(net):
     assert QueueDir(jobs).entries() == []
     for name in ("ep1", "ep2", "film"):
         same_bytes(os.path.join(net.shared, d, "out", f"{name}.mkv"), net.reference)
+
+
+def test_a_spot_gpu_machine_given_notice_gives_its_shard_back(net):
+    """A spot GPU machine gets its preemption notice mid-shard, and its notice hook asks Ray to
+    drain it (`ray drain-node`, reason preemption, run on that machine): the driver on the head
+    sees the node draining, its worker commits the part in progress to the share and gives the
+    shard back; the other GPU machine's worker reuses that part from the share (mounted there as
+    elsewhere), nothing counts as a failure, and the output is a solo run's, byte for byte."""
+    from farm.testing.clips import make_test_clip
+
+    c1, head = net.hosts["c1"], net.hosts["head"]
+    d = scenario(net, "drain")
+    make_test_clip(os.path.join(net.shared, d, "clip.mkv"), frames=260, size=(32, 24), gop=260, audio=True)
+    src, pid_file = f"/mnt/jobs/{d}/clip.mkv", f"/mnt/jobs/{d}/worker.pid"
+    args = ["--no-face", "--codec", "x264", "--shard-frames", "130", "--quiet"]  # two 65-frame parts per shard
+    solo: dict = {}  # the reference, on c1 alone, run beside the cluster's job (the fake model mostly sleeps)
+    ref = threading.Thread(target=lambda: solo.update(result=c1.farm(
+        ["submit", src, "-o", f"/mnt/jobs/{d}/solo.mkv", "--jobs-root", "/tmp/work/drain-solo", "--model", "fake:scale=2",
+         "--workers", "1", *args])))
+    ref.start()
+    out, jobs = f"/mnt/jobs/{d}/out.mkv", f"/mnt/jobs/{d}/jobs"
+    proc = start_job(net, c1, ["submit", src, "-o", out, "--jobs-root", jobs, "--address", head.dashboard_url,
+                               "--model", f"fake:scale=2,ms=70,pid_at=1,pid_file={pid_file}", *args], d)
+    victim = None
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(on_share(net, pid_file)) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(on_share(net, pid_file)) as f:
+            _, node_id = f.read().split()
+        victim = net.hosts[gpu_node_ids(net)[node_id]]
+        notice = victim.run([os.path.join(os.path.dirname(sys.executable), "ray"), "drain-node",
+                             "--address", head.ray_address, "--node-id", node_id, "--reason", "DRAIN_NODE_REASON_PREEMPTION",
+                             "--reason-message", "spot notice", "--deadline-remaining-seconds", "120"], timeout_s=60)
+        assert notice.returncode == 0, notice.stderr
+        code = finish(net, proc, d)
+    finally:
+        if victim is not None:  # a drained node takes no more work: the machine is replaced
+            victim.kill()
+            victim.rejoin()
+    ref.join()
+    assert code == 0, log_of(net, d)
+    assert solo["result"].returncode == 0, solo["result"].stderr
+    same_bytes(on_share(net, out), os.path.join(net.shared, d, "solo.mkv"))
+    lg = ledger(on_share(net, jobs))
+    assert (lg["state"], lg["failures"], lg["attempts"]["0"]) == ("done", [], 1)
+    assert lg["done"]["0"]["node"] != node_id
+    (job_id,) = os.listdir(on_share(net, jobs))
+    logs = JobDir(on_share(net, jobs), job_id).logs(0)
+    got = sorted((r.get("given_back") or 0, r.get("parts_reused"), r["node"] == node_id) for r in logs)
+    assert got == [(0, 1, False), (65, 0, True)]  # the part kept on the share, reused by the other machine
