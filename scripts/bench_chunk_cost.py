@@ -77,8 +77,8 @@ def encode_bytes(frames: list[av.VideoFrame], ranges: list[tuple[int, int]], mak
     return total, 10 * math.log10(255**2 / mse) if mse else float("inf")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def film_arguments(ap: argparse.ArgumentParser) -> None:
+    """The synthetic film's options, and the shard plan's and encoder's (this bench's and bench_part_cost's)."""
     ap.add_argument("--frames", type=int, default=1200)
     ap.add_argument("--size", default="640x360", help="WxH (default 640x360; 1280x720 for the real figure)")
     ap.add_argument("--fps", type=int, default=24)
@@ -88,19 +88,27 @@ def main() -> None:
     ap.add_argument("--scene-mean", type=int, default=120, help="mean frames between scene cuts (films: 4-6 s shots)")
     ap.add_argument("--noise", type=float, default=2.0, help="grain: standard deviation in 8-bit levels (0: none)")
     ap.add_argument("--seed", type=int, default=1)
-    a = ap.parse_args()
-    width, height = (int(v) for v in a.size.lower().split("x"))
-    n = a.frames
 
+
+def film(a: argparse.Namespace) -> tuple[list, int, int, list[int]]:
+    """(frames, width, height, the true scene cuts) of the film the options ask for."""
+    width, height = (int(v) for v in a.size.lower().split("x"))
     rng = random.Random(a.seed)
     cuts, f = [], 0
     while True:
         f += max(8, int(rng.expovariate(1 / a.scene_mean)))
-        if f >= n:
+        if f >= a.frames:
             break
         cuts.append(f)
+    return make_frames(a.frames, width, height, cuts, a.noise, a.seed), width, height, cuts
 
-    frames = make_frames(n, width, height, cuts, a.noise, a.seed)
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    film_arguments(ap)
+    a = ap.parse_args()
+    n = a.frames
+    frames, width, height, cuts = film(a)
     t = time.perf_counter()
     window = snap_window(a.shard_frames, a.fps)
     found: set[int] = set()

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script, beside bench_chunk_cost
 
-from bench_chunk_cost import encode_bytes, encoder, make_frames  # noqa: E402
+from bench_chunk_cost import encode_bytes, encoder, film, film_arguments  # noqa: E402
 
 from farm.plan import DEFAULT_PART_FRAMES, plan_parts, plan_shards, search_ranges, snap_window  # noqa: E402
 from farm.video.scenes import cuts_in, frame_differences  # noqa: E402
@@ -29,28 +28,11 @@ from farm.video.scenes import cuts_in, frame_differences  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=1200)
-    ap.add_argument("--size", default="640x360", help="WxH (default 640x360)")
-    ap.add_argument("--fps", type=int, default=24)
-    ap.add_argument("--shard-frames", type=int, default=240, help="240: the default shard size of any video over 10 minutes")
+    film_arguments(ap)
     ap.add_argument("--part-frames", type=int, nargs="+", default=[DEFAULT_PART_FRAMES])
-    ap.add_argument("--crf", type=int, default=18)
-    ap.add_argument("--preset", default="medium")
-    ap.add_argument("--scene-mean", type=int, default=120, help="mean frames between scene cuts (films: 4-6 s shots)")
-    ap.add_argument("--noise", type=float, default=2.0, help="grain: standard deviation in 8-bit levels (0: none)")
-    ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    width, height = (int(v) for v in a.size.lower().split("x"))
     n = a.frames
-
-    rng = random.Random(a.seed)
-    cuts, f = [], 0
-    while True:
-        f += max(8, int(rng.expovariate(1 / a.scene_mean)))
-        if f >= n:
-            break
-        cuts.append(f)
-    frames = make_frames(n, width, height, cuts, a.noise, a.seed)
+    frames, width, height, _ = film(a)
     window = snap_window(a.shard_frames, a.fps)
     found: set[int] = set()
     for start, stop in search_ranges(n, a.shard_frames, window):
