@@ -8,6 +8,7 @@ Writes docs/dashboard-actors.png, docs/dashboard-jobs.png and docs/terminal.txt.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -31,7 +32,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 def main() -> int:
-    out_dir = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "docs")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir", nargs="?", default="docs", help="where the pictures go (default docs/)")
+    out_dir = os.path.abspath(ap.parse_args().out_dir)
     os.makedirs(out_dir, exist_ok=True)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
