@@ -11,6 +11,7 @@ machine give it back (rebooted, rejoined) before the next one."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -295,6 +296,64 @@ def test_a_queue_of_three_jobs_from_two_submitters_on_two_gpu_machines(net):
     assert QueueDir(jobs).entries() == []
     for name in ("ep1", "ep2", "film"):
         same_bytes(os.path.join(net.shared, d, "out", f"{name}.mkv"), net.reference)
+
+
+def test_the_queue_runner_killed_mid_queue_and_a_standby_on_another_machine_goes_on(net):
+    """Ann's season of two episodes runs from the queue's runner on the head; a standby `farm queue
+    run` waits on a GPU machine. The head's runner is killed mid-episode (its driver, and with it
+    the episode's workers, gone at once): once its ownership goes silent the standby takes the
+    queue over, finishes the episode without redoing its committed shards, runs the other, and
+    both outputs are a failure-free run's, byte for byte; the queue ends empty."""
+    head, gpu2 = net.hosts["head"], net.hosts["gpu2"]
+    d = scenario(net, "qkill")
+    os.makedirs(os.path.join(net.shared, d, "in"))
+    os.makedirs(os.path.join(net.shared, d, "out"))
+    for name in ("ep1", "ep2"):
+        shutil.copy(os.path.join(net.shared, "media", "clip.mkv"), os.path.join(net.shared, d, "in", f"{name}.mkv"))
+    root = f"/mnt/jobs/{d}"
+    jobs = on_share(net, f"{root}/jobs")
+    runner = start_job(net, head, ["submit", f"{root}/in/ep1.mkv", f"{root}/in/ep2.mkv", "-o", f"{root}/out/{{stem}}.mkv",
+                                   "--jobs-root", f"{root}/jobs", "--model", SLOW, "--no-face", "--codec", "ffv1",
+                                   "--shard-frames", str(SHARD_FRAMES), "--workers", "1", "--address", head.ray_address, "--quiet"], f"{d}-runner")
+    standby = None
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert runner.poll() is None, log_of(net, f"{d}-runner")
+            done = {e.job_id: receipts_of(jobs, e.job_id) for e in QueueDir(jobs).entries()}
+            if any(len(r) >= 2 for r in done.values()):
+                break
+            time.sleep(0.2)
+        standby = start_job(net, gpu2, ["queue", "run", "--jobs-root", f"{root}/jobs", "--address", head.ray_address, "--quiet"], f"{d}-standby")
+        time.sleep(2)  # the standby finds the queue held and waits
+        assert standby.poll() is None, log_of(net, f"{d}-standby")
+        os.killpg(runner.pid, 9)
+        runner.wait(timeout=30)
+        before = {job_id: r for job_id, r in ((e.job_id, receipts_of(jobs, e.job_id)) for e in QueueDir(jobs).entries()) if r}
+        assert any(0 < len(r) < SHARDS for r in before.values()), before  # killed mid-episode
+        code = finish(net, standby, f"{d}-standby", timeout_s=240)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, 9)
+        stop_ray_jobs(net)
+    assert code == 0, log_of(net, f"{d}-standby")
+    assert QueueDir(jobs).entries() == []
+    for job_id, segments in before.items():  # shards committed before the kill were not redone
+        with open(os.path.join(jobs, job_id, "ledger.json")) as f:
+            done = json.load(f)["done"]
+        assert {s: done[str(s)]["segment"] for s in segments} == segments
+    for name in ("ep1", "ep2"):
+        same_bytes(os.path.join(net.shared, d, "out", f"{name}.mkv"), net.reference)
+
+
+def receipts_of(jobs_share: str, job_id: str) -> dict[int, str]:
+    """Shard -> segment of a job's committed receipts, under a jobs root as seen here."""
+    out = {}
+    for path in glob.glob(os.path.join(jobs_share, job_id, "segments", "*.json")):
+        with open(path) as f:
+            r = json.load(f)
+        out[r["shard"]] = r["segment"]
+    return out
 
 
 def test_a_spot_gpu_machine_given_notice_gives_its_shard_back(net):
