@@ -80,6 +80,16 @@ def receipt_paths(jobs_root: str) -> list[str]:
     return glob.glob(os.path.join(jobs_root, "*", "segments", "*.json"))
 
 
+def job_segments(jobs_root: str, job_id: str) -> dict[int, str]:
+    """Shard -> segment of one job's committed receipts, under a local ``jobs_root`` (of several jobs)."""
+    out = {}
+    for path in glob.glob(os.path.join(jobs_root, job_id, "segments", "*.json")):
+        with open(path) as f:
+            r = json.load(f)
+        out[r["shard"]] = r["segment"]
+    return out
+
+
 def receipts(jobs_root: str) -> list[dict]:
     out = []
     for path in receipt_paths(jobs_root):

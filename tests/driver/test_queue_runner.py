@@ -4,8 +4,6 @@ and the queue goes on without redoing committed work."""
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import time
 
@@ -18,6 +16,7 @@ from farm.cli.main import main
 from farm.runner import Runner
 from farm.storage.queuedir import QueueDir
 from farm.testing.clips import make_test_clip
+from farm.testing.cluster import job_segments
 from tests.helpers import kill_group, start_farm
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -89,15 +88,6 @@ def test_two_submitters_share_two_workers_in_priority_order(tmp_path, local_ray)
             assert f.read() == solo(tmp_path, clip), name
 
 
-def receipts(jobs: str, job_id: str) -> dict[int, str]:
-    out = {}
-    for path in glob.glob(os.path.join(jobs, job_id, "segments", "*.json")):
-        with open(path) as f:
-            r = json.load(f)
-        out[r["shard"]] = r["segment"]
-    return out
-
-
 def test_a_runner_killed_mid_queue_is_replaced_and_the_queue_goes_on(tmp_path, local_ray):
     """The machine running a season's queue dies mid-episode: `farm queue run` elsewhere takes the
     queue over, finishes the episode without redoing its committed shards, runs the rest, and every
@@ -111,12 +101,12 @@ def test_a_runner_killed_mid_queue_is_replaced_and_the_queue_goes_on(tmp_path, l
     deadline = time.time() + 180
     while time.time() < deadline:
         assert proc.poll() is None, open(tmp_path / "runner.log").read()
-        done = {e.job_id: receipts(jobs, e.job_id) for e in QueueDir(jobs).entries()}
+        done = {e.job_id: job_segments(jobs, e.job_id) for e in QueueDir(jobs).entries()}
         if any(2 <= len(r) for r in done.values()):
             break
         time.sleep(0.2)
     kill_group(proc)
-    before = {job_id: r for job_id, r in ((e.job_id, receipts(jobs, e.job_id)) for e in QueueDir(jobs).entries()) if r}
+    before = {job_id: r for job_id, r in ((e.job_id, job_segments(jobs, e.job_id)) for e in QueueDir(jobs).entries()) if r}
     assert before and all(len(r) < 10 for r in before.values()), "the kill must land mid-job"
     assert len(QueueDir(jobs).entries()) == 2
 
@@ -124,7 +114,7 @@ def test_a_runner_killed_mid_queue_is_replaced_and_the_queue_goes_on(tmp_path, l
 
     assert QueueDir(jobs).entries() == []
     for job_id, kept in before.items():
-        after = receipts(jobs, job_id)
+        after = job_segments(jobs, job_id)
         assert {s: after[s] for s in kept} == kept, "a shard committed before the kill was redone"
     for name, clip in (("ep1", e1), ("ep2", e2)):
         with open(template.format(stem=name), "rb") as f:
@@ -143,19 +133,19 @@ def test_pausing_a_running_job_keeps_its_shards_and_resume_finishes_it(tmp_path,
     job_id = job_id_of(jobs, ep)
 
     def pause_after_two_shards(view) -> None:
-        if len(receipts(jobs, job_id)) >= 2 and not QueueDir(jobs).get(job_id).paused:
+        if len(job_segments(jobs, job_id)) >= 2 and not QueueDir(jobs).get(job_id).paused:
             farm_here(["pause", job_id, "--jobs-root", jobs])
 
     report = Runner(jobs, slots=1, on_update=pause_after_two_shards, poll_s=0.2).run()
     assert report.finished == () and report.failed == ()
-    before = receipts(jobs, job_id)
+    before = job_segments(jobs, job_id)
     assert 2 <= len(before) < 10 and not os.path.exists(template.format(stem="ep"))
     assert QueueDir(jobs).get(job_id).paused
 
     farm_here(["resume", job_id, "--jobs-root", jobs, "--quiet"])
 
     assert QueueDir(jobs).entries() == []
-    after = receipts(jobs, job_id)
+    after = job_segments(jobs, job_id)
     assert {s: after[s] for s in before} == before, "a shard committed before the pause was redone"
     with open(template.format(stem="ep"), "rb") as f:
         assert f.read() == solo(tmp_path, ep)

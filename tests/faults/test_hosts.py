@@ -11,7 +11,6 @@ machine give it back (rebooted, rejoined) before the next one."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ import pytest
 
 from farm.storage.jobdir import JobDir
 from farm.storage.queuedir import QueueDir
-from farm.testing.cluster import ledger, receipts, wait_for_receipts
+from farm.testing.cluster import job_segments, ledger, receipts, wait_for_receipts
 from farm.testing.netns import Hosts, start_cluster, unavailable_reason
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -320,7 +319,7 @@ def test_the_queue_runner_killed_mid_queue_and_a_standby_on_another_machine_goes
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert runner.poll() is None, log_of(net, f"{d}-runner")
-            done = {e.job_id: receipts_of(jobs, e.job_id) for e in QueueDir(jobs).entries()}
+            done = {e.job_id: job_segments(jobs, e.job_id) for e in QueueDir(jobs).entries()}
             if any(len(r) >= 2 for r in done.values()):
                 break
             time.sleep(0.2)
@@ -329,7 +328,7 @@ def test_the_queue_runner_killed_mid_queue_and_a_standby_on_another_machine_goes
         assert standby.poll() is None, log_of(net, f"{d}-standby")
         os.killpg(runner.pid, 9)
         runner.wait(timeout=30)
-        before = {job_id: r for job_id, r in ((e.job_id, receipts_of(jobs, e.job_id)) for e in QueueDir(jobs).entries()) if r}
+        before = {job_id: r for job_id, r in ((e.job_id, job_segments(jobs, e.job_id)) for e in QueueDir(jobs).entries()) if r}
         assert any(0 < len(r) < SHARDS for r in before.values()), before  # killed mid-episode
         code = finish(net, standby, f"{d}-standby", timeout_s=240)
     finally:
@@ -344,16 +343,6 @@ def test_the_queue_runner_killed_mid_queue_and_a_standby_on_another_machine_goes
         assert {s: done[str(s)]["segment"] for s in segments} == segments
     for name in ("ep1", "ep2"):
         same_bytes(os.path.join(net.shared, d, "out", f"{name}.mkv"), net.reference)
-
-
-def receipts_of(jobs_share: str, job_id: str) -> dict[int, str]:
-    """Shard -> segment of a job's committed receipts, under a jobs root as seen here."""
-    out = {}
-    for path in glob.glob(os.path.join(jobs_share, job_id, "segments", "*.json")):
-        with open(path) as f:
-            r = json.load(f)
-        out[r["shard"]] = r["segment"]
-    return out
 
 
 def test_a_spot_gpu_machine_given_notice_gives_its_shard_back(net):
