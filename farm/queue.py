@@ -17,7 +17,7 @@ QUEUE_VERSION = 1
 #: A job waiting this long gains one priority level (and another per period after).
 AGING_S = 600.0
 
-__all__ = ["AGING_S", "QUEUE_VERSION", "QueueEntry", "QueuedJob", "allocate", "effective_priority", "finish_times", "order", "summary"]
+__all__ = ["AGING_S", "QUEUE_VERSION", "QueueEntry", "QueuedJob", "allocate", "effective_priority", "finish_times", "order", "summary", "tally"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +130,17 @@ def finish_times(jobs: Sequence[QueuedJob], remaining: Mapping[str, int | None],
     return out
 
 
+def tally(jobs: Sequence[QueuedJob]) -> dict[str, int]:
+    """How many of ``jobs`` are running (hold workers), waiting, and paused."""
+    return {"running": sum(1 for j in jobs if j.held), "waiting": sum(1 for j in jobs if not j.held and not j.entry.paused),
+            "paused": sum(1 for j in jobs if not j.held and j.entry.paused)}
+
+
 def summary(jobs: Sequence[QueuedJob], slots: int, finished: int, failed: int) -> str:
     """The queue in one line, as the runner's terminal and the Ray dashboard show it: the running
     jobs with their workers, how many wait (the next one named) and are paused."""
-    running = [f"{j.entry.job_id} x{j.held}" for j in jobs if j.held]
-    waiting = [j.entry.job_id for j in jobs if not j.held and not j.entry.paused]
-    paused = sum(1 for j in jobs if not j.held and j.entry.paused)
-    following = f" (next {waiting[0]})" if waiting else ""
-    return (f"queue: {len(running)} running ({', '.join(running) or '-'}), {len(waiting)} waiting{following}, {paused} paused, "
+    n = tally(jobs)
+    running = ", ".join(f"{j.entry.job_id} x{j.held}" for j in jobs if j.held) or "-"
+    following = next((f" (next {j.entry.job_id})" for j in jobs if not j.held and not j.entry.paused), "")
+    return (f"queue: {n['running']} running ({running}), {n['waiting']} waiting{following}, {n['paused']} paused, "
             f"{finished} finished, {failed} failed; {slots} workers")

@@ -21,7 +21,7 @@ from farm.driver import WorkerShare, drive
 from farm.errors import FarmError, JobCancelled
 from farm.job import open_job
 from farm.plan import default_cpu_workers
-from farm.queue import QueuedJob, QueueEntry, allocate, order, summary
+from farm.queue import QueuedJob, QueueEntry, allocate, order, summary, tally
 from farm.session import start_ray
 from farm.storage.ownership import Ownership
 from farm.storage.queuedir import Outcome, QueueDir
@@ -70,8 +70,7 @@ def _show(board, view: QueueView, before: dict[str, str]) -> tuple[Any, dict[str
     named (their submitters)."""
     held = {j.entry.job_id: (j.entry.submitter, j.held) for j in view.jobs}
     gone = {job_id: (submitter, 0) for job_id, submitter in before.items() if job_id not in held}
-    states = {"running": sum(1 for j in view.jobs if j.held), "waiting": sum(1 for j in view.jobs if not j.held and not j.entry.paused),
-              "paused": sum(1 for j in view.jobs if not j.held and j.entry.paused), "finished": len(view.finished), "failed": len(view.failed)}
+    states = {**tally(view.jobs), "finished": len(view.finished), "failed": len(view.failed)}
     ref = board.show.options(name=view.line).remote(view.line, states, held | gone)
     return ref, {job_id: submitter for job_id, (submitter, _) in held.items()}
 

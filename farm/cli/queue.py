@@ -135,13 +135,13 @@ def queue_rows(jobs_root: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any
     live = {e.job_id: by_id[e.job_id] for e in entries
             if e.job_id in by_id and by_id[e.job_id]["state"] in ("running", "muxing") and by_id[e.job_id].get("driver")}
     running = {job_id: len(j.get("workers", [])) or 1 for job_id, j in live.items()}
-    queued = order([QueuedJob(e, running.get(e.job_id, 0), e.config.workers) for e in entries if e.job_id not in failed], now)
+    queued = [QueuedJob(e, running.get(e.job_id, 0), e.config.workers) for e in entries]
     measured = [j for j in live.values() if j.get("fps")]
     worker_fps = sum(j["fps"] for j in measured) / max(1, sum(running[j["job_id"]] for j in measured))
     left = {e.job_id: _frames_left(by_id.get(e.job_id), e.frames) for e in entries}
-    times = finish_times(queued, left, qd.slots() or sum(running.values()), worker_fps, now)
+    times = finish_times([q for q in queued if q.entry.job_id not in failed], left, qd.slots() or sum(running.values()), worker_fps, now)
     rows = []
-    for position, q in enumerate(order([QueuedJob(e, running.get(e.job_id, 0)) for e in entries], now), start=1):
+    for position, q in enumerate(order(queued, now), start=1):
         e = q.entry
         row = dict(by_id.pop(e.job_id, {}) or {"job_id": e.job_id, "frames_done": 0, "frames_total": e.frames, "eta_s": None, "input": e.config.input})
         outcome = failed.get(e.job_id)
