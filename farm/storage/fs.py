@@ -267,8 +267,13 @@ def sha256_file(path: str) -> str:
 def hash_file_into(digest: Any, path: str, chunk: int = 1 << 20) -> Any:
     """``digest`` (a hashlib object) updated with the content of the local file ``path``."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+        return hash_stream_into(digest, f, chunk)
+
+
+def hash_stream_into(digest: Any, f: IO, chunk: int = 1 << 20) -> Any:
+    """``digest`` updated with what is left to read of the open binary file ``f``, a block at a time."""
+    while block := f.read(chunk):
+        digest.update(block)
     return digest
 
 

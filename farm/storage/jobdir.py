@@ -18,7 +18,7 @@ from farm.ledger import Ledger
 from farm.owner import OwnerRecord
 from farm.receipt import PartRecord, Receipt
 from farm.records import RetryPolicy
-from farm.storage.fs import TMP_MARK, Storage, sha256_file
+from farm.storage.fs import TMP_MARK, Storage, hash_stream_into, sha256_file
 from farm.spec import JobSpec
 
 SPEC = "job.json"
@@ -286,10 +286,14 @@ class JobDir(OwnerFiles):
         for name in _records(self.storage.list(folder)):
             try:
                 record = PartRecord.from_json(self.storage.read_json(f"{folder}/{name}"))
-                data = self.storage.read_bytes(self.part_rel(shard, record.start, record.stop))
-            except (FileNotFoundError, StorageError, KeyError, TypeError, ValueError):
+                rel = self.part_rel(shard, record.start, record.stop)
+                if record.shard != shard or self.storage.size(rel) != record.bytes:
+                    continue
+                with self.storage.open(rel) as f:  # a part can be a gigabyte (120 lossless 4K frames): hashed as it streams
+                    intact = hash_stream_into(hashlib.sha256(), f).hexdigest() == record.sha256
+            except (FileNotFoundError, OSError, StorageError, KeyError, TypeError, ValueError):
                 continue
-            if record.shard == shard and len(data) == record.bytes and hashlib.sha256(data).hexdigest() == record.sha256:
+            if intact:
                 out.append(record)
         return out
 
