@@ -95,7 +95,7 @@ def _decode_range(
         with open_input(location) as container:
             frames = _numbered(_decoded(container, stream_index, index, seek_pts, "AUTO", location), index, start, location)
             try:
-                first = next(frames, None)
+                first = next((f for f in frames if f[0] >= 0), None)  # the first picture the index holds
             except _Undecodable:
                 damaged.append(seek_pts)  # a seek into the middle of a damaged GOP; try further back
                 continue
@@ -151,20 +151,25 @@ def _numbered(
 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """``(frame number, picture)``: by the decoder's tag, or by count where the index is not
     seekable (every read then starts at the file's start). Pictures the index does not hold
-    and that precede the shard (a seek's leading pictures) are numbered -1."""
+    and that precede the shard (a seek's leading pictures) are numbered -1, as are those before
+    the first picture the index holds: a seek into an MPEG program stream can land inside a PES
+    packet, and the demuxer then gives its timestamp to a fragment and shifts the next pictures'
+    (a shard that begins at such a picture is read from a seek point further back)."""
     if not index.seekable:
         yield from enumerate(frames)
         return
     numbers = index.frame_of_tags()
     before = index.tags[start] if index.decoder_pts is None else None
+    placed = False  # a picture the index holds was seen
     for frame in frames:
         tag = frame.pts
         if tag is None:
             raise DecodeError(f"the decoder produced a frame without a timestamp near frame {start} of {location}; "
                               "the stream is damaged there: repair or re-encode it")
         number = numbers.get(tag)
+        placed = placed or number is not None
         if number is None:
-            if before is not None and tag < before:
+            if not placed or (before is not None and tag < before):
                 number = -1
             else:
                 raise DecodeError(

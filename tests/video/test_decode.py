@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from fractions import Fraction
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -71,3 +72,36 @@ def test_every_shard_yields_exactly_its_source_frames(clip, shard_frames):
             assert [number for number, _ in got] == list(range(shard.start, shard.stop)), shard
             for number, pixels in got:
                 assert np.array_equal(pixels, frames[number]), (shard, number)
+
+
+def test_a_seek_that_lands_inside_a_program_streams_pes_packet_reads_from_further_back(monkeypatch):
+    """A DVD's VOB: a seek lands inside a PES packet, so the demuxer gives its timestamp to the
+    fragment and the GOP's keyframe comes out tagged with a time that is no frame's (as FFmpeg's
+    MPEG-PS demuxer does on some DVD layouts). The mis-tagged picture is skipped like a leading
+    picture; the frames after it are taken from that seek, and a shard that begins at the
+    mis-tagged keyframe is read from further back, so every shard holds exactly its own pictures."""
+    import contextlib
+    from dataclasses import dataclass
+
+    from farm.media import FrameIndex
+    from farm.video import decode
+
+    @dataclass
+    class Picture:
+        pts: int
+        frame: int  # the source frame it really is
+
+    pts = tuple(48600 + 3600 * i for i in range(12))
+    index = FrameIndex(time_base=Fraction(1, 90000), pts=pts, keyframe_pts=(48600, 70200, 88200))
+    from_start = [Picture(p, i) for i, p in enumerate(pts)]
+    # Any seek before the last GOP lands inside the PES of frame 6 (the second GOP's keyframe).
+    landed = [Picture(79200, 6)] + from_start[7:]
+
+    def decoded(container, stream_index, index, seek_pts, threads, location):
+        return iter(from_start if seek_pts is None else landed if seek_pts < 88200 else from_start[11:])
+
+    monkeypatch.setattr(decode, "_decoded", decoded)
+    monkeypatch.setattr(decode, "open_input", lambda location: contextlib.nullcontext())
+    ranges = [(f, f + 1) for f in range(12)] + [(0, 12), (5, 12), (6, 9), (7, 12)]
+    got = {r: [(n, p.frame) for n, p in decode.decode_frames("dvd.vob", 0, index, *r)] for r in ranges}
+    assert got == {r: [(f, f) for f in range(*r)] for r in ranges}
