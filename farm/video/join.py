@@ -51,6 +51,7 @@ def join_parts(parts: Sequence[ChunkRef], index: FrameIndex, path: str) -> dict[
         with av.open(path) as joined:
             stream = joined.streams.video[0]
             params = chunk_params(stream)
+            time_base = Fraction(stream.time_base or index.time_base)
             written = next((p for p in joined.demux(stream) if p.size), None)
     except (MuxError, av.error.FFmpegError, ValueError) as exc:
         raise EncodeError(f"cannot join the parts into {path}: {exc}") from None
@@ -58,7 +59,7 @@ def join_parts(parts: Sequence[ChunkRef], index: FrameIndex, path: str) -> dict[
     if written is not None and written.pts is not None and first_pts is not None:
         # NUT stores no negative timestamps: as for a chunk (ChunkWriter), its muxer's constant
         # shift is recorded, and the tail takes it off again.
-        shift = int(written.pts * Fraction(stream.time_base or index.time_base) / index.time_base) - first_pts
+        shift = int(written.pts * time_base / index.time_base) - first_pts
     return {
         **params,
         "reorder_delay": max(int(p.video.get("reorder_delay", 0)) for p in parts),

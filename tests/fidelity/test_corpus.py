@@ -228,6 +228,7 @@ def test_x265_output_of_a_two_frame_video_has_sane_timestamps(tmp_path):
         with av.open(out) as c:
             s = c.streams.video[0]
             packets = [(p.pts, p.dts) for p in c.demux(s) if p.size]
-        expected = [round(p * source.index.time_base / s.time_base) for p in source.index.pts]
+            time_base = s.time_base
+        expected = [round(p * source.index.time_base / time_base) for p in source.index.pts]
         assert sorted(p for p, _ in packets) == expected
         assert all(d is not None and pts - 10 * len(packets) <= d <= pts for pts, d in packets), packets

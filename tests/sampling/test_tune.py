@@ -69,8 +69,12 @@ def test_tune_then_submit_uses_the_profile(tmp_path, local_ray):
     measured = [{k: m[k] for k in result["chosen"]} for m in result["measured"] if m["fps"]]
     assert result["chosen"] in measured
     chosen_fps = next(m["fps"] for m in result["measured"] if {k: m[k] for k in result["chosen"]} == result["chosen"])
-    # the fake model sleeps 40 ms a frame in the enhance thread, reporting no device time
-    assert all(m["bound"] == "the enhance thread" and m["stages"]["enhance_fps"] < 26 for m in result["measured"] if m["fps"])
+    # The fake model sleeps 40 ms a frame in the enhance thread and reports no device time, so every
+    # setting's enhance stage is measured under 25 fps; which stage bounds a 3-frame sample is left to
+    # the Stages test above (a stall of the other stages on a loaded machine can name another).
+    stages = [m["stages"] for m in result["measured"] if m["fps"]]
+    assert [(s["enhance_fps"] < 26, s["networks_fps"], s["host_fps"], s["decode_fps"] is not None, s["encode_fps"] is not None)
+            for s in stages] == [(True, None, None, True, True)] * len(stages)
     assert chosen_fps * 1.03 >= max(m["fps"] for m in result["measured"] if m["fps"])  # the fastest, or within the tie
     path = os.path.join(env["XDG_CONFIG_HOME"], "farm", "tune.toml")
     assert result["profile"] == path
