@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import ray
 
@@ -37,6 +37,7 @@ from farm.video.join import join_parts, shard_index
 from farm.video.mux import ChunkRef
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")  # what a written chunk becomes: a committed part's record, or the segment's (frames, description)
 
 #: Frames buffered between the decode, enhance and encode stages.
 QUEUE_FRAMES = 4
@@ -225,7 +226,7 @@ class EnhanceWorker:
         reused: list[PartRecord] = []
         try:
             if len(planned) == 1:  # one part: the chunk is the segment, as before parts
-                frames, video = self._encode(index, planned, {planned[0]: scratch}, timings)
+                ((frames, video),) = self._encode(index, planned, lambda part: scratch, lambda path, part, w: (w.frames, w.info), timings)
             else:
                 have = {(r.start, r.stop): r for r in self.job.parts(index)}
                 for part in planned:
@@ -235,7 +236,11 @@ class EnhanceWorker:
                 with self._lock:
                     self.progress_state.frames = k * sum(r.stop - r.start for r in reused)
                 todo = planned[len(reused):]
-                made = self._encode(index, todo, None, timings) if todo else []
+
+                def commit(path: str, part: tuple[int, int], writer: Any) -> PartRecord:
+                    return self.job.commit_part(path, index, part[0], part[1], writer.frames, writer.info)
+
+                made = self._encode(index, todo, lambda part: self.job.scratch_part(index, *part), commit, timings) if todo else []
                 frames, video = self._join(index, start, stop, reused + made, scratch)
             size, digest = self.job.commit_segment(scratch, name)
         except ShardGivenBack as exc:
@@ -288,14 +293,15 @@ class EnhanceWorker:
         video = join_parts(refs, shard_index(self.spec.output_index, k * start, k * stop), scratch)
         return k * (stop - start), video
 
-    def _encode(self, index: int, parts: list[tuple[int, int]], paths: dict[tuple[int, int], str] | None,
-                timings: dict[str, float]) -> Any:
+    def _encode(self, index: int, parts: list[tuple[int, int]], chunk_path: Callable[[tuple[int, int]], str],
+                keep: Callable[[str, tuple[int, int], Any], T], timings: dict[str, float]) -> list[T]:
         """Decode, enhance and encode the consecutive ``parts`` of shard ``index``, one chunk each.
 
-        ``paths`` given (one part: the whole shard): the chunk is written there, and the result is
-        ``(frames, video)`` for the segment's receipt. ``paths`` None: each part is committed as
-        it is done (:meth:`JobDir.commit_part`) and the result is their records; asked to leave,
-        the worker stops at the next part boundary and raises ShardGivenBack.
+        Each part's chunk is written at ``chunk_path(part)``; once whole, ``keep(path, part,
+        writer)`` says what it became (a committed part's record, or the segment's frames and
+        description), and the result is those, one per part. A chunk that fails or ends short is
+        removed. Asked to leave, the worker stops at the next part boundary and raises
+        ShardGivenBack.
 
         A batch of frames never spans two parts, so every part is enhanced in the same batches
         wherever the decode started (a resumed shard's parts are the same bytes)."""
@@ -313,7 +319,7 @@ class EnhanceWorker:
                 yield item
                 t = time.perf_counter()
 
-        results: list[Any] = []
+        results: list[T] = []
         short: list[str] = []  # a part that ended short of its frames
 
         def consume(next_item: Callable[[], Any]) -> None:
@@ -333,7 +339,7 @@ class EnhanceWorker:
             for i, part in enumerate(parts):
                 if item is END:
                     return  # stopped at a part boundary (a drain): the parts so far are committed
-                path = paths[part] if paths is not None else self.job.scratch_part(index, *part)
+                path = chunk_path(part)
                 try:
                     with self._chunk_writer(path, settings, pixels) as writer:
                         while item is not END and item[0] < out_bounds[i + 1]:
@@ -344,16 +350,11 @@ class EnhanceWorker:
                     if writer.frames != out_bounds[i + 1] - out_bounds[i]:
                         # the decode ended early: its error (raised by finish()) says why; else the count does
                         short.append(f"chunk holds {writer.frames} frames, expected {out_bounds[i + 1] - out_bounds[i]}")
-                        if paths is None:
-                            self.job.discard_scratch(path)
-                        return
-                    if paths is not None:
-                        results.append((writer.frames, writer.info))
-                    else:
-                        results.append(self.job.commit_part(path, index, part[0], part[1], writer.frames, writer.info))
-                except BaseException:
-                    if paths is None:
                         self.job.discard_scratch(path)
+                        return
+                    results.append(keep(path, part, writer))
+                except BaseException:
+                    self.job.discard_scratch(path)
                     raise
 
         enhancer = self.enhancer
@@ -369,7 +370,7 @@ class EnhanceWorker:
             while not ended:
                 while part + 1 < len(parts) and expected >= out_bounds[part + 1]:
                     part += 1
-                if paths is None and expected in out_bounds[1:-1] and self._drain.is_set():
+                if expected in out_bounds[1:-1] and self._drain.is_set():
                     drained = True  # leaving: the parts before this boundary are (being) committed
                     break
                 batch: list = []
@@ -405,16 +406,13 @@ class EnhanceWorker:
                 check.finish()
             pipeline.finish()
             if drained:
-                kept = sum(r.stop - r.start for r in results)
+                kept = sum(b - a for a, b in parts[:len(results)])  # the parts committed so far
                 raise ShardGivenBack(f"worker {self.worker_id} is leaving; it committed {len(results)} parts from frame {start}", kept)
         if short:
             raise StorageError(short[0])
-        if paths is not None:
-            if not results:
-                raise StorageError(f"chunk holds 0 frames, expected {out_bounds[-1] - out_bounds[0]}")
-            return results[0]
         if len(results) != len(parts):
-            raise StorageError(f"{len(results)} of {len(parts)} parts encoded from frame {start}")
+            raise StorageError(f"chunk holds 0 frames, expected {out_bounds[-1] - out_bounds[0]}" if len(parts) == 1
+                               else f"{len(results)} of {len(parts)} parts encoded from frame {start}")
         return results
 
     def _chunk_writer(self, scratch: str, settings, first: Any) -> ChunkWriter | ProcessChunkWriter:

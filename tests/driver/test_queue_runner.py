@@ -19,7 +19,7 @@ from farm.testing.clips import make_test_clip
 from farm.testing.cluster import job_segments
 from tests.helpers import kill_group, start_farm
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = pytest.mark.ray
 
 COMMON = ["--model", "fake:scale=2,ms=60", "--no-face", "--codec", "ffv1", "--shard-frames", "4", "--quiet"]
 
@@ -50,6 +50,7 @@ def job_id_of(jobs: str, clip: str) -> str:
     return e.job_id
 
 
+@pytest.mark.slow
 def test_two_submitters_share_two_workers_in_priority_order(tmp_path, local_ray):
     """Ann queues two episodes (the second one urgent, capped at one worker), then Bob a film, on a
     2-worker cluster: the urgent episode starts first despite being queued after Ann's first one,
@@ -88,6 +89,7 @@ def test_two_submitters_share_two_workers_in_priority_order(tmp_path, local_ray)
             assert f.read() == solo(tmp_path, clip), name
 
 
+@pytest.mark.slow
 def test_a_runner_killed_mid_queue_is_replaced_and_the_queue_goes_on(tmp_path, local_ray):
     """The machine running a season's queue dies mid-episode: `farm queue run` elsewhere takes the
     queue over, finishes the episode without redoing its committed shards, runs the rest, and every

@@ -15,7 +15,7 @@ from farm.testing.clips import make_test_clip
 from farm.testing.cluster import SimCluster
 from tests.helpers import decode_all, packet_pts, run_farm
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = pytest.mark.ray
 
 TOKEN = "farm-test-token-0123456789abcdef0123456789abcdef"
 
@@ -51,6 +51,7 @@ def laptop_env() -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_ray_job_needs_the_token_and_then_runs_on_the_cluster(secured_cluster, tmp_path):
     clip = make_test_clip(str(tmp_path / "clip.mkv"), frames=24, size=(32, 24), audio=True)
     out, jobs = str(tmp_path / "out.mkv"), str(tmp_path / "jobs")
