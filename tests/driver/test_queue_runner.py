@@ -22,6 +22,8 @@ from tests.helpers import kill_group, start_farm
 pytestmark = pytest.mark.ray
 
 COMMON = ["--model", "fake:scale=2,ms=60", "--no-face", "--codec", "ffv1", "--shard-frames", "4", "--quiet"]
+# 1 s a shard: the pause lands while most of the job is still ahead, however loaded the machine.
+UNHURRIED = ["--model", "fake:scale=2,ms=250", *COMMON[2:]]
 
 
 def farm_here(args: list[str]):
@@ -35,11 +37,11 @@ def clips(tmp_path, names: list[str], frames: int = 24) -> list[str]:
     return [make_test_clip(str(tmp_path / "in" / f"{n}.mkv"), frames=frames, size=(32, 24), audio=True) for n in names]
 
 
-def solo(tmp_path, clip: str) -> bytes:
+def solo(tmp_path, clip: str, common: list[str] = COMMON) -> bytes:
     """The output of the clip's job run alone (its own jobs root), as the reference."""
     os.makedirs(tmp_path / "solo", exist_ok=True)
     out = str(tmp_path / "solo" / os.path.basename(clip))
-    farm_here(["submit", clip, "-o", out, "--jobs-root", str(tmp_path / "solo-jobs"), "--workers", "1"] + COMMON)
+    farm_here(["submit", clip, "-o", out, "--jobs-root", str(tmp_path / "solo-jobs"), "--workers", "1"] + common)
     with open(out, "rb") as f:
         return f.read()
 
@@ -131,7 +133,7 @@ def test_pausing_a_running_job_keeps_its_shards_and_resume_finishes_it(tmp_path,
     jobs = str(tmp_path / "jobs")
     os.makedirs(tmp_path / "out", exist_ok=True)
     template = str(tmp_path / "out" / "{stem}_x4.mkv")
-    farm_here(["submit", ep, "-o", template, "--jobs-root", jobs, "--queue-only", "--workers", "1"] + COMMON)
+    farm_here(["submit", ep, "-o", template, "--jobs-root", jobs, "--queue-only", "--workers", "1"] + UNHURRIED)
     job_id = job_id_of(jobs, ep)
 
     def pause_after_two_shards(view) -> None:
@@ -150,4 +152,4 @@ def test_pausing_a_running_job_keeps_its_shards_and_resume_finishes_it(tmp_path,
     after = job_segments(jobs, job_id)
     assert {s: after[s] for s in before} == before, "a shard committed before the pause was redone"
     with open(template.format(stem="ep"), "rb") as f:
-        assert f.read() == solo(tmp_path, ep)
+        assert f.read() == solo(tmp_path, ep, UNHURRIED)
