@@ -55,11 +55,14 @@ def main() -> int:
                     # _exit: a process that leaves with os._exit still writes its data.
                     "patch = subprocess, _exit\n")
         os.makedirs(os.path.join(work, "data"))
-        python = sys.executable
-        tests = subprocess.run([python, "-m", "coverage", "run", f"--rcfile={config}", "-m", "pytest", *args.pytest_args], cwd=ROOT)
-        subprocess.run([python, "-m", "coverage", "combine", f"--rcfile={config}", "-q"], cwd=ROOT, check=True)
+
+        def coverage(command: str, *rest: str, check: bool = True) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "coverage", command, f"--rcfile={config}", *rest], cwd=ROOT, check=check)
+
+        tests = coverage("run", "-m", "pytest", *args.pytest_args, check=False)
+        coverage("combine", "-q")
         out = os.path.join(work, "report.json")
-        subprocess.run([python, "-m", "coverage", "json", f"--rcfile={config}", "-q", "-o", out], cwd=ROOT, check=True)
+        coverage("json", "-q", "-o", out)
         with open(out) as f:
             report = json.load(f)
         if args.report:

@@ -21,9 +21,10 @@ from tests.helpers import kill_group, start_farm
 
 pytestmark = pytest.mark.ray
 
-COMMON = ["--model", "fake:scale=2,ms=60", "--no-face", "--codec", "ffv1", "--shard-frames", "4", "--quiet"]
+SETTINGS = ["--no-face", "--codec", "ffv1", "--shard-frames", "4", "--quiet"]
+COMMON = ["--model", "fake:scale=2,ms=60", *SETTINGS]
 # 1 s a shard: the pause lands while most of the job is still ahead, however loaded the machine.
-UNHURRIED = ["--model", "fake:scale=2,ms=250", *COMMON[2:]]
+UNHURRIED = ["--model", "fake:scale=2,ms=250", *SETTINGS]
 
 
 def farm_here(args: list[str]):
